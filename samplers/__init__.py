@@ -1,0 +1,1 @@
+"""tracejudge samplers: which traces get judged (deterministic sampling, filters, cursor)."""

@@ -1,0 +1,104 @@
+"""A sampler pass over a window, and the continuous tick with its cursor in Redis."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import redis
+
+from samplers.dedup import EnqueueOnce
+from samplers.selection import select
+from samplers.source import LangfuseTraceSource, TraceRef, is_own_or_internal
+from worker.broker import judge_message
+from worker.outcomes import STATS
+from worker.rubrics import Rubric
+from worker.settings import Settings
+
+CURSOR_KEY = "tracejudge:sampler:cursor"
+LAST_PASS_KEY = "tracejudge:sampler:last_pass"
+log = logging.getLogger("tracejudge.sampler")
+
+
+@dataclasses.dataclass
+class PassReport:
+    since: dt.datetime
+    until: dt.datetime
+    scanned: int = 0
+    excluded: int = 0
+    selected: int = 0
+    enqueued: int = 0
+    already_enqueued: int = 0
+    per_rubric: Counter = dataclasses.field(default_factory=Counter)
+    requests: int = 0
+
+    def line(self) -> str:
+        return (f"window {self.since.isoformat()} .. {self.until.isoformat()}: scanned {self.scanned}, "
+                f"excluded {self.excluded}, selected {self.selected}, enqueued {self.enqueued}, "
+                f"already enqueued {self.already_enqueued}")
+
+
+class Sampler:
+    def __init__(self, settings: Settings, rubrics: dict[str, Rubric], source: LangfuseTraceSource,
+                 broker, client: redis.Redis):
+        self.settings = settings
+        self.rubrics = list(rubrics.values())
+        self.source = source
+        self.broker = broker
+        self.client = client
+        self.once = EnqueueOnce(client)
+
+    def run_pass(self, since: dt.datetime, until: dt.datetime,
+                 on_trace: Callable[[TraceRef], None] | None = None) -> PassReport:
+        report = PassReport(since, until)
+        before = self.source.requests
+        for ref in self.source.iter_roots(since, until):
+            report.scanned += 1
+            if on_trace:
+                on_trace(ref)
+            if is_own_or_internal(ref):
+                report.excluded += 1
+                continue
+            for rubric in select(self.rubrics, ref, self.settings.sample_rate):
+                report.selected += 1
+                if not self.once.claim(rubric.key, ref.trace_id):
+                    report.already_enqueued += 1
+                    continue
+                try:
+                    self.broker.enqueue(judge_message(ref.trace_id, rubric.key))
+                except Exception:
+                    self.once.release(rubric.key, ref.trace_id)
+                    raise
+                self.once.confirm(rubric.key, ref.trace_id)
+                report.enqueued += 1
+                report.per_rubric[rubric.key] += 1
+        report.requests = self.source.requests - before
+        self.client.hset(LAST_PASS_KEY, mapping={"at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                                                 "line": report.line()})
+        for field, value in (("sampler_scanned", report.scanned), ("sampler_excluded", report.excluded),
+                             ("sampler_selected", report.selected), ("enqueued", report.enqueued)):
+            if value:
+                self.client.hincrby(STATS, field, value)
+        return report
+
+    def tick(self, now: dt.datetime | None = None) -> PassReport | None:
+        """One continuous step: from the cursor (minus the overlap) up to now minus settle."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        until = now - dt.timedelta(seconds=self.settings.settle_seconds)
+        cursor = self.cursor() or until - dt.timedelta(seconds=self.settings.sample_interval_seconds)
+        since = cursor - dt.timedelta(seconds=self.settings.overlap_seconds)
+        if until <= since:
+            return None
+        report = self.run_pass(since, until)
+        # Advance only after the whole window was enqueued: a crash re-scans, dedup makes it free.
+        self.set_cursor(max(until, cursor))
+        return report
+
+    def cursor(self) -> dt.datetime | None:
+        raw = self.client.get(CURSOR_KEY)
+        return dt.datetime.fromisoformat(raw.decode()) if raw else None
+
+    def set_cursor(self, value: dt.datetime) -> None:
+        self.client.set(CURSOR_KEY, value.astimezone(dt.timezone.utc).isoformat())

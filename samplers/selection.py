@@ -1,0 +1,25 @@
+"""Which rubric versions a trace is selected for: applicability filters, then the hash."""
+from __future__ import annotations
+
+from samplers.hashing import is_sampled
+from samplers.source import TraceRef
+from worker.rubrics import Rubric
+
+
+def applies(rubric: Rubric, ref: TraceRef) -> bool:
+    a = rubric.applies_to
+    if a.environments and ref.environment not in a.environments:
+        return False
+    if a.trace_names and ref.name not in a.trace_names:
+        return False
+    if a.tags and not set(a.tags) <= set(ref.tags):
+        return False
+    return all(str(ref.metadata.get(k)) == v for k, v in a.metadata)
+
+
+def rate_for(rubric: Rubric, override: float | None) -> float:
+    return rubric.sampling_rate if override is None else override
+
+
+def select(rubrics: list[Rubric], ref: TraceRef, rate_override: float | None) -> list[Rubric]:
+    return [r for r in rubrics if applies(r, ref) and is_sampled(ref.trace_id, rate_for(r, override=rate_override))]

@@ -1,0 +1,103 @@
+"""The Langfuse trace source: root observations of a time window, through v2 observations.
+
+Asks only for the field groups the sampler needs, at the largest page size, walking the
+cursor. Falls back to the legacy ``/api/public/traces`` only when the server has no v2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+
+from langfuse.api import LangfuseAPI
+from langfuse.api.core.api_error import ApiError
+
+from worker.langfuse_client import NO_SDK_RETRIES, raw_request
+from worker.retrying import call_with_retries
+
+ROOT_FIELDS = "core,basic,metadata,trace_context"
+V2_PAGE = 1000
+LEGACY_PAGE = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceRef:
+    trace_id: str
+    name: str | None
+    environment: str | None
+    tags: tuple[str, ...]
+    metadata: dict
+    timestamp: dt.datetime | None
+
+
+def is_own_or_internal(ref: TraceRef) -> bool:
+    """Langfuse's internal environments and tracejudge's own traces are never judged."""
+    return (ref.environment or "").startswith("langfuse") or (ref.name or "").startswith("tracejudge")
+
+
+class LangfuseTraceSource:
+    def __init__(self, api: LangfuseAPI):
+        self.api = api
+        self.v2_missing = False
+        self.requests = 0
+
+    def iter_roots(self, since: dt.datetime, until: dt.datetime) -> Iterator[TraceRef]:
+        if not self.v2_missing:
+            try:
+                yield from self._iter_v2(since, until)
+                return
+            except ApiError as exc:
+                if exc.status_code != 404:
+                    raise
+                self.v2_missing = True
+        yield from self._iter_legacy(since, until)
+
+    def _iter_v2(self, since, until) -> Iterator[TraceRef]:
+        cursor = None
+        while True:
+            self.requests += 1
+            page = call_with_retries(lambda: self.api.observations.get_many(
+                is_root_observation=True, from_start_time=since, to_start_time=until,
+                fields=ROOT_FIELDS, limit=V2_PAGE, cursor=cursor, request_options=NO_SDK_RETRIES))
+            for obs in page.data:
+                yield TraceRef(
+                    trace_id=obs.trace_id,
+                    name=getattr(obs, "trace_name", None) or obs.name,
+                    environment=obs.environment,
+                    tags=tuple(getattr(obs, "tags", None) or ()),
+                    metadata=obs.metadata if isinstance(obs.metadata, dict) else {},
+                    timestamp=obs.start_time,
+                )
+            cursor = page.meta.cursor
+            if not cursor or not page.data:
+                return
+
+    def _iter_legacy(self, since, until) -> Iterator[TraceRef]:
+        page_no = 1
+        while True:
+            self.requests += 1
+            params = {"page": page_no, "limit": LEGACY_PAGE, "fromTimestamp": _iso(since),
+                      "toTimestamp": _iso(until), "orderBy": "timestamp.asc", "fields": "core"}
+            body = call_with_retries(lambda: raw_request(self.api, "GET", "api/public/traces", params=params))
+            data = body.get("data") or []
+            for trace in data:
+                yield TraceRef(
+                    trace_id=trace["id"], name=trace.get("name"), environment=trace.get("environment"),
+                    tags=tuple(trace.get("tags") or ()),
+                    metadata=trace.get("metadata") if isinstance(trace.get("metadata"), dict) else {},
+                    timestamp=_parse(trace.get("timestamp")),
+                )
+            total_pages = (body.get("meta") or {}).get("totalPages") or 0
+            if not data or page_no >= total_pages:
+                return
+            page_no += 1
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(value) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))

@@ -1,0 +1,1 @@
+"""tracejudge worker: broker and actors, judge clients, rubric engine, score write-back, CLI."""

@@ -1,0 +1,53 @@
+"""The dramatiq Redis broker and the judge actors, declared against an explicit broker."""
+from __future__ import annotations
+
+import logging
+import random
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.message import Message
+
+from worker.errors import TransientError
+from worker.settings import Settings
+
+JUDGE_QUEUE = "judge"
+JUDGE_ACTOR = "judge_trace"
+EXHAUSTED_ACTOR = "record_exhausted"
+log = logging.getLogger("tracejudge.broker")
+
+
+def build_broker(settings: Settings) -> RedisBroker:
+    broker = RedisBroker(url=settings.redis_url,
+                         heartbeat_timeout=settings.heartbeat_timeout_seconds * 1000,
+                         # sweep for a dead worker's messages often: ~1 in 100 commands
+                         maintenance_chance=10_000)
+    declare_actors(broker, settings)
+    return broker
+
+
+def declare_actors(broker: dramatiq.Broker, settings: Settings) -> dict[str, dramatiq.Actor]:
+    from worker.actors import judge_trace, record_exhausted
+
+    if JUDGE_ACTOR in broker.actors:
+        return {name: broker.get_actor(name) for name in (JUDGE_ACTOR, EXHAUSTED_ACTOR)}
+    judge = dramatiq.actor(
+        judge_trace, broker=broker, actor_name=JUDGE_ACTOR, queue_name=JUDGE_QUEUE,
+        max_retries=settings.max_job_retries, min_backoff=2_000, max_backoff=600_000,
+        time_limit=15 * 60_000, on_retry_exhausted=EXHAUSTED_ACTOR,
+    )
+    exhausted = dramatiq.actor(record_exhausted, broker=broker, actor_name=EXHAUSTED_ACTOR,
+                               queue_name=JUDGE_QUEUE, max_retries=20)
+    return {JUDGE_ACTOR: judge, EXHAUSTED_ACTOR: exhausted}
+
+
+def judge_message(trace_id: str, rubric_key: str) -> Message:
+    return Message(queue_name=JUDGE_QUEUE, actor_name=JUDGE_ACTOR, args=(trace_id, rubric_key),
+                   kwargs={}, options={})
+
+
+def retry_for(exc: TransientError) -> dramatiq.Retry:
+    """dramatiq retry honouring the server's Retry-After, with jitter so a fleet doesn't stampede."""
+    if exc.retry_after:
+        return dramatiq.Retry(str(exc), delay=int(exc.retry_after * 1000 * random.uniform(1.0, 1.5)))
+    return dramatiq.Retry(str(exc))

@@ -1,0 +1,189 @@
+"""The ``tracejudge`` command line. Every command exits non-zero with a one-line reason on
+bad input or bad configuration."""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import signal
+import sys
+import threading
+
+import click
+
+from worker.errors import ConfigError, TraceJudgeError
+
+
+def _iso(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2026-11-20T00:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def reports_errors(fn):
+    """Turn our own errors into a one-line message and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TraceJudgeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """tracejudge: LLM-as-judge scores for a deterministic sample of your Langfuse traces.
+
+    Configuration comes from the environment (LANGFUSE_*, REDIS_URL, ANTHROPIC_*/OPENAI_*,
+    TRACEJUDGE_*); see the README. Start with `tracejudge demo`.
+    """
+
+
+def _sampler(settings):
+    import redis
+
+    from samplers.sampler import Sampler
+    from samplers.source import LangfuseTraceSource
+    from worker.broker import build_broker
+    from worker.langfuse_client import build_langfuse_api
+    from worker.rubrics import load_rubrics
+
+    client = redis.Redis.from_url(settings.redis_url)
+    rubrics = load_rubrics(settings.rubrics_dir)
+    return Sampler(settings, rubrics, LangfuseTraceSource(build_langfuse_api(settings)),
+                   build_broker(settings), client)
+
+
+def _settings():
+    from worker.settings import Settings
+
+    return Settings.from_env()
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One pass over the window, then exit (else: run continuously).")
+@click.option("--since", callback=_iso, help="Window start, ISO 8601 (default: one sample interval before --until).")
+@click.option("--until", callback=_iso, help="Window end, exclusive (default: now minus TRACEJUDGE_SETTLE_SECONDS).")
+@reports_errors
+def sample(once, since, until):
+    """Pick traces by the deterministic hash and enqueue them for judging."""
+    settings = _settings()
+    sampler = _sampler(settings)
+    if not once:
+        if since or until:
+            raise click.UsageError("--since/--until need --once (continuous mode follows its cursor)")
+        _run_scheduler(sampler, settings)
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    until = until or now - dt.timedelta(seconds=settings.settle_seconds)
+    since = since or until - dt.timedelta(seconds=settings.sample_interval_seconds)
+    if since >= until:
+        raise click.UsageError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+    report = sampler.run_pass(since, until)
+    click.echo(f"scanned {report.scanned} traces, selected {report.selected}, enqueued {report.enqueued} "
+               f"({report.already_enqueued} already enqueued, {report.excluded} excluded) "
+               f"in {report.requests} Langfuse requests")
+
+
+@main.command()
+@click.option("--since", callback=_iso, required=True, help="Window start, ISO 8601.")
+@click.option("--until", callback=_iso, required=True, help="Window end, ISO 8601, exclusive.")
+@reports_errors
+def backfill(since, until):
+    """Judge a past window (same sampling and dedup as the sampler), with a progress bar."""
+    if since >= until:
+        raise click.UsageError("--since must be before --until")
+    sampler = _sampler(_settings())
+    span = (until - since).total_seconds()
+    with click.progressbar(length=int(span), label="backfill", show_eta=True, file=sys.stderr) as bar:
+        first: list[dt.datetime] = []
+
+        def advance(ref):
+            if ref.timestamp is None:
+                return
+            if not first:
+                first.append(ref.timestamp)
+            newest_first = (until - first[0]) < (first[0] - since)
+            covered = (until - ref.timestamp) if newest_first else (ref.timestamp - since)
+            bar.update(max(0, int(covered.total_seconds()) - bar.pos))
+
+        report = sampler.run_pass(since, until, on_trace=advance)
+        bar.update(bar.length - bar.pos)
+    click.echo(report.line())
+
+
+def _run_scheduler(sampler, settings):
+    from worker.logs import configure_logging
+    from worker.scheduler import run_scheduler
+
+    configure_logging()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_scheduler(sampler, settings.sample_interval_seconds, stop)
+
+
+@main.command()
+@reports_errors
+def scheduler():
+    """Periodic sampler ticks (the Procfile's `scheduler`); a Redis lease keeps one active."""
+    settings = _settings()
+    _run_scheduler(_sampler(settings), settings)
+
+
+@main.command()
+@click.option("--processes", "-p", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", "-t", default=32, show_default=True, type=click.IntRange(1, 512),
+              help="Threads per process; processes x threads judge calls can be in flight.")
+@reports_errors
+def worker(processes, threads):
+    """The dramatiq worker fleet (the Procfile's `worker`)."""
+    from worker.runtime import Runtime
+
+    Runtime(_settings())  # fail here, with one line, rather than in every forked process
+    args = [sys.executable, "-m", "dramatiq", "worker.fleet", "--processes", str(processes),
+            "--threads", str(threads), "--queues", "judge", "--skip-logging",
+            "--worker-shutdown-timeout", "60000"]
+    os.execv(sys.executable, args)
+
+
+@main.command()
+@reports_errors
+def status():
+    """Queue depths, outcomes, judge tokens and cost, and the sampler cursor."""
+    import redis
+
+    from samplers.sampler import CURSOR_KEY, LAST_PASS_KEY
+    from worker.outcomes import OutcomeLog
+    from worker.queues import queue_depth
+
+    client = redis.Redis.from_url(_settings().redis_url)
+    depth = queue_depth(client)
+    stats = OutcomeLog(client).stats()
+    cursor = client.get(CURSOR_KEY)
+    click.echo(f"queue: {depth.ready} ready, {depth.unacked} in flight, {depth.delayed} delayed, "
+               f"{depth.dead} dead letters")
+    click.echo(f"sampler cursor: {cursor.decode() if cursor else 'not set'}")
+    last = client.hget(LAST_PASS_KEY, "line")
+    if last:
+        click.echo(f"last pass: {last.decode()}")
+    for key in sorted(stats):
+        click.echo(f"{key}: {stats[key]}")
+
+
+from worker.cli_demo import demo, stack  # noqa: E402  (commands registered below)
+from worker.cli_rubrics import rubrics  # noqa: E402
+
+main.add_command(demo)
+main.add_command(stack)
+main.add_command(rubrics)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""The module the dramatiq CLI loads in every worker process: broker, actors, runtime.
+
+Settings and rubrics are checked here, at start-up, so a bad configuration stops the fleet
+before it takes a job.
+"""
+import dramatiq
+
+from worker.broker import build_broker
+from worker.logs import configure_logging
+from worker.runtime import Runtime, set_runtime
+from worker.settings import Settings
+
+configure_logging()
+settings = Settings.from_env()
+broker = build_broker(settings)
+dramatiq.set_broker(broker)
+set_runtime(Runtime(settings))

@@ -1,0 +1,60 @@
+"""Anthropic judge: forced tool use, the static system prompt marked for prompt caching."""
+from __future__ import annotations
+
+import anthropic
+
+from worker.judges.base import JudgeReply, Usage
+from worker.prompt import JudgeRequest
+
+
+class AnthropicJudge:
+    provider = "anthropic"
+
+    def __init__(self, api_key: str, base_url: str | None, timeout: float):
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout,
+                                          max_retries=0)
+
+    def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
+        messages: list[dict] = [{"role": "user", "content": request.user}]
+        if repair is not None:
+            previous, text = repair
+            messages += _repair_turns(previous, text)
+        kwargs = dict(
+            model=request.model,
+            max_tokens=request.max_tokens,
+            temperature=0,
+            messages=messages,
+            tools=[{"name": request.tool_name, "description": request.tool_description,
+                    "input_schema": request.schema}],
+            tool_choice={"type": "tool", "name": request.tool_name},
+        )
+        if request.system:
+            kwargs["system"] = [{"type": "text", "text": request.system,
+                                 "cache_control": {"type": "ephemeral"}}]
+        response = self.client.messages.create(**kwargs)
+        u = response.usage
+        usage = Usage(u.input_tokens or 0, u.output_tokens or 0,
+                      getattr(u, "cache_read_input_tokens", 0) or 0,
+                      getattr(u, "cache_creation_input_tokens", 0) or 0)
+        turn = {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in response.content]}
+        if response.stop_reason == "max_tokens":
+            return JudgeReply(None, usage, "truncated", f"stopped at max_tokens={request.max_tokens}", turn)
+        if response.stop_reason == "refusal":
+            return JudgeReply(None, usage, "refused", "the judge declined to answer", turn)
+        for block in response.content:
+            if block.type == "tool_use" and block.name == request.tool_name:
+                return JudgeReply(block.input, usage, assistant_turn=turn)
+        text = " ".join(getattr(b, "text", "") for b in response.content)[:200]
+        return JudgeReply(None, usage, "unparseable", f"no {request.tool_name} tool call; said: {text!r}", turn)
+
+
+def _repair_turns(previous: JudgeReply, text: str) -> list[dict]:
+    turn = previous.assistant_turn
+    tool_uses = [b for b in turn["content"] if b.get("type") == "tool_use"]
+    if tool_uses:
+        return [turn, {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": b["id"], "is_error": True, "content": text}
+            for b in tool_uses]}]
+    if not turn["content"]:  # the API refuses an empty assistant turn
+        turn = {"role": "assistant", "content": "-"}
+    return [turn, {"role": "user", "content": text}]

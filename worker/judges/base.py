@@ -1,0 +1,39 @@
+"""What every judge provider offers: ask for a structured verdict, and a repair turn."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from worker.prompt import JudgeRequest
+
+
+@dataclasses.dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+@dataclasses.dataclass
+class JudgeReply:
+    """``verdict`` is the structured answer when the judge gave one; ``problem`` names why not
+    (``unparseable``, ``truncated``, ``refused``) with ``detail``."""
+
+    verdict: Any
+    usage: Usage
+    problem: str | None = None
+    detail: str = ""
+    # Provider-specific assistant turn, replayed when asking for a repair.
+    assistant_turn: Any = None
+
+
+class Judge(Protocol):
+    provider: str
+
+    def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
+        """One judge call (no retries here); ``repair`` = (the invalid reply, the repair text)."""
+        ...

@@ -1,0 +1,97 @@
+"""OpenAI judge (and OpenAI-compatible servers): strict JSON schema, or a forced tool call
+on servers that lack ``response_format: json_schema``."""
+from __future__ import annotations
+
+import json
+
+import openai
+
+from worker.judges.base import JudgeReply, Usage
+from worker.prompt import JudgeRequest
+
+
+class OpenAIJudge:
+    provider = "openai"
+
+    def __init__(self, api_key: str, base_url: str | None, timeout: float):
+        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self.use_tool = False  # set once a server refused json_schema
+
+    def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
+        messages: list[dict] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.user})
+        if repair is not None:
+            previous, text = repair
+            messages += _repair_turns(previous, text)
+        if not self.use_tool:
+            try:
+                return self._ask_json_schema(request, messages)
+            except openai.BadRequestError as exc:
+                if "response_format" not in str(exc) and "json_schema" not in str(exc):
+                    raise
+                self.use_tool = True
+        return self._ask_tool(request, messages)
+
+    def _create(self, request: JudgeRequest, messages: list[dict], **extra):
+        return self.client.chat.completions.create(
+            model=request.model, messages=messages, temperature=0,
+            max_completion_tokens=request.max_tokens, **extra)
+
+    def _ask_json_schema(self, request: JudgeRequest, messages: list[dict]) -> JudgeReply:
+        response = self._create(request, messages, response_format={
+            "type": "json_schema",
+            "json_schema": {"name": request.tool_name, "strict": True, "schema": request.schema}})
+        choice = response.choices[0]
+        content = choice.message.content
+        turn = {"role": "assistant", "content": content or "-"}
+        return _reply(_usage(response), choice.finish_reason, getattr(choice.message, "refusal", None),
+                      content, turn, request)
+
+    def _ask_tool(self, request: JudgeRequest, messages: list[dict]) -> JudgeReply:
+        response = self._create(request, messages, tools=[{"type": "function", "function": {
+            "name": request.tool_name, "description": request.tool_description,
+            "parameters": request.schema, "strict": True}}],
+            tool_choice={"type": "function", "function": {"name": request.tool_name}})
+        choice = response.choices[0]
+        calls = choice.message.tool_calls or []
+        arguments = calls[0].function.arguments if calls else None
+        turn = {"role": "assistant", "content": choice.message.content or "-"}
+        if calls:
+            turn = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.function.name, "arguments": c.function.arguments}} for c in calls]}
+        reply = _reply(_usage(response), choice.finish_reason, getattr(choice.message, "refusal", None),
+                       arguments, turn, request)
+        return reply
+
+
+def _usage(response) -> Usage:
+    u = response.usage
+    if u is None:
+        return Usage()
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", 0) or 0) if details else 0
+    return Usage(max(0, (u.prompt_tokens or 0) - cached), u.completion_tokens or 0, cached, 0)
+
+
+def _reply(usage: Usage, finish: str | None, refusal: str | None, text: str | None, turn: dict,
+           request: JudgeRequest) -> JudgeReply:
+    if refusal:
+        return JudgeReply(None, usage, "refused", refusal[:200], turn)
+    if finish == "length":
+        return JudgeReply(None, usage, "truncated", f"stopped at max_tokens={request.max_tokens}", turn)
+    if not text:
+        return JudgeReply(None, usage, "unparseable", "empty answer", turn)
+    try:
+        return JudgeReply(json.loads(text), usage, assistant_turn=turn)
+    except ValueError:
+        return JudgeReply(None, usage, "unparseable", f"not JSON: {text[:200]!r}", turn)
+
+
+def _repair_turns(previous: JudgeReply, text: str) -> list[dict]:
+    turn = previous.assistant_turn
+    if turn.get("tool_calls"):
+        return [turn] + [{"role": "tool", "tool_call_id": c["id"], "content": text} for c in turn["tool_calls"]]
+    return [turn, {"role": "user", "content": text}]

@@ -1,0 +1,43 @@
+"""The official langfuse SDK's REST client, built once from settings.
+
+Langfuse SDK 5 dropped the legacy trace endpoints and sends score batches as arrays; for
+older servers we go through the same SDK client's HTTP layer (its auth, base URL and
+timeouts), never a hand-rolled HTTP client.
+"""
+from __future__ import annotations
+
+import typing
+
+from langfuse.api import LangfuseAPI
+from langfuse.api.core.api_error import ApiError
+
+from worker.settings import Settings
+
+# Our retries are tenacity's and dramatiq's; the SDK's own would multiply them.
+NO_SDK_RETRIES: dict = {"max_retries": 0}
+
+
+def build_langfuse_api(settings: Settings) -> LangfuseAPI:
+    return LangfuseAPI(
+        base_url=settings.langfuse_base_url,
+        username=settings.langfuse_public_key,
+        password=settings.langfuse_secret_key,
+        x_langfuse_public_key=settings.langfuse_public_key,
+        x_langfuse_sdk_name="tracejudge",
+        timeout=settings.langfuse_timeout_seconds,
+    )
+
+
+def raw_request(api: LangfuseAPI, method: str, path: str, *, params: dict | None = None,
+                json: typing.Any = None) -> typing.Any:
+    """A request through the SDK's HTTP client; non-2xx raises the SDK's ApiError."""
+    response = api._client_wrapper.httpx_client.request(
+        path, method=method, params=params, json=json, request_options=NO_SDK_RETRIES
+    )
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    if not 200 <= response.status_code < 300:
+        raise ApiError(status_code=response.status_code, headers=dict(response.headers), body=body)
+    return body

@@ -1,0 +1,77 @@
+"""Counting what happened to each job, exactly once per score id, in Redis.
+
+A job is redelivered after a crash between writing its score and its ack; the ``done``
+marker makes the second pass skip the judge call and keeps every counter exact.
+"""
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import redis
+
+from worker.judges.base import Usage
+
+STATS = "tracejudge:stats"
+UNSCORED_LOG = "tracejudge:unscored"
+EXHAUSTED = "tracejudge:exhausted"
+_DONE = "tracejudge:done:"
+_DONE_TTL = 90 * 24 * 3600
+_UNSCORED_LOG_MAX = 10_000
+
+# KEYS[1]=done marker, KEYS[2]=stats, KEYS[3]=unscored log; ARGV[1]=marker value, ARGV[2]=ttl,
+# ARGV[3]=log entry or "", ARGV[4..]=field, increment pairs.
+_RECORD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) == false then return 0 end
+for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if ARGV[3] ~= '' then
+  redis.call('LPUSH', KEYS[3], ARGV[3])
+  redis.call('LTRIM', KEYS[3], 0, ARGV[4] - 1)
+end
+return 1
+"""
+
+
+class OutcomeLog:
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self._record = client.register_script(_RECORD)
+
+    def is_done(self, score_id: str) -> bool:
+        return bool(self.client.exists(_DONE + score_id))
+
+    def scored(self, score_id: str, rubric_key: str, usage: Usage, cost: Decimal, calls: int) -> bool:
+        fields = {"scored": 1, f"scored:{rubric_key}": 1, **_usage_fields(usage, cost, calls)}
+        return self._apply(score_id, "scored", fields, "")
+
+    def unscored(self, score_id: str, rubric_key: str, trace_id: str, reason: str, detail: str,
+                 usage: Usage, cost: Decimal, calls: int) -> bool:
+        fields = {"unscored": 1, f"unscored:{reason}": 1, f"unscored:{rubric_key}:{reason}": 1,
+                  **_usage_fields(usage, cost, calls)}
+        entry = json.dumps({"trace_id": trace_id, "rubric": rubric_key, "reason": reason,
+                            "detail": detail[:500], "at": time.time()})
+        return self._apply(score_id, f"unscored:{reason}", fields, entry)
+
+    def exhausted(self, score_id: str, trace_id: str, rubric_key: str, reason: str) -> None:
+        self.client.hset(EXHAUSTED, score_id, json.dumps(
+            {"trace_id": trace_id, "rubric": rubric_key, "reason": reason[:500], "at": time.time()}))
+
+    def _apply(self, score_id: str, marker: str, fields: dict, entry: str) -> bool:
+        args = [marker, _DONE_TTL, entry, _UNSCORED_LOG_MAX]
+        for field, inc in fields.items():
+            if inc:
+                args += [field, int(inc)]
+        return bool(self._record(keys=[_DONE + score_id, STATS, UNSCORED_LOG], args=args))
+
+    def stats(self) -> dict[str, int]:
+        raw = self.client.hgetall(STATS)
+        stats = {k.decode(): int(v) for k, v in raw.items()}
+        stats["retries_exhausted"] = self.client.hlen(EXHAUSTED)
+        return stats
+
+
+def _usage_fields(usage: Usage, cost: Decimal, calls: int) -> dict[str, int]:
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_tokens, "cache_write_tokens": usage.cache_write_tokens,
+            "judge_calls": calls, "cost_microusd": int((cost * 1_000_000).to_integral_value())}

@@ -1,0 +1,81 @@
+"""Everything a worker process needs, built once at start-up from Settings and checked loudly."""
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from worker.errors import ConfigError
+from worker.judges import build_judge
+from worker.langfuse_client import build_langfuse_api
+from worker.models import check_judge_model
+from worker.outcomes import OutcomeLog
+from worker.pricing import check_priced
+from worker.prompt import compile_template
+from worker.rubrics import Rubric, load_rubrics
+from worker.scores import ScoreWriter
+from worker.settings import Settings
+from worker.traces import TraceReader
+
+log = logging.getLogger("tracejudge.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, redis_client: redis.Redis | None = None):
+        self.settings = settings
+        self.rubrics: dict[str, Rubric] = load_rubrics(settings.rubrics_dir)
+        self.warnings = validate_rubrics(self.rubrics, settings)
+        for warning in self.warnings:
+            log.warning(warning)
+        self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
+        self.langfuse = build_langfuse_api(settings)
+        self.traces = TraceReader(self.langfuse)
+        self.scores = ScoreWriter(self.langfuse)
+        self.outcomes = OutcomeLog(self.redis)
+        self._judges: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def judge_for(self, rubric: Rubric):
+        provider = rubric.judge.provider
+        with self._lock:
+            if provider not in self._judges:
+                self._judges[provider] = build_judge(provider, self.settings)
+            return self._judges[provider]
+
+
+def validate_rubrics(rubrics: dict[str, Rubric], settings: Settings, *, require_keys: bool = True) -> list[str]:
+    """Start-up checks of every loaded version: templates, pinned and priced judges, keys."""
+    warnings: list[str] = []
+    for rubric in rubrics.values():
+        for name, source in (("user.j2", rubric.user_template), ("system.j2", rubric.system_template)):
+            if source:
+                compile_template(source, str(rubric.path / name))
+        warnings += [f"{rubric.key}: {w}" for w in check_judge_model(
+            rubric.judge.provider, rubric.judge.model, allow_floating=settings.allow_floating_models)]
+        check_priced(rubric.judge.model)
+        key = {"anthropic": settings.anthropic_api_key, "openai": settings.openai_api_key}[rubric.judge.provider]
+        if require_keys and not key:
+            env = "ANTHROPIC_API_KEY" if rubric.judge.provider == "anthropic" else "OPENAI_API_KEY"
+            raise ConfigError(f"{rubric.key} judges with {rubric.judge.provider}: {env} is missing")
+    return warnings
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built from the environment on first use (worker start-up)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime(Settings.from_env())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """For tests and embedding: use this runtime instead of one built from the environment."""
+    global _runtime
+    with _runtime_lock:
+        _runtime = runtime

@@ -1,0 +1,89 @@
+"""A rubric's score scale: the judge's output schema and strict validation of its answer."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from worker.errors import ConfigError, VerdictError
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    kind: str  # numeric | categorical | boolean
+    minimum: float | None = None
+    maximum: float | None = None
+    integer: bool = False
+    higher_is_better: bool = True
+    labels: tuple[tuple[str, float], ...] = ()  # categorical: (label, value), best first
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str) -> "Scale":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: 'score' must be a mapping")
+        kind = raw.get("type")
+        direction = raw.get("direction", "higher_is_better")
+        if direction not in ("higher_is_better", "lower_is_better"):
+            raise ConfigError(f"{where}: score.direction must be higher_is_better or lower_is_better")
+        if kind == "numeric":
+            lo, hi = raw.get("min"), raw.get("max")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
+                raise ConfigError(f"{where}: numeric score needs numbers 'min' and 'max'")
+            if lo >= hi:
+                raise ConfigError(f"{where}: score.min ({lo}) must be below score.max ({hi})")
+            return cls("numeric", float(lo), float(hi), bool(raw.get("integer", False)),
+                       direction == "higher_is_better")
+        if kind == "categorical":
+            labels = raw.get("labels")
+            if not isinstance(labels, dict) or len(labels) < 2:
+                raise ConfigError(f"{where}: categorical score needs 'labels': a mapping of 2+ label: value")
+            pairs = []
+            for label, value in labels.items():
+                if not isinstance(label, str) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{where}: label {label!r} needs a numeric value")
+                pairs.append((label, float(value)))
+            return cls("categorical", labels=tuple(pairs), higher_is_better=direction == "higher_is_better")
+        if kind == "boolean":
+            return cls("boolean", 0.0, 1.0, True, direction == "higher_is_better")
+        raise ConfigError(f"{where}: score.type must be numeric, categorical or boolean, not {kind!r}")
+
+    @property
+    def data_type(self) -> str:
+        return {"numeric": "NUMERIC", "categorical": "CATEGORICAL", "boolean": "BOOLEAN"}[self.kind]
+
+    def json_schema(self) -> dict:
+        """The schema of the verdict's ``score`` field."""
+        if self.kind == "numeric":
+            return {"type": "integer" if self.integer else "number",
+                    "minimum": _plain(self.minimum), "maximum": _plain(self.maximum)}
+        if self.kind == "categorical":
+            return {"type": "string", "enum": [label for label, _ in self.labels]}
+        return {"type": "boolean"}
+
+    def score_value(self, raw) -> float | str:
+        """The Langfuse score value for the judge's answer; raises VerdictError('off_scale')."""
+        if self.kind == "numeric":
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+                raise VerdictError("unparseable", f"score {raw!r} is not a number")
+            if self.integer and raw != int(raw):
+                raise VerdictError("off_scale", f"score {raw} is not a whole number")
+            if not self.minimum <= raw <= self.maximum:
+                raise VerdictError("off_scale", f"score {raw} outside [{_plain(self.minimum)}, {_plain(self.maximum)}]")
+            return _plain(raw)
+        if self.kind == "categorical":
+            if raw not in {label for label, _ in self.labels}:
+                raise VerdictError("off_scale", f"label {raw!r} not one of {[l for l, _ in self.labels]}")
+            return raw
+        if not isinstance(raw, bool):
+            raise VerdictError("off_scale", f"score {raw!r} is not a boolean")
+        return 1 if raw else 0
+
+    def describe(self) -> str:
+        if self.kind == "numeric":
+            return f"{'integer' if self.integer else 'number'} {_plain(self.minimum)}..{_plain(self.maximum)}"
+        if self.kind == "categorical":
+            return "one of " + ", ".join(label for label, _ in self.labels)
+        return "true or false"
+
+
+def _plain(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x

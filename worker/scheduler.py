@@ -1,0 +1,64 @@
+"""The Procfile's scheduler: periodic sampler ticks, one active instance fleet-wide.
+
+Safe to run twice: a Redis lease elects one; the other waits and takes over when the
+holder stops renewing (crash, deploy).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import redis
+
+from samplers.sampler import Sampler
+
+LOCK_KEY = "tracejudge:scheduler:lock"
+log = logging.getLogger("tracejudge.scheduler")
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class Lease:
+    def __init__(self, client: redis.Redis, ttl_seconds: float):
+        self.client = client
+        self.token = uuid.uuid4().hex
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self._renew = client.register_script(_RENEW)
+
+    def hold(self) -> bool:
+        """Take the lease if free, renew it if ours; False when another scheduler holds it."""
+        if self._renew(keys=[LOCK_KEY], args=[self.token, self.ttl_ms]):
+            return True
+        return bool(self.client.set(LOCK_KEY, self.token, nx=True, px=self.ttl_ms))
+
+    def release(self) -> None:
+        if (self.client.get(LOCK_KEY) or b"").decode() == self.token:
+            self.client.delete(LOCK_KEY)
+
+
+def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event) -> None:
+    lease = Lease(sampler.client, ttl_seconds=max(60.0, 3 * interval))
+    leading = False
+    try:
+        while not stop.is_set():
+            if lease.hold():
+                if not leading:
+                    log.info("scheduler is active")
+                    leading = True
+                try:
+                    report = sampler.tick()
+                    if report:
+                        log.info("sampler pass", extra={"summary": report.line()})
+                except Exception:  # boundary: a failed tick is logged and retried next interval
+                    log.exception("sampler tick failed; the cursor did not move")
+            elif leading or not stop.is_set():
+                if leading:
+                    log.warning("lost the scheduler lease")
+                leading = False
+            stop.wait(interval)
+    finally:
+        lease.release()

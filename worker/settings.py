@@ -1,0 +1,136 @@
+"""Typed settings, read once from the environment at start-up and passed down.
+
+Nothing else in tracejudge reads ``os.environ``. Every mistake is reported at once, one line
+each, so a operator fixes them in one go.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+from worker.errors import ConfigError
+
+_PACKAGED_RUBRICS = Path(__file__).resolve().parent.parent / "rubrics"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    langfuse_base_url: str
+    langfuse_public_key: str
+    langfuse_secret_key: str = dataclasses.field(repr=False)
+    redis_url: str = "redis://localhost:6379/0"
+    anthropic_api_key: str | None = dataclasses.field(default=None, repr=False)
+    anthropic_base_url: str | None = None
+    openai_api_key: str | None = dataclasses.field(default=None, repr=False)
+    openai_base_url: str | None = None
+    rubrics_dir: Path = _PACKAGED_RUBRICS
+    sample_rate: float | None = None
+    alert_webhook_url: str | None = None
+    settle_seconds: int = 600
+    sample_interval_seconds: int = 60
+    # Late-ingested traces carry a timestamp already behind the cursor: rescan this much.
+    overlap_seconds: int = 3600
+    # Each trace variable is cut to this many characters (head and tail kept, marker between).
+    max_variable_chars: int = 12000
+    allow_floating_models: bool = False
+    langfuse_timeout_seconds: float = 30.0
+    judge_timeout_seconds: float = 120.0
+    # dramatiq Retries across attempts (each attempt already retried inside by tenacity).
+    max_job_retries: int = 8
+    # How long a SIGKILLed worker's unacked jobs wait before another worker takes them.
+    heartbeat_timeout_seconds: int = 60
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def number(name: str, default, kind=int, low=None, high=None):
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                problems.append(f"{name}={raw!r} is not a {kind.__name__}")
+                return default
+            if (low is not None and value < low) or (high is not None and value > high):
+                problems.append(f"{name}={raw} is out of range [{low}, {high}]")
+                return default
+            return value
+
+        def url(name: str, value: str | None, schemes=("http", "https")) -> str | None:
+            if value is None:
+                return None
+            parsed = urlparse(value)
+            if parsed.scheme not in schemes or not parsed.netloc:
+                problems.append(f"{name}={value!r} is not a valid {'/'.join(schemes)} URL")
+            return value.rstrip("/")
+
+        base_url = url(
+            "LANGFUSE_BASE_URL",
+            text("LANGFUSE_BASE_URL") or text("LANGFUSE_HOST") or "https://cloud.langfuse.com",
+        )
+        public_key = text("LANGFUSE_PUBLIC_KEY")
+        secret_key = text("LANGFUSE_SECRET_KEY")
+        if not public_key:
+            problems.append("LANGFUSE_PUBLIC_KEY is missing (the project's pk-lf-... key)")
+        if not secret_key:
+            problems.append("LANGFUSE_SECRET_KEY is missing (the project's sk-lf-... key)")
+        redis_url = url("REDIS_URL", text("REDIS_URL", cls.redis_url), ("redis", "rediss", "unix"))
+
+        rubrics_dir = Path(text("TRACEJUDGE_RUBRICS_DIR") or _default_rubrics_dir())
+        if not rubrics_dir.is_dir():
+            problems.append(f"TRACEJUDGE_RUBRICS_DIR={str(rubrics_dir)!r} is not a directory")
+
+        flag = text("TRACEJUDGE_ALLOW_FLOATING_MODELS", "0").lower()
+        if flag not in ("0", "1", "true", "false", "yes", "no"):
+            problems.append(f"TRACEJUDGE_ALLOW_FLOATING_MODELS={flag!r} is not a boolean")
+
+        settings = cls(
+            langfuse_base_url=base_url or "",
+            langfuse_public_key=public_key or "",
+            langfuse_secret_key=secret_key or "",
+            redis_url=redis_url or cls.redis_url,
+            anthropic_api_key=text("ANTHROPIC_API_KEY"),
+            anthropic_base_url=url("ANTHROPIC_BASE_URL", text("ANTHROPIC_BASE_URL")),
+            openai_api_key=text("OPENAI_API_KEY"),
+            openai_base_url=url("OPENAI_BASE_URL", text("OPENAI_BASE_URL")),
+            rubrics_dir=rubrics_dir,
+            sample_rate=number("TRACEJUDGE_SAMPLE_RATE", None, float, 0.0, 1.0),
+            alert_webhook_url=url("TRACEJUDGE_ALERT_WEBHOOK_URL", text("TRACEJUDGE_ALERT_WEBHOOK_URL")),
+            settle_seconds=number("TRACEJUDGE_SETTLE_SECONDS", cls.settle_seconds, int, 0),
+            sample_interval_seconds=number(
+                "TRACEJUDGE_SAMPLE_INTERVAL_SECONDS", cls.sample_interval_seconds, int, 1
+            ),
+            overlap_seconds=number("TRACEJUDGE_OVERLAP_SECONDS", cls.overlap_seconds, int, 0),
+            max_variable_chars=number(
+                "TRACEJUDGE_MAX_VARIABLE_CHARS", cls.max_variable_chars, int, 200
+            ),
+            allow_floating_models=flag in ("1", "true", "yes"),
+            langfuse_timeout_seconds=number(
+                "LANGFUSE_TIMEOUT", cls.langfuse_timeout_seconds, float, 1.0
+            ),
+            judge_timeout_seconds=number(
+                "TRACEJUDGE_JUDGE_TIMEOUT_SECONDS", cls.judge_timeout_seconds, float, 1.0
+            ),
+            max_job_retries=number("TRACEJUDGE_MAX_JOB_RETRIES", cls.max_job_retries, int, 0, 100),
+            heartbeat_timeout_seconds=number(
+                "TRACEJUDGE_HEARTBEAT_TIMEOUT_SECONDS", cls.heartbeat_timeout_seconds, int, 5
+            ),
+        )
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return settings
+
+
+def _default_rubrics_dir() -> Path:
+    local = Path("rubrics")
+    return local if local.is_dir() else _PACKAGED_RUBRICS

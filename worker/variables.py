@@ -1,0 +1,143 @@
+"""Trace fields → a rubric's variables: JSON-path selection, then untrusted-text hygiene.
+
+Trace content is untrusted. It reaches the template only as data (so Jinja syntax in it is
+inert), cut to a budget with a visible marker, made valid UTF-8, and with every delimiter the
+template uses, and chat role markers, neutralised so it cannot close its own quote.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from worker.errors import Unscored
+from worker.rubrics import Rubric, Variable
+from worker.traces import Trace
+
+_MISSING = object()
+_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\['([^']*)'\]|\[(-?\d+)\]|\[\*\]|\[\?\(@\.(\w+)\s*==\s*'([^']*)'\)\]")
+_ROLE_MARKERS = re.compile(r"(<\|im_(?:start|end|sep)\|>|<\|(?:system|user|assistant|endoftext)\|>|\n\n(?:Human|Assistant|System):)")
+
+
+def select(value: Any, path: str) -> Any:
+    """A small JSONPath subset: $, .key, ['key'], [n], [-1], [*], [?(@.key=='v')]."""
+    if not path.startswith("$"):
+        raise ValueError(f"path {path!r} must start with $")
+    rest, items, many = path[1:], [value], False
+    while rest:
+        match = _TOKEN.match(rest)
+        if not match:
+            raise ValueError(f"cannot parse path {path!r} at {rest!r}")
+        rest = rest[match.end():]
+        key, quoted, index, fkey, fval = match.groups()
+        nxt = []
+        for item in items:
+            if key is not None or quoted is not None:
+                k = key if key is not None else quoted
+                if isinstance(item, dict) and k in item:
+                    nxt.append(item[k])
+            elif index is not None:
+                if isinstance(item, list) and -len(item) <= int(index) < len(item):
+                    nxt.append(item[int(index)])
+            elif fkey is not None:
+                many = True
+                if isinstance(item, list):
+                    nxt.extend(e for e in item if isinstance(e, dict) and str(e.get(fkey)) == fval)
+            else:  # [*]
+                many = True
+                if isinstance(item, list):
+                    nxt.extend(item)
+                elif isinstance(item, dict):
+                    nxt.extend(item.values())
+        items = nxt
+    if many:
+        return items
+    return items[0] if items else _MISSING
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        text = "\n\n".join(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, indent=1, default=str)
+    # Lone surrogates and undecodable bytes (non-UTF-8 traces) become U+FFFD, never a crash.
+    text = text.encode("utf-8", "replace").decode("utf-8", "replace")
+    return "".join(ch for ch in text if ch in "\n\t" or ch >= " " or ch == "\r")
+
+
+def truncate(text: str, budget: int) -> tuple[str, int]:
+    """Head and tail kept around a visible marker; returns (text, characters cut)."""
+    if len(text) <= budget:
+        return text, 0
+    cut = len(text) - budget
+    head = budget * 2 // 3
+    marker = f"\n[… {cut:,} characters truncated by tracejudge …]\n"
+    return text[:head] + marker + text[len(text) - (budget - head):], cut
+
+
+@dataclasses.dataclass
+class Hygiene:
+    truncated_chars: int = 0
+    neutralised: int = 0
+
+
+def neutralise(text: str, tags: frozenset[str], hygiene: Hygiene) -> str:
+    if tags:
+        pattern = re.compile(r"<(/?\s*(?:" + "|".join(map(re.escape, sorted(tags))) + r")\b)", re.I)
+        text, n = pattern.subn(r"‹\1", text)
+        hygiene.neutralised += n
+    text, n = _ROLE_MARKERS.subn(lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("\n\n", "\n\n> "), text)
+    hygiene.neutralised += n
+    return text
+
+
+def template_tags(*templates: str | None) -> frozenset[str]:
+    """Tag names the templates use as delimiters, e.g. <answer>...</answer>."""
+    return frozenset(
+        tag.lower() for t in templates if t for tag in re.findall(r"</?([A-Za-z_][\w-]*)[^>]*>", t)
+    )
+
+
+def raw_value(trace: Trace, var: Variable) -> Any:
+    if var.source == "input":
+        base = trace.input
+    elif var.source == "output":
+        base = trace.output
+    elif var.source == "metadata":
+        base = trace.metadata
+    elif var.source == "trace":
+        base = {"id": trace.id, "name": trace.name, "environment": trace.environment,
+                "tags": trace.tags, "metadata": trace.metadata}
+    else:
+        obs = trace.observation(var.observation)
+        base = obs.get(var.field) if obs else None
+    if base is None:
+        return _MISSING
+    if isinstance(base, str):
+        return base  # paths address structured values; plain text is the value itself
+    for path in var.paths:
+        value = select(base, path)
+        if value is not _MISSING and value != []:
+            return value
+    return _MISSING
+
+
+def map_variables(trace: Trace, rubric: Rubric, budget: int) -> tuple[dict[str, str], Hygiene]:
+    tags = template_tags(rubric.system_template, rubric.user_template)
+    hygiene = Hygiene()
+    out: dict[str, str] = {}
+    for var in rubric.variables:
+        value = raw_value(trace, var)
+        if value is _MISSING or value == [] or (isinstance(value, str) and not value.strip()):
+            if var.required:
+                reason = "no_output" if var.source == "output" else "not_applicable"
+                raise Unscored(reason, f"variable {var.name!r} ({var.source} {' | '.join(var.paths)}) is empty")
+            out[var.name] = ""
+            continue
+        text, cut = truncate(as_text(value), budget)
+        hygiene.truncated_chars += cut
+        out[var.name] = neutralise(text, tags, hygiene)
+    return out, hygiene
