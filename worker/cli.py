@@ -179,11 +179,13 @@ def status():
 
 
 from worker.cli_demo import demo, stack  # noqa: E402  (commands registered below)
+from worker.cli_dead_letters import dead_letters  # noqa: E402
 from worker.cli_rubrics import rubrics  # noqa: E402
 
 main.add_command(demo)
 main.add_command(stack)
 main.add_command(rubrics)
+main.add_command(dead_letters)
 
 if __name__ == "__main__":
     main()

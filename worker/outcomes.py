@@ -20,17 +20,27 @@ _DONE = "tracejudge:done:"
 _DONE_TTL = 90 * 24 * 3600
 _UNSCORED_LOG_MAX = 10_000
 
-# KEYS[1]=done marker, KEYS[2]=stats, KEYS[3]=unscored log; ARGV[1]=marker value, ARGV[2]=ttl,
-# ARGV[3]=log entry or "", ARGV[4..]=field, increment pairs.
+# KEYS[1] = the done marker; ARGV[1] = its value, ARGV[2] = its ttl; then ops of four
+# arguments each (op, key, a, b), applied only when the marker was new: exactly once per score id.
 _RECORD = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) == false then return 0 end
-for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
-if ARGV[3] ~= '' then
-  redis.call('LPUSH', KEYS[3], ARGV[3])
-  redis.call('LTRIM', KEYS[3], 0, ARGV[4] - 1)
+for i = 3, #ARGV, 4 do
+  local op, key, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if op == 'hincrby' then redis.call('HINCRBY', key, a, b)
+  elseif op == 'hincrbyfloat' then redis.call('HINCRBYFLOAT', key, a, b)
+  elseif op == 'sadd' then redis.call('SADD', key, a)
+  elseif op == 'lpush' then
+    redis.call('LPUSH', key, a)
+    redis.call('LTRIM', key, 0, tonumber(b) - 1)
+  elseif op == 'keep_lowest' then
+    redis.call('ZADD', key, b, a)
+    redis.call('ZREMRANGEBYRANK', key, 20, -1)  -- the 20 lowest stay
+  end
 end
 return 1
 """
+
+Op = tuple[str, str, object, object]
 
 
 class OutcomeLog:
@@ -41,28 +51,33 @@ class OutcomeLog:
     def is_done(self, score_id: str) -> bool:
         return bool(self.client.exists(_DONE + score_id))
 
-    def scored(self, score_id: str, rubric_key: str, usage: Usage, cost: Decimal, calls: int) -> bool:
+    def scored(self, score_id: str, rubric_key: str, usage: Usage, cost: Decimal, calls: int,
+               extra: list[Op] = ()) -> bool:
         fields = {"scored": 1, f"scored:{rubric_key}": 1, **_usage_fields(usage, cost, calls)}
-        return self._apply(score_id, "scored", fields, "")
+        return self._apply(score_id, "scored", fields, None, extra)
 
     def unscored(self, score_id: str, rubric_key: str, trace_id: str, reason: str, detail: str,
-                 usage: Usage, cost: Decimal, calls: int) -> bool:
+                 usage: Usage, cost: Decimal, calls: int, extra: list[Op] = ()) -> bool:
         fields = {"unscored": 1, f"unscored:{reason}": 1, f"unscored:{rubric_key}:{reason}": 1,
                   **_usage_fields(usage, cost, calls)}
         entry = json.dumps({"trace_id": trace_id, "rubric": rubric_key, "reason": reason,
                             "detail": detail[:500], "at": time.time()})
-        return self._apply(score_id, f"unscored:{reason}", fields, entry)
+        return self._apply(score_id, f"unscored:{reason}", fields, entry, extra)
 
     def exhausted(self, score_id: str, trace_id: str, rubric_key: str, reason: str) -> None:
         self.client.hset(EXHAUSTED, score_id, json.dumps(
             {"trace_id": trace_id, "rubric": rubric_key, "reason": reason[:500], "at": time.time()}))
 
-    def _apply(self, score_id: str, marker: str, fields: dict, entry: str) -> bool:
-        args = [marker, _DONE_TTL, entry, _UNSCORED_LOG_MAX]
+    def _apply(self, score_id: str, marker: str, fields: dict, entry: str | None, extra) -> bool:
+        args: list = [marker, _DONE_TTL]
         for field, inc in fields.items():
             if inc:
-                args += [field, int(inc)]
-        return bool(self._record(keys=[_DONE + score_id, STATS, UNSCORED_LOG], args=args))
+                args += ["hincrby", STATS, field, int(inc)]
+        if entry is not None:
+            args += ["lpush", UNSCORED_LOG, entry, _UNSCORED_LOG_MAX]
+        for op in extra:
+            args += list(op)
+        return bool(self._record(keys=[_DONE + score_id], args=args))
 
     def stats(self) -> dict[str, int]:
         raw = self.client.hgetall(STATS)

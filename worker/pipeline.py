@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from decimal import Decimal
 
+from worker.drift.aggregates import scored_ops, unscored_ops
 from worker.errors import Unscored, VerdictError
 from worker.judges.base import JudgeReply, Usage
 from worker.pricing import cost_usd
@@ -50,7 +51,7 @@ def judge_one(rt, trace_id: str, rubric_key: str) -> Outcome:
     score_id = score_id_for(trace_id, rubric.name, rubric.version)
     if rt.outcomes.is_done(score_id):
         return Outcome(trace_id, rubric_key, score_id, "skipped")
-    usage, calls = Usage(), 0
+    usage, calls, trace = Usage(), 0, None
     try:
         trace = rt.traces.fetch(trace_id)
         _check_applies(trace, rubric)
@@ -80,14 +81,17 @@ def judge_one(rt, trace_id: str, rubric_key: str) -> Outcome:
             repaired = True
         cost = cost_usd(rubric.judge.model, usage)
         body = score_body(trace, rubric, score_id, verdict, usage, cost, calls, repaired, hygiene)
+        body["configId"] = rt.score_configs.config_id(rubric)
         rt.scores.write(body)
     except Unscored as exc:
         cost = cost_usd(rubric.judge.model, usage)
-        rt.outcomes.unscored(score_id, rubric_key, trace_id, exc.reason, exc.detail, usage, cost, calls)
+        extra = unscored_ops(rubric, trace.metadata if trace else {}, trace.timestamp if trace else None, exc.reason)
+        rt.outcomes.unscored(score_id, rubric_key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
         log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric_key, "reason": exc.reason,
                                     "detail": exc.detail[:200]})
         return Outcome(trace_id, rubric_key, score_id, "unscored", exc.reason, usage=usage, cost=cost)
-    rt.outcomes.scored(score_id, rubric_key, usage, cost, calls)
+    extra = scored_ops(rubric, trace_id, trace.metadata, trace.timestamp, verdict.value, int(cost * 1_000_000))
+    rt.outcomes.scored(score_id, rubric_key, usage, cost, calls, extra)
     return Outcome(trace_id, rubric_key, score_id, "scored", value=verdict.value, usage=usage, cost=cost)
 
 

@@ -42,3 +42,39 @@ def dead_letters(client: redis.Redis, queue: str = JUDGE_QUEUE) -> list[dict]:
         out.append({"message_id": message_id.decode(), "args": message.get("args"),
                     "reason": traceback.strip().splitlines()[-1] if traceback.strip() else "unknown"})
     return out
+
+
+def requeue_dead(client: redis.Redis, message_ids: list[str] | None, queue: str = JUDGE_QUEUE) -> int:
+    """Move dead letters back to the queue, with a fresh retry budget."""
+    from worker.outcomes import EXHAUSTED
+    from worker.scores import score_id_for
+
+    xq, xq_msgs = f"{NAMESPACE}:{queue}.XQ", f"{NAMESPACE}:{queue}.XQ.msgs"
+    ids = message_ids if message_ids is not None else [m.decode() for m in client.hkeys(xq_msgs)]
+    moved = 0
+    for message_id in ids:
+        raw = client.hget(xq_msgs, message_id)
+        if raw is None:
+            continue
+        message = json.loads(raw)
+        options = message.get("options") or {}
+        for key in ("retries", "traceback", "requeue_timestamp"):
+            options.pop(key, None)
+        message["options"] = options
+        pipe = client.pipeline()
+        pipe.hset(f"{NAMESPACE}:{queue}.msgs", message_id, json.dumps(message, separators=(",", ":")))
+        pipe.rpush(f"{NAMESPACE}:{queue}", message_id)
+        pipe.zrem(xq, message_id)
+        pipe.hdel(xq_msgs, message_id)
+        trace_id, rubric_key = message["args"][:2]
+        name, _, version = rubric_key.partition("@v")
+        pipe.hdel(EXHAUSTED, score_id_for(trace_id, name, int(version or 0)))
+        pipe.execute()
+        moved += 1
+    return moved
+
+
+def purge_dead(client: redis.Redis, queue: str = JUDGE_QUEUE) -> int:
+    count = client.zcard(f"{NAMESPACE}:{queue}.XQ")
+    client.delete(f"{NAMESPACE}:{queue}.XQ", f"{NAMESPACE}:{queue}.XQ.msgs")
+    return count

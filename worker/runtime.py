@@ -14,6 +14,7 @@ from worker.outcomes import OutcomeLog
 from worker.pricing import check_priced
 from worker.prompt import compile_template
 from worker.rubrics import Rubric, load_rubrics
+from worker.score_configs import ScoreConfigs
 from worker.scores import ScoreWriter
 from worker.settings import Settings
 from worker.traces import TraceReader
@@ -33,6 +34,7 @@ class Runtime:
         self.traces = TraceReader(self.langfuse)
         self.scores = ScoreWriter(self.langfuse)
         self.outcomes = OutcomeLog(self.redis)
+        self.score_configs = ScoreConfigs(self.langfuse, self.redis)
         self._judges: dict[str, object] = {}
         self._lock = threading.Lock()
 

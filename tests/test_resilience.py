@@ -1,0 +1,85 @@
+"""Nothing lost, nothing twice: a worker SIGKILLed mid-run, and 10% of calls failing."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from emulators.seed import generate
+from worker.queues import queue_depth
+from worker.stack import child_env
+from tests.conftest import drain, make_env
+from tests.pipeline_helpers import expected_pairs, sampler_for, score_pairs, whole_window
+
+RATE = 0.1
+
+
+def start_worker(env: dict, log_path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from worker.cli import main; main()", "worker", "--processes", "1",
+         "--threads", "16"], env=child_env(env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+
+
+def wait_until(predicate, timeout: float, what: str, proc=None, log_path=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{open(log_path).read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_sigkill_mid_run_then_restart_gives_exactly_one_score_per_trace(
+        settings, runtime, broker, redis_client, langfuse_emu, judge_emu, redis_url, tmp_path, test_rubrics):
+    observations = generate(1500, include_malformed=False, seed=11)
+    langfuse_emu.load_observations(observations)
+    judge_emu.configure(latency_ms=300)
+    settings = dataclasses.replace(settings, sample_rate=RATE)
+    expected = expected_pairs(observations, RATE)
+    assert sampler_for(settings, runtime, broker).run_pass(*whole_window()).enqueued == len(expected)
+
+    env = make_env(langfuse_emu, judge_emu, redis_url, test_rubrics, TRACEJUDGE_HEARTBEAT_TIMEOUT_SECONDS=5,
+                   TRACEJUDGE_SAMPLE_RATE=RATE)
+    log_path = tmp_path / "worker.log"
+    stats = runtime.outcomes.stats
+    first = start_worker(env, log_path)
+    wait_until(lambda: stats().get("scored", 0) >= 25, 60, "some scores before the kill", first, log_path)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed_at = stats().get("scored", 0)
+    assert killed_at < len(expected), "the kill came too late to test anything"
+
+    second = start_worker(env, log_path)
+    try:
+        wait_until(lambda: queue_depth(redis_client).outstanding == 0
+                   and stats().get("scored", 0) + stats().get("unscored", 0) >= len(expected),
+                   150, "the restarted worker to finish", second, log_path)
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(30)
+    pairs = score_pairs(langfuse_emu.scores())
+    assert len(pairs) == len(set(pairs)), "duplicate scores"
+    assert set(pairs) == expected
+    assert stats()["scored"] == len(expected) and stats().get("unscored", 0) == 0
+
+
+def test_ten_percent_of_langfuse_and_judge_calls_failing_loses_and_duplicates_nothing(
+        settings, runtime, broker, redis_client, langfuse_emu, judge_emu):
+    observations = generate(1000, include_malformed=False, seed=13)
+    langfuse_emu.load_observations(observations)
+    langfuse_emu.configure(fault_rate_500=0.05, fault_rate_429=0.05, retry_after=0)
+    judge_emu.configure(fault_rate_500=0.05, fault_rate_429=0.05, retry_after=0)
+    settings = dataclasses.replace(settings, sample_rate=RATE)
+    expected = expected_pairs(observations, RATE)
+    sampler_for(settings, runtime, broker).run_pass(*whole_window())
+    drain(broker, redis_client, threads=16, timeout=120)
+    pairs = score_pairs(langfuse_emu.scores())
+    assert len(pairs) == len(set(pairs))
+    assert set(pairs) == expected
+    assert langfuse_emu.stats()  # faults were really injected
+    assert runtime.outcomes.stats()["scored"] == len(expected)

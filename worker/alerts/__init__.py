@@ -1,0 +1,1 @@
+"""Alert sinks (generic webhook, Slack, PagerDuty) behind one interface, and a Redis outbox."""

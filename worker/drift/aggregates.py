@@ -1,0 +1,110 @@
+"""Per-day aggregates per rubric × version × judge model × segment, bucketed by the trace's
+own timestamp (a backfill lands in the right week).
+
+Written inside the same Redis script that counts the outcome, so each score id is added
+exactly once. Values are stored in quality points: 0–100 where higher is better, whatever
+the rubric's scale and direction, so the drift test needs no rescaling.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import redis
+
+from worker.outcomes import Op
+from worker.rubrics import Rubric
+
+PREFIX = "tracejudge:agg:"
+CELLS = PREFIX + "cells"
+DEFAULT_SEGMENT_KEYS = ("feature", "tenant")
+BOTTOM_N = 20
+TTL_DAYS = 120
+
+
+def quality_points(rubric: Rubric, value) -> float:
+    scale = rubric.scale
+    if scale.kind == "numeric":
+        points = (float(value) - scale.minimum) / (scale.maximum - scale.minimum) * 100
+    elif scale.kind == "categorical":
+        values = [v for _, v in scale.labels]
+        lo, hi = min(values), max(values)
+        points = (dict(scale.labels)[value] - lo) / (hi - lo) * 100
+    else:
+        points = float(value) * 100
+    return points if scale.higher_is_better else 100 - points
+
+
+def passed(rubric: Rubric, value) -> bool:
+    """Pass/fail rubrics: the best label (or true, for a boolean) counts as a pass."""
+    return quality_points(rubric, value) >= 100 - 1e-9
+
+
+def segments(metadata: dict, keys: tuple[str, ...] = DEFAULT_SEGMENT_KEYS) -> list[str]:
+    present = [(k, str(metadata[k])) for k in keys if isinstance(metadata.get(k), (str, int)) and str(metadata[k])]
+    cells = ["all"] + [f"{k}={v}" for k, v in present]
+    if len(present) >= 2:
+        cells.append("|".join(f"{k}={v}" for k, v in present[:2]))
+    return cells
+
+
+def cell_key(rubric: Rubric, segment: str) -> str:
+    return f"{rubric.name}|v{rubric.version}|{rubric.judge.model}|{segment}"
+
+
+def day_of(timestamp: dt.datetime | None) -> str:
+    return (timestamp or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).date().isoformat()
+
+
+def day_key(cell: str, day: str) -> str:
+    return f"{PREFIX}{cell}:{day}"
+
+
+def bottom_key(cell: str, day: str) -> str:
+    return f"{PREFIX}bottom:{cell}:{day}"
+
+
+def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, cost_microusd: int) -> list[Op]:
+    points = quality_points(rubric, value)
+    day = day_of(timestamp)
+    ops: list[Op] = []
+    for segment in segments(metadata):
+        cell = cell_key(rubric, segment)
+        key = day_key(cell, day)
+        ops += [("sadd", CELLS, cell, ""),
+                ("hincrby", key, "n", 1),
+                ("hincrbyfloat", key, "sum", repr(points)),
+                ("hincrbyfloat", key, "sumsq", repr(points * points)),
+                ("hincrby", key, "cost_microusd", cost_microusd),
+                ("keep_lowest", bottom_key(cell, day), trace_id, repr(points))]
+        if rubric.scale.kind != "numeric":
+            ops += [("hincrby", key, "passes", 1 if passed(rubric, value) else 0),
+                    ("hincrby", key, f"label:{value}", 1)]
+    return ops
+
+
+def unscored_ops(rubric: Rubric, metadata: dict, timestamp, reason: str) -> list[Op]:
+    day = day_of(timestamp)
+    ops: list[Op] = []
+    for segment in segments(metadata):
+        cell = cell_key(rubric, segment)
+        ops += [("sadd", CELLS, cell, ""), ("hincrby", day_key(cell, day), "unscored", 1),
+                ("hincrby", day_key(cell, day), f"unscored:{reason}", 1)]
+    return ops
+
+
+def read_days(client: redis.Redis, cell: str, days: list[str]) -> dict[str, dict[str, float]]:
+    pipe = client.pipeline()
+    for day in days:
+        pipe.hgetall(day_key(cell, day))
+    out = {}
+    for day, raw in zip(days, pipe.execute()):
+        out[day] = {k.decode(): float(v) for k, v in raw.items()}
+    return out
+
+
+def bottom(client: redis.Redis, cell: str, days: list[str], n: int = BOTTOM_N) -> list[tuple[str, float]]:
+    merged: dict[str, float] = {}
+    for day in days:
+        for member, score in client.zrange(bottom_key(cell, day), 0, n - 1, withscores=True):
+            merged[member.decode()] = score
+    return sorted(merged.items(), key=lambda kv: (kv[1], kv[0]))[:n]

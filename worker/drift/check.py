@@ -1,0 +1,132 @@
+"""The week-over-week check: read the aggregates, test every cell, decide, deduplicate.
+
+This week = the 7 trace-days ending today; last week = the 7 before. Cells compare only the
+same rubric version and judge model (both are part of the cell key).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import redis
+
+from worker.drift import aggregates as agg
+from worker.drift.stats import (CellDecision, CellInput, WeekRate, WeekStats, benjamini_hochberg, decide,
+                                proportion_drop_p)
+from worker.rubrics import Rubric
+
+STATE = "tracejudge:alerts:state"
+DEFAULT_THRESHOLD = 5.0
+UNSCORED_RISE_POINTS = 5.0
+
+
+@dataclasses.dataclass
+class CellReport:
+    cell: str
+    rubric: str
+    version: int
+    judge_model: str
+    segment: str
+    decision: CellDecision
+    moving_average: list[tuple[str, float | None]]  # (day, 7-day mean up to that day)
+    daily_mean: list[tuple[str, float | None]]
+    unscored_rate_prev: float
+    unscored_rate_curr: float
+    unscored_alert: bool
+    bottom: list[tuple[str, float]]
+    cost_usd_curr: float
+    new_alert: bool = False
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["decision"] = dataclasses.asdict(self.decision)
+        return d
+
+
+def week_days(today: dt.date, offset: int) -> list[str]:
+    return [(today - dt.timedelta(days=offset + i)).isoformat() for i in range(6, -1, -1)]
+
+
+def _week(days: dict[str, dict], pass_fail: bool):
+    n = sum(d.get("n", 0) for d in days.values())
+    if pass_fail:
+        return WeekRate(int(n), int(sum(d.get("passes", 0) for d in days.values())))
+    return WeekStats(int(n), sum(d.get("sum", 0) for d in days.values()), sum(d.get("sumsq", 0) for d in days.values()))
+
+
+def _moving_average(series: dict[str, dict], days: list[str]) -> tuple[list, list]:
+    daily, moving = [], []
+    for i, day in enumerate(days):
+        d = series.get(day, {})
+        daily.append((day, d["sum"] / d["n"] if d.get("n") else None))
+        window = [series.get(x, {}) for x in days[max(0, i - 6): i + 1]]
+        n = sum(w.get("n", 0) for w in window)
+        moving.append((day, sum(w.get("sum", 0) for w in window) / n if n else None))
+    return daily, moving
+
+
+def run_check(client: redis.Redis, rubrics: dict[str, Rubric], today: dt.date | None = None,
+              q_level: float = 0.01) -> list[CellReport]:
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    curr_days, prev_days = week_days(today, 0), week_days(today, 7)
+    all_days = prev_days + curr_days
+    rows = []
+    for raw_cell in sorted(m.decode() for m in client.smembers(agg.CELLS)):
+        name, version, model, segment = raw_cell.split("|", 3)
+        rubric = rubrics.get(f"{name}@{version}")
+        if rubric is None:
+            continue  # a retired version: nothing new to compare
+        series = agg.read_days(client, raw_cell, all_days)
+        pass_fail = rubric.scale.kind != "numeric"
+        prev = _week({d: series[d] for d in prev_days}, pass_fail)
+        curr = _week({d: series[d] for d in curr_days}, pass_fail)
+        threshold = float((rubric.owner or {}).get("drift_threshold_points", DEFAULT_THRESHOLD))
+        rows.append((raw_cell, rubric, model, segment, series, CellInput(raw_cell, prev, curr, threshold)))
+    decisions = decide([r[-1] for r in rows], q_level=q_level)
+    unscored = [_unscored_rates(r[4], prev_days, curr_days) for r in rows]
+    unscored_q = benjamini_hochberg([u[2] for u in unscored]) if unscored else []
+    reports = []
+    for (raw_cell, rubric, model, segment, series, _), decision, (up, uc, _p), uq in zip(rows, decisions, unscored, unscored_q):
+        daily, moving = _moving_average(series, all_days)
+        reports.append(CellReport(
+            raw_cell, rubric.name, rubric.version, model, segment, decision, moving, daily, up, uc,
+            uq < q_level and (uc - up) * 100 >= UNSCORED_RISE_POINTS / 2,
+            agg.bottom(client, raw_cell, curr_days),
+            sum(series[d].get("cost_microusd", 0) for d in curr_days) / 1e6))
+    return reports
+
+
+def _unscored_rates(series: dict, prev_days: list[str], curr_days: list[str]) -> tuple[float, float, float]:
+    def rate(days):
+        bad = sum(series[d].get("unscored", 0) for d in days)
+        total = bad + sum(series[d].get("n", 0) for d in days)
+        return bad, int(total)
+
+    pb, pt = rate(prev_days)
+    cb, ct = rate(curr_days)
+    if pt < 2 or ct < 2:
+        return (pb / pt if pt else 0.0), (cb / ct if ct else 0.0), 1.0
+    # A rise in the unscored rate is a drop in the scored rate.
+    p = proportion_drop_p(WeekRate(int(pt), int(pt - pb)), WeekRate(int(ct), int(ct - cb)))
+    return pb / pt, cb / ct, p
+
+
+def mark_new_alerts(client: redis.Redis, reports: list[CellReport]) -> list[CellReport]:
+    """Deduplicate: a cell alerts again only after it recovered, or when its drop grew by half
+    the threshold or more since it last alerted."""
+    fresh = []
+    for report in reports:
+        alerting = report.decision.status == "alert" or report.unscored_alert
+        previous = client.hget(STATE, report.cell)
+        state = json.loads(previous) if previous else None
+        if not alerting:
+            if state is not None:
+                client.hdel(STATE, report.cell)  # recovered: the next drop alerts again
+            continue
+        drop = report.decision.drop or 0.0
+        if state is None or drop >= state["drop"] + DEFAULT_THRESHOLD / 2:
+            report.new_alert = True
+            fresh.append(report)
+            client.hset(STATE, report.cell, json.dumps({"drop": drop, "at": dt.datetime.now(dt.timezone.utc).isoformat()}))
+    return fresh
