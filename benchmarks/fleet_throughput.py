@@ -77,7 +77,7 @@ def fleet(settings: Settings, env: dict, processes: int, threads: int, jobs: int
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             stats = outcomes.stats()
-            done = stats.get("scored", 0) + stats.get("unscored", 0)
+            done = sum(stats.get(k, 0) for k in ("scored", "unscored", "not_applicable"))
             samples.append((time.perf_counter(), done))
             if done >= jobs and queue_depth(client).outstanding == 0:
                 break

@@ -34,6 +34,11 @@ def expected_pairs(observations: list[dict], rate: float) -> set[tuple[str, str]
     return pairs
 
 
+def sampled_roots(observations: list[dict], rate: float) -> int:
+    """Traces the hash selects (each is enqueued for every rubric, the worker checks retrieval)."""
+    return len({t for t, _ in expected_pairs(observations, rate)})
+
+
 def sampler_for(settings, runtime, broker) -> Sampler:
     return Sampler(settings, runtime.rubrics, LangfuseTraceSource(build_langfuse_api(settings)), broker,
                    runtime.redis)

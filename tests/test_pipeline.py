@@ -6,7 +6,7 @@ import pytest
 
 from emulators.seed import generate
 from tests.conftest import drain
-from tests.pipeline_helpers import expected_pairs, sampler_for, score_pairs, whole_window
+from tests.pipeline_helpers import expected_pairs, sampled_roots, sampler_for, score_pairs, whole_window
 
 RATE = 0.1
 
@@ -29,13 +29,15 @@ def test_scores_exactly_the_traces_the_contract_selects(rated_settings, runtime,
                                                         langfuse_emu, seeded):
     report = sampler_for(rated_settings, runtime, broker).run_pass(*whole_window())
     expected = expected_pairs(seeded, RATE)
-    assert report.enqueued == len(expected) > 50
+    assert report.enqueued == 2 * sampled_roots(seeded, RATE) and len(expected) > 50
     drain(broker, redis_client)
 
     pairs = score_pairs(langfuse_emu.scores())
     assert len(pairs) == len(set(pairs)), "a trace got two scores for one rubric"
     assert set(pairs) == expected
-    assert runtime.outcomes.stats()["scored"] == len(expected)
+    stats = runtime.outcomes.stats()
+    assert stats["scored"] == len(expected) and stats.get("unscored", 0) == 0
+    assert stats["not_applicable"] == 2 * sampled_roots(seeded, RATE) - len(expected)
     assert langfuse_emu.violations() == [], "tracejudge sent a request the official spec rejects"
 
 
@@ -78,7 +80,8 @@ def test_continuous_ticks_follow_the_cursor_and_respect_settle(rated_settings, r
              if any(o["traceId"] == p[0] and o["startTime"] >= report.until.isoformat().replace("+00:00", "Z")
                     for o in seeded)}
     assert young, "the seed should have traces younger than the settle delay"
-    assert report.enqueued == len(expected_pairs(seeded, RATE)) - len(young)
+    young_traces = {t for t, _ in young}
+    assert report.enqueued == 2 * (sampled_roots(seeded, RATE) - len(young_traces))
     assert sampler.cursor() == report.until
     assert sampler.tick().enqueued == 0  # nothing new in the overlap
 
@@ -105,7 +108,7 @@ def test_legacy_traces_fallback_when_the_server_has_no_v2(rated_settings, redis_
         dramatiq.set_broker(broker)
         report = sampler_for(settings, rt, broker).run_pass(*whole_window())
         drain(broker, redis_client)
-        assert report.enqueued == len(expected_pairs(observations, RATE))
+        assert report.enqueued == 2 * sampled_roots(observations, RATE)
         assert set(score_pairs(old.scores())) == expected_pairs(observations, RATE)
         assert old.violations() == []
     finally:

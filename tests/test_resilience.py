@@ -12,7 +12,7 @@ from emulators.seed import generate
 from worker.queues import queue_depth
 from worker.stack import child_env
 from tests.conftest import drain, make_env
-from tests.pipeline_helpers import expected_pairs, sampler_for, score_pairs, whole_window
+from tests.pipeline_helpers import expected_pairs, sampled_roots, sampler_for, score_pairs, whole_window
 
 RATE = 0.1
 
@@ -41,7 +41,7 @@ def test_sigkill_mid_run_then_restart_gives_exactly_one_score_per_trace(
     judge_emu.configure(latency_ms=300)
     settings = dataclasses.replace(settings, sample_rate=RATE)
     expected = expected_pairs(observations, RATE)
-    assert sampler_for(settings, runtime, broker).run_pass(*whole_window()).enqueued == len(expected)
+    assert sampler_for(settings, runtime, broker).run_pass(*whole_window()).enqueued == 2 * sampled_roots(observations, RATE)
 
     env = make_env(langfuse_emu, judge_emu, redis_url, test_rubrics, TRACEJUDGE_HEARTBEAT_TIMEOUT_SECONDS=5,
                    TRACEJUDGE_SAMPLE_RATE=RATE)
@@ -57,7 +57,7 @@ def test_sigkill_mid_run_then_restart_gives_exactly_one_score_per_trace(
     second = start_worker(env, log_path)
     try:
         wait_until(lambda: queue_depth(redis_client).outstanding == 0
-                   and stats().get("scored", 0) + stats().get("unscored", 0) >= len(expected),
+                   and stats().get("scored", 0) + stats().get("not_applicable", 0) >= 2 * sampled_roots(observations, RATE),
                    150, "the restarted worker to finish", second, log_path)
     finally:
         os.killpg(second.pid, signal.SIGTERM)
@@ -81,5 +81,7 @@ def test_ten_percent_of_langfuse_and_judge_calls_failing_loses_and_duplicates_no
     pairs = score_pairs(langfuse_emu.scores())
     assert len(pairs) == len(set(pairs))
     assert set(pairs) == expected
-    assert langfuse_emu.stats()  # faults were really injected
+    lf, judge = langfuse_emu.stats(), judge_emu.stats()["counts"]
+    assert lf.get("fault 500", 0) > 5 and lf.get("fault 429", 0) > 5, lf  # faults were really injected
+    assert judge.get("fault:500", 0) > 5 and judge.get("fault:429", 0) > 5, judge
     assert runtime.outcomes.stats()["scored"] == len(expected)

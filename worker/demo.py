@@ -104,7 +104,7 @@ def wait_for_drain(client: redis.Redis, honcho: subprocess.Popen, scan_target: d
                 return False
             stats = outcomes.stats()
             enqueued = stats.get("enqueued", 0)
-            done = stats.get("scored", 0) + stats.get("unscored", 0) + stats.get("retries_exhausted", 0)
+            done = sum(stats.get(k, 0) for k in ("scored", "unscored", "not_applicable", "retries_exhausted"))
             bar.length = max(1, enqueued)
             bar.update(min(done, bar.length) - bar.pos)
             cursor = client.get(CURSOR_KEY)

@@ -58,7 +58,9 @@ class OutcomeLog:
 
     def unscored(self, score_id: str, rubric_key: str, trace_id: str, reason: str, detail: str,
                  usage: Usage, cost: Decimal, calls: int, extra: list[Op] = ()) -> bool:
-        fields = {"unscored": 1, f"unscored:{reason}": 1, f"unscored:{rubric_key}:{reason}": 1,
+        # A rubric that does not apply to a trace (no retrieval step, say) is not a failure.
+        total = "not_applicable" if reason == "not_applicable" else "unscored"
+        fields = {total: 1, f"unscored:{reason}": 1, f"unscored:{rubric_key}:{reason}": 1,
                   **_usage_fields(usage, cost, calls)}
         entry = json.dumps({"trace_id": trace_id, "rubric": rubric_key, "reason": reason,
                             "detail": detail[:500], "at": time.time()})

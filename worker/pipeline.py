@@ -85,7 +85,8 @@ def judge_one(rt, trace_id: str, rubric_key: str) -> Outcome:
         rt.scores.write(body)
     except Unscored as exc:
         cost = cost_usd(rubric.judge.model, usage)
-        extra = unscored_ops(rubric, trace.metadata if trace else {}, trace.timestamp if trace else None, exc.reason)
+        extra = [] if exc.reason == "not_applicable" else unscored_ops(
+            rubric, trace.metadata if trace else {}, trace.timestamp if trace else None, exc.reason)
         rt.outcomes.unscored(score_id, rubric_key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
         log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric_key, "reason": exc.reason,
                                     "detail": exc.detail[:200]})

@@ -22,7 +22,8 @@ class AnthropicJudge:
         kwargs = dict(
             model=request.model,
             max_tokens=request.max_tokens,
-            temperature=0,
+            # No temperature: anthropic SDK 2.x dropped sampling parameters from messages.create
+            # (the current models don't take them); determinism comes from the forced tool schema.
             messages=messages,
             tools=[{"name": request.tool_name, "description": request.tool_description,
                     "input_schema": request.schema}],

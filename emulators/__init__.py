@@ -1,0 +1,1 @@
+"""Local emulators of the Langfuse and judge APIs, and the trace seed generator."""

@@ -1,0 +1,300 @@
+"""Judge API emulator: the Anthropic Messages and OpenAI Chat Completions wire protocols.
+
+The real SDKs talk to it over HTTP (``anthropic.Anthropic(base_url=url)``,
+``openai.OpenAI(base_url=url + "/v1")``). It answers structured verdicts for the requested
+schema (see judge_verdicts.py for the quality and fault conventions), with fixed latency,
+random or triggered faults, prompt-cache accounting and statistics.
+
+    python -m emulators.judge_api --port 8788 --latency-ms 300
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+
+from emulators.http_base import Emulator, Reply, is_invalid, serve_until_signalled
+from emulators.judge_verdicts import all_text, quality, tokens, triggers, verdict_for
+
+DEFAULTS = {"latency_ms": 0, "latency_jitter_ms": 0, "fault_rate_429": 0.0, "fault_rate_500": 0.0,
+            "fault_rate_529": 0.0, "garbage_rate": 0.0, "retry_after": 1, "openai_json_schema": True}
+
+
+class JudgeEmulator(Emulator):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency_ms: int = 0, seed: int = 0):
+        super().__init__(host, port)
+        self.seed = seed
+        self.config = dict(DEFAULTS, latency_ms=latency_ms)
+        self._lock = threading.Lock()
+        self.reset()
+
+    # -- admin --------------------------------------------------------------------------
+    def configure(self, **cfg) -> None:
+        unknown = set(cfg) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown judge emulator settings: {sorted(unknown)}")
+        with self._lock:
+            self.config.update(cfg)
+
+    def reset(self) -> None:
+        with getattr(self, "_lock", threading.Lock()):
+            self.rng = random.Random(self.seed)
+            self.seen_bodies: set[str] = set()
+            self.cached_prefixes: set[str] = set()
+            self.counts: Counter = Counter()
+            self.in_flight = 0
+            self.max_in_flight = 0
+            self.request_times: dict[str, list[float]] = defaultdict(list)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"total_requests": self.counts["total"], "counts": dict(self.counts),
+                    "max_in_flight": self.max_in_flight,
+                    "request_times": {k: list(v) for k, v in self.request_times.items()},
+                    "input_tokens": self.counts["input_tokens"], "output_tokens": self.counts["output_tokens"]}
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def handle(self, method, path, query, headers, body):
+        if path == "/_emulator/stats" and method == "GET":
+            return 200, self.stats(), {}
+        if path == "/_emulator/config" and method == "POST":
+            try:
+                self.configure(**(body or {}))
+            except ValueError as exc:
+                raise Reply(400, {"error": str(exc)}) from None
+            return 200, self.config, {}
+        if path == "/_emulator/reset" and method == "POST":
+            self.reset()
+            return 200, {"ok": True}, {}
+        if method == "POST" and path == "/v1/messages":
+            return self._provider("anthropic", headers, body, self._anthropic)
+        if method == "POST" and path == "/v1/chat/completions":
+            return self._provider("openai", headers, body, self._openai)
+        raise Reply(404, {"error": {"message": f"no route {method} {path}", "type": "not_found_error"}})
+
+    def _provider(self, provider, headers, body, answer):
+        arrived = time.time()
+        with self._lock:
+            self.counts["total"] += 1
+            self.counts[provider] += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            cfg = dict(self.config)
+        try:
+            latency = cfg["latency_ms"] + (self.rng.uniform(0, cfg["latency_jitter_ms"]) if cfg["latency_jitter_ms"] else 0)
+            if latency:
+                time.sleep(latency / 1000)
+            self._auth(provider, headers)
+            if is_invalid(body) or not isinstance(body, dict):
+                raise _error(provider, 400, "invalid_request_error", "request body is not a JSON object")
+            model = body.get("model")
+            with self._lock:
+                self.request_times[f"{provider}:{model}"].append(arrived)
+            status, payload, extra = answer(body, cfg)
+            with self._lock:
+                self.counts[f"status:{status}"] += 1
+            return status, payload, extra
+        except Reply as reply:
+            with self._lock:
+                self.counts[f"status:{reply.status}"] += 1
+            raise
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _auth(self, provider, headers):
+        if provider == "anthropic":
+            bearer = (headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+            if not (headers.get("x-api-key") or "").strip() and not bearer:
+                raise _error(provider, 401, "authentication_error", "x-api-key or Authorization header is required")
+            if not headers.get("anthropic-version"):
+                raise _error(provider, 400, "invalid_request_error", "anthropic-version header is required")
+        else:
+            auth = headers.get("Authorization") or ""
+            if not auth.startswith("Bearer ") or not auth[7:].strip():
+                raise _error(provider, 401, "invalid_api_key", "Incorrect API key provided")
+
+    def _faults(self, provider, body, text, cfg) -> set[str]:
+        """HTTP faults raise; returns the answer faults to apply."""
+        first_turn = not any(m.get("role") in ("assistant", "tool") for m in body.get("messages") or [])
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            first_body = digest not in self.seen_bodies
+            self.seen_bodies.add(digest)
+            roll = self.rng.random()
+        answer_faults = set()
+        for kind, once in triggers(text):
+            if kind in ("500", "529", "429"):
+                if not once or first_body:
+                    self._http_fault(provider, int(kind), cfg)
+            elif not once or first_turn:
+                answer_faults.add(kind)
+        edge = 0.0
+        for status, rate in ((429, cfg["fault_rate_429"]), (500, cfg["fault_rate_500"]), (529, cfg["fault_rate_529"])):
+            edge += rate
+            if roll < edge:
+                self._http_fault(provider, status, cfg)
+        if self.rng.random() < cfg["garbage_rate"]:
+            answer_faults.add("garbage")
+        return answer_faults
+
+    def _http_fault(self, provider, status, cfg):
+        with self._lock:
+            self.counts[f"fault:{status}"] += 1
+        kinds = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+        headers = {"retry-after": str(cfg["retry_after"])} if status == 429 else {}
+        if provider == "openai" and status == 529:
+            status = 503
+        raise _error(provider, status, kinds.get(status, "api_error"), f"emulated {status}", headers)
+
+    # -- Anthropic ------------------------------------------------------------------------
+    def _anthropic(self, body, cfg):
+        for key in ("model", "max_tokens", "messages"):
+            if key not in body:
+                raise _error("anthropic", 400, "invalid_request_error", f"{key}: Field required")
+        text = all_text(body.get("system")) + "\n" + all_text(body["messages"])
+        faults = self._faults("anthropic", body, text, cfg)
+        q = quality(text)
+        usage = self._anthropic_usage(body, text)
+        tool = _forced_tool(body)
+        content, stop = [], "end_turn"
+        if "refusal" in faults:
+            content, stop = [], "refusal"
+        elif "garbage" in faults or tool is None:
+            content = [{"type": "text", "text": f"I think this answer is decent, maybe {round(q * 10)}/10."}]
+        elif "truncated" in faults:
+            content, stop = [{"type": "tool_use", "id": _id("toolu_"), "name": tool["name"], "input": {}}], "max_tokens"
+        else:
+            verdict = verdict_for(tool.get("input_schema") or {}, q, "offscale" in faults)
+            content, stop = [{"type": "tool_use", "id": _id("toolu_"), "name": tool["name"], "input": verdict}], "tool_use"
+        usage["output_tokens"] = tokens(json.dumps(content))
+        self._count_tokens(usage["input_tokens"], usage["output_tokens"])
+        return 200, {"id": _id("msg_"), "type": "message", "role": "assistant", "model": body["model"],
+                     "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}, \
+            {"request-id": _id("req_")}
+
+    def _anthropic_usage(self, body, text) -> dict:
+        blocks = _blocks(body.get("system")) + [b for m in body["messages"] for b in _blocks(m.get("content"))]
+        prefix, cached_upto = "", 0
+        for i, block in enumerate(blocks):
+            prefix += all_text(block)
+            if isinstance(block, dict) and block.get("cache_control"):
+                cached_upto = len(prefix)
+        total = tokens(text)
+        usage = {"input_tokens": total, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        if cached_upto:
+            key = hashlib.sha256((body["model"] + prefix[:cached_upto]).encode()).hexdigest()
+            cached = tokens(prefix[:cached_upto])
+            with self._lock:
+                hit = key in self.cached_prefixes
+                self.cached_prefixes.add(key)
+            usage["cache_read_input_tokens" if hit else "cache_creation_input_tokens"] = cached
+            usage["input_tokens"] = max(1, total - cached)
+        return usage
+
+    # -- OpenAI ---------------------------------------------------------------------------
+    def _openai(self, body, cfg):
+        for key in ("model", "messages"):
+            if key not in body:
+                raise _error("openai", 400, "invalid_request_error", f"Missing required parameter: '{key}'.")
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema" and not cfg["openai_json_schema"]:
+            raise _error("openai", 400, "invalid_request_error",
+                         "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.",
+                         param="response_format")
+        text = all_text(body["messages"])
+        faults = self._faults("openai", body, text, cfg)
+        q = quality(text)
+        schema, tool_name = None, None
+        if fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema") or {}
+        choice_tool = body.get("tool_choice")
+        if isinstance(choice_tool, dict) and choice_tool.get("type") == "function":
+            tool_name = choice_tool["function"]["name"]
+            for tool in body.get("tools") or []:
+                if tool.get("function", {}).get("name") == tool_name:
+                    schema = tool["function"].get("parameters") or {}
+        message = {"role": "assistant", "content": None, "refusal": None}
+        finish = "stop"
+        if "refusal" in faults:
+            message["refusal"] = "I'm sorry, I can't help with evaluating this content."
+        elif "garbage" in faults or schema is None:
+            message["content"] = f"Overall a solid answer, I'd say {round(q * 10)} out of 10."
+        else:
+            payload = json.dumps(verdict_for(schema, q, "offscale" in faults))
+            if "truncated" in faults:
+                payload, finish = payload[: max(1, len(payload) // 2)], "length"
+            if tool_name:
+                message["tool_calls"] = [{"id": _id("call_"), "type": "function",
+                                          "function": {"name": tool_name, "arguments": payload}}]
+                finish = "tool_calls" if finish == "stop" else finish
+            else:
+                message["content"] = payload
+        prompt = tokens(text)
+        completion = tokens(json.dumps(message))
+        cached = 0
+        if prompt >= 1024:
+            key = hashlib.sha256((body["model"] + text[:4096]).encode()).hexdigest()
+            with self._lock:
+                if key in self.cached_prefixes:
+                    cached = 1024 * (min(prompt, 4096 // 4) // 1024)
+                self.cached_prefixes.add(key)
+        self._count_tokens(prompt, completion)
+        return 200, {"id": _id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
+                     "model": body["model"], "system_fingerprint": "fp_emulator",
+                     "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                     "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                               "total_tokens": prompt + completion,
+                               "prompt_tokens_details": {"cached_tokens": cached}}}, {}
+
+    def _count_tokens(self, inp, out):
+        with self._lock:
+            self.counts["input_tokens"] += inp
+            self.counts["output_tokens"] += out
+
+
+def _forced_tool(body) -> dict | None:
+    choice = body.get("tool_choice") or {}
+    for tool in body.get("tools") or []:
+        if choice.get("type") == "tool" and tool.get("name") == choice.get("name"):
+            return tool
+        if choice.get("type") == "any":
+            return tool
+    return None
+
+
+def _blocks(content) -> list:
+    if isinstance(content, str):
+        return [content]
+    return list(content or [])
+
+
+def _id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def _error(provider, status, kind, message, headers=None, param=None) -> Reply:
+    if provider == "anthropic":
+        body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": _id("req_")}
+    else:
+        body = {"error": {"message": message, "type": kind, "param": param, "code": kind}}
+    return Reply(status, body, headers or {})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Anthropic + OpenAI judge API emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    serve_until_signalled(JudgeEmulator(args.host, args.port, latency_ms=args.latency_ms, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Read endpoints of the Langfuse emulator: v2 observations, legacy traces, v3 scores, configs."""
+from __future__ import annotations
+
+import json
+
+from emulators.http_base import Reply
+from emulators.langfuse_store import GROUPS, Invalid, Store, decode_cursor, encode_cursor, is_root, parse_time
+
+_FILTER_COLUMNS = {"environment", "name", "traceName", "type", "level", "traceId", "tags", "metadata", "userId",
+                   "sessionId", "startTime", "isRootObservation"}
+
+
+def _raw(value):
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _metadata(value, expand: set[str]):
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        text = item if isinstance(item, str) else None
+        out[key] = text[:200] if text is not None and len(text) > 200 and key not in expand else item
+    return out
+
+
+def _view(obs: dict, groups: set[str], expand: set[str]) -> dict:
+    out = {}
+    for group in groups:
+        for field in GROUPS[group]:
+            value = obs.get(field)
+            if field in ("input", "output"):
+                value = _raw(value)
+            elif field == "metadata":
+                value = _metadata(value, expand)
+            elif field == "isRootObservation":
+                value = is_root(obs)
+            elif field == "tags":
+                value = list(value or [])
+            out[field] = value
+    return out
+
+
+def _matches_filter(obs: dict, cond: dict) -> bool:
+    column, op, value = cond.get("column"), cond.get("operator"), cond.get("value")
+    if column not in _FILTER_COLUMNS:
+        raise Invalid(f"filter column {column!r} is not supported by this server")
+    have = obs.get(column)
+    if column == "metadata":
+        have = (obs.get("metadata") or {}).get(cond.get("key"))
+    if column == "startTime":
+        have, value = obs["_start"], parse_time(value)
+    ops = {"=": lambda: have == value, "<>": lambda: have != value, "contains": lambda: str(value) in str(have or ""),
+           "starts with": lambda: str(have or "").startswith(str(value)),
+           "any of": lambda: bool(set(have or []) & set(value)) if isinstance(have, list) else have in value,
+           "none of": lambda: not (set(have or []) & set(value)) if isinstance(have, list) else have not in value,
+           "all of": lambda: set(value) <= set(have or []),
+           ">": lambda: have > value, ">=": lambda: have >= value, "<": lambda: have < value, "<=": lambda: have <= value}
+    if op not in ops:
+        raise Invalid(f"filter operator {op!r} is not supported")
+    return ops[op]()
+
+
+def observations_v2(store: Store, q: dict, query: dict) -> dict:
+    if q.get("parseIoAsJson") == "true":
+        raise Invalid("parseIoAsJson is no longer supported; input and output are returned as raw strings")
+    limit = int(q.get("limit", 50))
+    if not 1 <= limit <= 1000:
+        raise Invalid("limit must be between 1 and 1000")
+    groups = {"core"} | set((q.get("fields") or "core,basic").split(","))
+    unknown = groups - set(GROUPS)
+    if unknown:
+        raise Invalid(f"unknown field groups {sorted(unknown)}")
+    expand = set(filter(None, (q.get("expandMetadata") or "").split(",")))
+    simple = {k: q[k] for k in ("name", "userId", "sessionId", "type", "traceId", "level", "parentObservationId",
+                                "version") if k in q}
+    environments = query.get("environment") or []
+    since = parse_time(q["fromStartTime"]) if q.get("fromStartTime") else None
+    until = parse_time(q["toStartTime"]) if q.get("toStartTime") else None
+    conditions = json.loads(q["filter"]) if q.get("filter") else []
+    with store.lock:
+        rows = list(store.observations.values())
+    selected = []
+    for obs in rows:
+        if any(str(obs.get(k) or "") != v for k, v in simple.items()):
+            continue
+        if "isRootObservation" in q and is_root(obs) != (q["isRootObservation"] == "true"):
+            continue
+        if environments and obs.get("environment") not in environments:
+            continue
+        if (since and obs["_start"] < since) or (until and obs["_start"] >= until):
+            continue
+        if not all(_matches_filter(obs, c) for c in conditions):
+            continue
+        selected.append(obs)
+    # newest first, ties by id: a stable order, so a cursor walk sees each item once
+    selected.sort(key=lambda o: (-o["_start"].timestamp(), o["id"]))
+    if q.get("cursor"):
+        after = decode_cursor(q["cursor"])
+        key = (-after["t"], after["id"])
+        selected = [o for o in selected if (-o["_start"].timestamp(), o["id"]) > key]
+    page = selected[:limit]
+    meta = {}
+    if len(selected) > limit:
+        last = page[-1]
+        meta["cursor"] = encode_cursor({"t": last["_start"].timestamp(), "id": last["id"]})
+    return {"data": [_view(o, groups, expand) for o in page], "meta": meta}
+
+
+def _trace(root: dict, observations: list[dict] | None = None) -> dict:
+    trace = {"id": root["traceId"], "timestamp": root["startTime"], "name": root.get("traceName") or root.get("name"),
+             "input": root.get("input"), "output": root.get("output"), "sessionId": root.get("sessionId"),
+             "release": root.get("release"), "version": root.get("version"), "userId": root.get("userId"),
+             "metadata": root.get("metadata"), "tags": list(root.get("tags") or []), "public": False,
+             "environment": root.get("environment") or "default",
+             "htmlPath": f"/project/{root['projectId']}/traces/{root['traceId']}", "latency": 0.0, "totalCost": 0.0}
+    if observations is None:
+        trace.update(observations=[], scores=[])
+    else:
+        trace["observations"] = [{k: v for k, v in o.items() if not k.startswith("_")} for o in observations]
+        trace["scores"] = []
+    return trace
+
+
+def traces_list(store: Store, q: dict, query: dict) -> dict:
+    page, limit = int(q.get("page", 1)), int(q.get("limit", 50))
+    if page < 1 or not 1 <= limit <= 1000:
+        raise Invalid("page starts at 1; limit is 1..1000")
+    since = parse_time(q["fromTimestamp"]) if q.get("fromTimestamp") else None
+    until = parse_time(q["toTimestamp"]) if q.get("toTimestamp") else None
+    tags, environments = query.get("tags") or [], query.get("environment") or []
+    roots = []
+    for root in store.roots_by_trace().values():
+        if (since and root["_start"] < since) or (until and root["_start"] >= until):
+            continue
+        if q.get("name") and (root.get("traceName") or root.get("name")) != q["name"]:
+            continue
+        if tags and not set(tags) <= set(root.get("tags") or []):
+            continue
+        if environments and root.get("environment") not in environments:
+            continue
+        roots.append(root)
+    field, _, direction = (q.get("orderBy") or "timestamp.desc").partition(".")
+    roots.sort(key=lambda r: (r["_start"], r["traceId"]) if field == "timestamp" else (str(r.get(field)), r["traceId"]),
+               reverse=direction != "asc")
+    chunk = roots[(page - 1) * limit: page * limit]
+    fields = set((q.get("fields") or "core,io").split(","))
+    data = []
+    for root in chunk:
+        trace = _trace(root)
+        if "io" not in fields:
+            trace["input"] = trace["output"] = None
+        data.append(trace)
+    return {"data": data, "meta": {"page": page, "limit": limit, "totalItems": len(roots),
+                                   "totalPages": (len(roots) + limit - 1) // limit}}
+
+
+def trace_get(store: Store, trace_id: str) -> dict:
+    root = store.roots_by_trace().get(trace_id)
+    if root is None:
+        raise Reply(404, {"message": f"Trace {trace_id} not found"})
+    return _trace(root, store.trace_observations(trace_id))
+
+
+def _score_v3(score: dict, fields: set[str]) -> dict:
+    value = score["value"]
+    if score["dataType"] == "BOOLEAN":
+        value = bool(value)
+    out = {k: score[k] for k in ("id", "projectId", "name", "dataType", "source", "timestamp", "environment",
+                                 "createdAt", "updatedAt")}
+    out["value"] = value
+    if "details" in fields:
+        out.update(comment=score["comment"], configId=score["configId"], metadata=score["metadata"])
+    if "subject" in fields:
+        out["subject"] = {"kind": "trace", "id": score["traceId"]}
+    return out
+
+
+def scores_v3(store: Store, q: dict) -> dict:
+    limit = int(q.get("limit", 50))
+    if not 1 <= limit <= 100:
+        raise Invalid("limit must be between 1 and 100")
+    fields = set((q.get("fields") or "").split(","))
+    lists = {k: set(q[k].split(",")) for k in ("id", "name", "source", "dataType", "environment", "configId") if q.get(k)}
+    since = parse_time(q["fromTimestamp"]) if q.get("fromTimestamp") else None
+    until = parse_time(q["toTimestamp"]) if q.get("toTimestamp") else None
+    with store.lock:
+        rows = list(store.scores.values())
+    selected = []
+    for s in rows:
+        if any(str(s.get(k) if k != "source" else s[k].upper()) not in {v.upper() if k == "source" else v for v in vals}
+               for k, vals in lists.items()):
+            continue
+        if q.get("traceId") and s.get("traceId") != q["traceId"]:
+            continue
+        stamp = parse_time(s["timestamp"])
+        if (since and stamp < since) or (until and stamp >= until):
+            continue
+        selected.append(s)
+    selected.sort(key=lambda s: (s["timestamp"], s["id"]), reverse=True)
+    if q.get("cursor"):
+        after = decode_cursor(q["cursor"])
+        selected = [s for s in selected if (s["timestamp"], s["id"]) < (after["t"], after["id"])]
+    page = selected[:limit]
+    meta = {"limit": limit}
+    if len(selected) > limit:
+        meta["cursor"] = encode_cursor({"t": page[-1]["timestamp"], "id": page[-1]["id"]})
+    return {"data": [_score_v3(s, fields) for s in page], "meta": meta}
+
+
+def score_configs(store: Store, method: str, path: str, q: dict, body):
+    if path == "/api/public/score-configs" and method == "POST":
+        return 200, store.create_config(body or {})
+    if path == "/api/public/score-configs" and method == "GET":
+        page, limit = int(q.get("page", 1)), int(q.get("limit", 50))
+        with store.lock:
+            configs = sorted(store.configs.values(), key=lambda c: c["createdAt"])
+        chunk = configs[(page - 1) * limit: page * limit]
+        return 200, {"data": chunk, "meta": {"page": page, "limit": limit, "totalItems": len(configs),
+                                              "totalPages": (len(configs) + limit - 1) // limit}}
+    config_id = path.rsplit("/", 1)[-1]
+    with store.lock:
+        config = store.configs.get(config_id)
+        if config is None:
+            raise Reply(404, {"message": "score config not found"})
+        if method == "PATCH":
+            for key in ("isArchived", "name", "categories", "minValue", "maxValue", "description"):
+                if body and key in body:
+                    config[key] = body[key]
+        return 200, dict(config)

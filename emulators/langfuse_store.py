@@ -1,0 +1,175 @@
+"""The Langfuse emulator's data: observations, scores and score configs, with the server's
+validation rules for scores. Thread-safe; no HTTP here."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import threading
+import uuid
+from collections import Counter
+
+PROJECT_ID = "emulator-project"
+_ENV = re.compile(r"^(?!langfuse)[a-z0-9_-]+$")
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9_ .()-]{1,35}$")
+
+GROUPS = {
+    "core": ("id", "traceId", "startTime", "endTime", "projectId", "parentObservationId", "type"),
+    "basic": ("name", "level", "statusMessage", "version", "environment", "bookmarked", "public", "userId",
+              "sessionId", "isRootObservation"),
+    "time": ("completionStartTime", "createdAt", "updatedAt"),
+    "io": ("input", "output"),
+    "metadata": ("metadata",),
+    "model": ("providedModelName", "internalModelId", "modelParameters"),
+    "usage": ("usageDetails", "costDetails", "totalCost", "usagePricingTierName"),
+    "prompt": ("promptId", "promptName", "promptVersion"),
+    "metrics": ("latency", "timeToFirstToken"),
+    "trace_context": ("tags", "release", "traceName"),
+}
+
+
+class Invalid(Exception):
+    """A request the real server answers 400."""
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise Invalid(f"invalid date-time {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def encode_cursor(payload: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> dict:
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        raise Invalid("invalid cursor") from None
+
+
+def is_root(obs: dict) -> bool:
+    return bool(obs.get("isRootObservation")) or not obs.get("parentObservationId")
+
+
+class Store:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.observations: dict[str, dict] = {}
+        self.scores: dict[str, dict] = {}
+        self.writes: Counter = Counter()
+        self.configs: dict[str, dict] = {}
+
+    # -- observations ------------------------------------------------------------------------
+    def load(self, observations: list[dict]) -> int:
+        with self.lock:
+            for obs in observations:
+                if not isinstance(obs, dict) or not obs.get("id") or not obs.get("traceId") or not obs.get("startTime"):
+                    raise Invalid("each observation needs id, traceId and startTime")
+                row = dict(obs)
+                row.setdefault("projectId", PROJECT_ID)
+                row.setdefault("type", "SPAN")
+                row.setdefault("isRootObservation", not row.get("parentObservationId"))
+                row["_start"] = parse_time(row["startTime"])
+                row["updatedAt"] = now_iso()
+                row.setdefault("createdAt", row["updatedAt"])
+                self.observations[row["id"]] = row
+            return len(observations)
+
+    def roots_by_trace(self) -> dict[str, dict]:
+        with self.lock:
+            roots = {}
+            for obs in self.observations.values():
+                if is_root(obs):
+                    current = roots.get(obs["traceId"])
+                    if current is None or obs["_start"] < current["_start"]:
+                        roots[obs["traceId"]] = obs
+            return roots
+
+    def trace_observations(self, trace_id: str) -> list[dict]:
+        with self.lock:
+            return sorted((o for o in self.observations.values() if o["traceId"] == trace_id),
+                          key=lambda o: (o["_start"], o["id"]))
+
+    # -- scores --------------------------------------------------------------------------------
+    def upsert_score(self, body: dict) -> str:
+        item = self._validated_score(body)
+        with self.lock:
+            existing = self.scores.get(item["id"])
+            if existing is not None:
+                item["createdAt"] = existing["createdAt"]
+            self.scores[item["id"]] = item
+            self.writes[item["id"]] += 1
+        return item["id"]
+
+    def _validated_score(self, body: dict) -> dict:
+        if not isinstance(body, dict):
+            raise Invalid("a score must be a JSON object")
+        if body.get("source") == "EVAL":
+            raise Invalid("source EVAL is reserved for Langfuse evaluators")
+        env = body.get("environment") or "default"
+        if not _ENV.match(env):
+            raise Invalid(f"invalid environment {env!r}")
+        data_type, value = body.get("dataType"), body.get("value")
+        config_id = body.get("configId")
+        if config_id:
+            config = self.configs.get(config_id)
+            if config is None:
+                raise Invalid(f"score config {config_id} not found")
+            if config["name"] != body.get("name"):
+                raise Invalid("score name must equal the name of its config")
+            if data_type and data_type != config["dataType"]:
+                raise Invalid("dataType does not match the config")
+            data_type = config["dataType"]
+            if data_type == "NUMERIC" and isinstance(value, (int, float)):
+                if (config.get("minValue") is not None and value < config["minValue"]) or \
+                        (config.get("maxValue") is not None and value > config["maxValue"]):
+                    raise Invalid(f"value {value} outside the config's range")
+            if data_type == "CATEGORICAL" and value not in [c["label"] for c in config.get("categories") or []]:
+                raise Invalid(f"value {value!r} is not a category of the config")
+        data_type = data_type or ("CATEGORICAL" if isinstance(value, str) else "NUMERIC")
+        if data_type == "NUMERIC" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise Invalid("NUMERIC scores need a number")
+        if data_type == "BOOLEAN" and value not in (0, 1):
+            raise Invalid("BOOLEAN scores need 0 or 1")
+        if data_type in ("CATEGORICAL", "TEXT", "CORRECTION") and not isinstance(value, str):
+            raise Invalid(f"{data_type} scores need a string")
+        stamp = now_iso()
+        return {"id": body.get("id") or str(uuid.uuid4()), "projectId": PROJECT_ID, "name": body["name"],
+                "value": value, "dataType": data_type, "source": body.get("source") or "API",
+                "traceId": body.get("traceId"), "observationId": body.get("observationId"),
+                "sessionId": body.get("sessionId"), "comment": body.get("comment"),
+                "metadata": body.get("metadata"), "configId": config_id, "environment": env,
+                "timestamp": body.get("timestamp") or stamp, "createdAt": stamp, "updatedAt": stamp}
+
+    # -- score configs -------------------------------------------------------------------------
+    def create_config(self, body: dict) -> dict:
+        name = body.get("name") or ""
+        if not _CONFIG_NAME.match(name):
+            raise Invalid("config name must be 1-35 letters, digits, _ space . ( ) -")
+        if body.get("dataType") not in ("NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT"):
+            raise Invalid("invalid dataType")
+        lo, hi = body.get("minValue"), body.get("maxValue")
+        if lo is not None and hi is not None and lo >= hi:
+            raise Invalid("minValue must be below maxValue")
+        if body["dataType"] == "CATEGORICAL" and not body.get("categories"):
+            raise Invalid("CATEGORICAL configs need categories")
+        categories = body.get("categories")
+        if body["dataType"] == "BOOLEAN":
+            categories = [{"label": "True", "value": 1}, {"label": "False", "value": 0}]
+        stamp = now_iso()
+        config = {"id": str(uuid.uuid4()), "name": name, "dataType": body["dataType"], "isArchived": False,
+                  "minValue": lo, "maxValue": hi, "categories": categories,
+                  "description": body.get("description"), "projectId": PROJECT_ID,
+                  "createdAt": stamp, "updatedAt": stamp}
+        with self.lock:
+            self.configs[config["id"]] = config
+        return config
