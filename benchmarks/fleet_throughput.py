@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -37,7 +38,8 @@ def seed(stack: LocalStack, n: int) -> list[dict]:
     observations = generate(n, include_malformed=False, seed=21, end=dt.datetime.now(dt.timezone.utc))
     with httpx.Client(base_url=stack.langfuse_url, timeout=60) as client:
         for i in range(0, len(observations), 2000):
-            client.post("/_emulator/observations", json=observations[i:i + 2000]).raise_for_status()
+            client.post("/_emulator/observations", content=json.dumps(observations[i:i + 2000]),
+                        headers={"Content-Type": "application/json"}).raise_for_status()
     return observations
 
 

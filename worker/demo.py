@@ -46,7 +46,9 @@ def seed_traces(stack: LocalStack, n: int, end: dt.datetime) -> dict:
     observations = generate(n, end=end)
     with httpx.Client(base_url=stack.langfuse_url, timeout=60) as client:
         for start in range(0, len(observations), 2000):
-            client.post("/_emulator/observations", json=observations[start:start + 2000]).raise_for_status()
+            # json.dumps escapes lone surrogates (the non-UTF-8 trace); httpx's json= would refuse them
+            client.post("/_emulator/observations", content=json.dumps(observations[start:start + 2000]),
+                        headers={"Content-Type": "application/json"}).raise_for_status()
     roots = [o for o in observations if o.get("isRootObservation") or not o.get("parentObservationId")]
     return {"observations": len(observations), "traces": len(roots),
             "since": min(o["startTime"] for o in roots)}
@@ -125,14 +127,16 @@ def summary(stack: LocalStack, client: redis.Redis, started: float, echo) -> Non
     per_rubric = defaultdict(list)
     for s in scores:
         per_rubric[s["name"]].append(s["value"])
-    unscored = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("unscored:") and k.count(":") == 1}
+    unscored = {k.split(":", 1)[1]: v for k, v in stats.items()
+                if k.startswith("unscored:") and k.count(":") == 1 and k != "unscored:not_applicable"}
     echo("\n=== tracejudge demo summary ===")
-    echo(f"traces scanned        {stats.get('sampler_scanned', 0)} "
+    echo(f"traces scanned        {stats.get('sampler_scanned', 0)} (with overlap re-scans) "
          f"({stats.get('sampler_excluded', 0)} excluded: langfuse-* environments and tracejudge's own)")
     echo(f"sampled (trace x rubric) {stats.get('sampler_selected', 0)}, enqueued {stats.get('enqueued', 0)}")
     echo(f"scored                {stats.get('scored', 0)}")
     echo(f"unscored              {stats.get('unscored', 0)}"
          + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(unscored.items())) + ")" if unscored else ""))
+    echo(f"not applicable        {stats.get('not_applicable', 0)} (e.g. groundedness on a trace without retrieval)")
     echo(f"dead letters          {depth.dead}")
     echo(f"judge calls           {stats.get('judge_calls', 0)}; tokens in {stats.get('input_tokens', 0):,}, "
          f"out {stats.get('output_tokens', 0):,}, cache read {stats.get('cache_read_tokens', 0):,}")
