@@ -57,7 +57,7 @@ def sequential(settings: Settings, trace_ids: list[str], model: str) -> float:
         page = api.observations.get_many(trace_id=trace_id, fields="core,basic,io,metadata", limit=1000,
                                          request_options=NO_SDK_RETRIES)
         root = next(o for o in page.data if o.is_root_observation or not o.parent_observation_id)
-        reply = judge.messages.create(model=model, max_tokens=512, temperature=0, tools=[tool],
+        reply = judge.messages.create(model=model, max_tokens=512, tools=[tool],
                                       tool_choice={"type": "tool", "name": "record_verdict"},
                                       messages=[{"role": "user", "content": f"Grade:\n{root.input}\n{root.output}"}])
         verdict = next(b.input for b in reply.content if b.type == "tool_use")

@@ -1,0 +1,1 @@
+"""Week-over-week drift: aggregates, statistics, the check and its alerts."""
