@@ -1,0 +1,82 @@
+"""Operating the fleet: late output, the scheduler lease, dead letters, the spec checker."""
+from __future__ import annotations
+
+import dataclasses
+
+import dramatiq
+import pytest
+
+from emulators.openapi_check import validate_request
+from emulators.seed import MALFORMED, generate, late_output_update
+from worker.broker import build_broker
+from worker.pipeline import OutputNotYetArrived, judge_one
+from worker.queues import dead_letters, queue_depth, requeue_dead
+from worker.runtime import Runtime, set_runtime
+from worker.scheduler import Lease
+from tests.conftest import drain
+from tests.pipeline_helpers import one_trace
+
+
+def test_a_young_trace_without_output_waits_and_is_judged_on_its_final_output(runtime, langfuse_emu):
+    trace_id = "c" * 32
+    langfuse_emu.load_observations(one_trace(trace_id, None, minutes_ago=5))
+    with pytest.raises(OutputNotYetArrived):
+        judge_one(runtime, trace_id, "helpfulness@v1")
+    assert runtime.outcomes.stats().get("unscored", 0) == 0
+    langfuse_emu.load_observations(one_trace(trace_id, "Arrived late [[quality:1.0]]", minutes_ago=5))
+    assert judge_one(runtime, trace_id, "helpfulness@v1").value == 5
+
+
+def test_seeded_late_output_trace_gets_its_answer_by_upsert(langfuse_emu):
+    observations = generate(5, seed=1)
+    langfuse_emu.load_observations(observations)
+    langfuse_emu.load_observations(late_output_update(observations))
+    root = [o for o in langfuse_emu.store.trace_observations(MALFORMED["late_output"]) if o.get("isRootObservation")][0]
+    assert "arrived late" in root["output"]["content"]
+
+
+def test_only_one_scheduler_holds_the_lease(redis_client):
+    first, second = Lease(redis_client, 60), Lease(redis_client, 60)
+    assert first.hold() and not second.hold()
+    assert first.hold()  # renewing our own lease
+    first.release()
+    assert second.hold() and not first.hold()
+
+
+def test_exhausted_jobs_land_in_dead_letters_with_their_reason_and_can_be_retried(
+        settings, redis_client, langfuse_emu, judge_emu):
+    fast = dataclasses.replace(settings, max_job_retries=1)
+    rt = Runtime(fast, redis_client=redis_client)
+    set_runtime(rt)
+    try:
+        broker = build_broker(fast)
+        dramatiq.set_broker(broker)
+        trace_id = "d" * 32
+        langfuse_emu.load_observations(one_trace(trace_id, "Answer [[judge:500]]"))
+        from worker.broker import judge_message
+
+        broker.enqueue(judge_message(trace_id, "helpfulness@v1"))
+        drain(broker, redis_client, timeout=90)
+        [dead] = dead_letters(redis_client)
+        assert dead["args"][0] == trace_id and "500" in dead["reason"]
+        assert rt.outcomes.stats()["retries_exhausted"] == 1
+        assert langfuse_emu.scores() == []
+
+        langfuse_emu.load_observations(one_trace(trace_id, "Answer [[quality:0.5]]"))  # the cause is fixed
+        assert requeue_dead(redis_client, None) == 1
+        drain(broker, redis_client, timeout=60)
+        assert queue_depth(redis_client).dead == 0 and len(langfuse_emu.scores()) == 1
+        assert rt.outcomes.stats()["retries_exhausted"] == 0
+    finally:
+        set_runtime(None)
+
+
+def test_spec_checker_rejects_what_a_real_server_rejects():
+    assert validate_request("GET", "/api/public/v2/observations", {"limit": ["1000"], "isRootObservation": ["true"],
+                                                                   "fromStartTime": ["2026-11-01T00:00:00Z"]}, None) == []
+    assert validate_request("GET", "/api/public/v2/observations", {"isRootObservation": ["yes"]}, None)
+    assert validate_request("GET", "/api/public/v2/observations", {"fromStartTime": ["yesterday"]}, None)
+    assert validate_request("GET", "/api/public/v2/observations", {"unknownParam": ["1"]}, None)
+    assert validate_request("POST", "/api/public/scores", {}, {"value": 1, "traceId": "t"})  # no name
+    assert validate_request("POST", "/api/public/scores", {}, {"name": "x", "value": 1, "dataType": "NOPE"})
+    assert validate_request("POST", "/api/public/nonexistent", {}, {})
