@@ -180,12 +180,14 @@ def status():
 
 from worker.cli_demo import demo, stack  # noqa: E402  (commands registered below)
 from worker.cli_dead_letters import dead_letters  # noqa: E402
+from worker.cli_drift import drift  # noqa: E402
 from worker.cli_rubrics import rubrics  # noqa: E402
 
 main.add_command(demo)
 main.add_command(stack)
 main.add_command(rubrics)
 main.add_command(dead_letters)
+main.add_command(drift)
 
 if __name__ == "__main__":
     main()

@@ -29,6 +29,12 @@ class Settings:
     rubrics_dir: Path = _PACKAGED_RUBRICS
     sample_rate: float | None = None
     alert_webhook_url: str | None = None
+    slack_webhook_url: str | None = dataclasses.field(default=None, repr=False)
+    pagerduty_routing_key: str | None = dataclasses.field(default=None, repr=False)
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    # Where trace links in alerts point (the Langfuse UI); defaults to the API base URL.
+    langfuse_ui_url: str | None = None
+    drift_interval_seconds: int = 86400
     settle_seconds: int = 600
     sample_interval_seconds: int = 60
     # Late-ingested traces carry a timestamp already behind the cursor: rescan this much.
@@ -106,6 +112,12 @@ class Settings:
             rubrics_dir=rubrics_dir,
             sample_rate=number("TRACEJUDGE_SAMPLE_RATE", None, float, 0.0, 1.0),
             alert_webhook_url=url("TRACEJUDGE_ALERT_WEBHOOK_URL", text("TRACEJUDGE_ALERT_WEBHOOK_URL")),
+            slack_webhook_url=url("TRACEJUDGE_SLACK_WEBHOOK_URL", text("TRACEJUDGE_SLACK_WEBHOOK_URL")),
+            pagerduty_routing_key=text("TRACEJUDGE_PAGERDUTY_ROUTING_KEY"),
+            pagerduty_events_url=url("TRACEJUDGE_PAGERDUTY_EVENTS_URL", text("TRACEJUDGE_PAGERDUTY_EVENTS_URL"))
+            or cls.pagerduty_events_url,
+            langfuse_ui_url=url("TRACEJUDGE_LANGFUSE_UI_URL", text("TRACEJUDGE_LANGFUSE_UI_URL")),
+            drift_interval_seconds=number("TRACEJUDGE_DRIFT_INTERVAL_SECONDS", cls.drift_interval_seconds, int, 60),
             settle_seconds=number("TRACEJUDGE_SETTLE_SECONDS", cls.settle_seconds, int, 0),
             sample_interval_seconds=number(
                 "TRACEJUDGE_SAMPLE_INTERVAL_SECONDS", cls.sample_interval_seconds, int, 1

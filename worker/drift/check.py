@@ -36,6 +36,7 @@ class CellReport:
     unscored_alert: bool
     bottom: list[tuple[str, float]]
     cost_usd_curr: float
+    explained_by: list[str] = dataclasses.field(default_factory=list)
     new_alert: bool = False
 
     def as_dict(self) -> dict:
@@ -84,17 +85,53 @@ def run_check(client: redis.Redis, rubrics: dict[str, Rubric], today: dt.date | 
         threshold = float((rubric.owner or {}).get("drift_threshold_points", DEFAULT_THRESHOLD))
         rows.append((raw_cell, rubric, model, segment, series, CellInput(raw_cell, prev, curr, threshold)))
     decisions = decide([r[-1] for r in rows], q_level=q_level)
+    explained = _explained_by_features(rows, decisions, q_level)
     unscored = [_unscored_rates(r[4], prev_days, curr_days) for r in rows]
     unscored_q = benjamini_hochberg([u[2] for u in unscored]) if unscored else []
     reports = []
     for (raw_cell, rubric, model, segment, series, _), decision, (up, uc, _p), uq in zip(rows, decisions, unscored, unscored_q):
+        if raw_cell in explained:
+            decision.status = "explained"
         daily, moving = _moving_average(series, all_days)
         reports.append(CellReport(
             raw_cell, rubric.name, rubric.version, model, segment, decision, moving, daily, up, uc,
             uq < q_level and (uc - up) * 100 >= UNSCORED_RISE_POINTS / 2,
             agg.bottom(client, raw_cell, curr_days),
-            sum(series[d].get("cost_microusd", 0) for d in curr_days) / 1e6))
+            sum(series[d].get("cost_microusd", 0) for d in curr_days) / 1e6,
+            explained_by=explained.get(raw_cell, [])))
     return reports
+
+
+def _minus(a, b):
+    if isinstance(a, WeekRate):
+        return WeekRate(a.n - b.n, a.passes - b.passes)
+    return WeekStats(a.n - b.n, a.total - b.total, a.total_sq - b.total_sq)
+
+
+def _explained_by_features(rows, decisions, q_level) -> dict[str, list[str]]:
+    """An alerting all-traffic or tenant cell whose drop vanishes once the alerting features'
+    traffic is taken out is *explained* by those features: the owners get one alert, at the
+    feature, not three for the same cause."""
+    by_key = {r[0]: (r[-1], d) for r, d in zip(rows, decisions)}
+    out: dict[str, list[str]] = {}
+    for (raw_cell, _, _, segment, _, cell), decision in zip(rows, decisions):
+        if decision.status != "alert" or not (segment == "all" or (segment.startswith("tenant=") and "|" not in segment)):
+            continue
+        prefix = raw_cell.rsplit("|", 1)[0]
+        features = [k.rsplit("|", 1)[1] for k, (_, d) in by_key.items()
+                    if k.startswith(prefix + "|feature=") and "|tenant=" not in k[len(prefix):] and d.status == "alert"]
+        if not features:
+            continue
+        prev, curr = cell.prev, cell.curr
+        for feature in features:
+            child = f"{prefix}|{feature}" if segment == "all" else f"{prefix}|{feature}|{segment}"
+            if child in by_key:
+                prev, curr = _minus(prev, by_key[child][0].prev), _minus(curr, by_key[child][0].curr)
+        [residual] = decide([CellInput(raw_cell, prev, curr, cell.threshold_points)], q_level=1.0)
+        multiplier = decision.q / decision.p if decision.p else 1.0
+        if not (residual.p * multiplier < q_level and (residual.drop or 0) >= cell.threshold_points / 2):
+            out[raw_cell] = features
+    return out
 
 
 def _unscored_rates(series: dict, prev_days: list[str], curr_days: list[str]) -> tuple[float, float, float]:
@@ -112,21 +149,24 @@ def _unscored_rates(series: dict, prev_days: list[str], curr_days: list[str]) ->
     return pb / pt, cb / ct, p
 
 
-def mark_new_alerts(client: redis.Redis, reports: list[CellReport]) -> list[CellReport]:
+def new_alerts(client: redis.Redis, reports: list[CellReport]) -> list[CellReport]:
     """Deduplicate: a cell alerts again only after it recovered, or when its drop grew by half
-    the threshold or more since it last alerted."""
+    the threshold or more since it last alerted. Recovered cells are forgotten here."""
     fresh = []
     for report in reports:
         alerting = report.decision.status == "alert" or report.unscored_alert
         previous = client.hget(STATE, report.cell)
-        state = json.loads(previous) if previous else None
         if not alerting:
-            if state is not None:
+            if previous is not None:
                 client.hdel(STATE, report.cell)  # recovered: the next drop alerts again
             continue
         drop = report.decision.drop or 0.0
-        if state is None or drop >= state["drop"] + DEFAULT_THRESHOLD / 2:
+        if previous is None or drop >= json.loads(previous)["drop"] + DEFAULT_THRESHOLD / 2:
             report.new_alert = True
             fresh.append(report)
-            client.hset(STATE, report.cell, json.dumps({"drop": drop, "at": dt.datetime.now(dt.timezone.utc).isoformat()}))
     return fresh
+
+
+def remember_alert(client: redis.Redis, report: CellReport) -> None:
+    client.hset(STATE, report.cell, json.dumps({"drop": report.decision.drop or 0.0,
+                                                "at": dt.datetime.now(dt.timezone.utc).isoformat()}))
