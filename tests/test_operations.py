@@ -80,3 +80,12 @@ def test_spec_checker_rejects_what_a_real_server_rejects():
     assert validate_request("POST", "/api/public/scores", {}, {"value": 1, "traceId": "t"})  # no name
     assert validate_request("POST", "/api/public/scores", {}, {"name": "x", "value": 1, "dataType": "NOPE"})
     assert validate_request("POST", "/api/public/nonexistent", {}, {})
+
+
+def test_drift_runs_when_due_and_not_again_until_the_interval_passed(redis_client):
+    from worker.scheduler import DRIFT_LAST_RUN, drift_due
+
+    assert drift_due(redis_client, 86400, now=1000.0)
+    redis_client.set(DRIFT_LAST_RUN, 1000.0)
+    assert not drift_due(redis_client, 86400, now=1000.0 + 3600)
+    assert drift_due(redis_client, 86400, now=1000.0 + 86400)

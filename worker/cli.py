@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import os
 import signal
 import sys
@@ -123,17 +124,29 @@ def _run_scheduler(sampler, settings):
     from worker.logs import configure_logging
     from worker.scheduler import run_scheduler
 
+    from worker.cli_drift import trace_linker
+    from worker.drift.run import run_drift
+
     configure_logging()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_scheduler(sampler, settings.sample_interval_seconds, stop)
+
+    def drift_tick():
+        _, alerts, (sent, pending) = run_drift(settings, {r.key: r for r in sampler.rubrics}, sampler.client,
+                                               trace_linker(settings))
+        logging.getLogger("tracejudge.drift").info(
+            "drift check", extra={"new_alerts": len(alerts), "delivered": sent, "pending": pending})
+
+    run_scheduler(sampler, settings.sample_interval_seconds, stop, drift_tick, settings.drift_interval_seconds)
 
 
 @main.command()
 @reports_errors
 def scheduler():
-    """Periodic sampler ticks (the Procfile's `scheduler`); a Redis lease keeps one active."""
+    """Periodic sampler ticks and the daily drift check (the Procfile's `scheduler`).
+
+    A Redis lease keeps one scheduler active fleet-wide; run it on several hosts for failover."""
     settings = _settings()
     _run_scheduler(_sampler(settings), settings)
 

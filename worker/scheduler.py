@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 import redis
@@ -40,7 +41,17 @@ class Lease:
             self.client.delete(LOCK_KEY)
 
 
-def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event) -> None:
+DRIFT_LAST_RUN = "tracejudge:drift:last_run"
+
+
+def drift_due(client: redis.Redis, every_seconds: float, now: float) -> bool:
+    last = client.get(DRIFT_LAST_RUN)
+    return last is None or now - float(last) >= every_seconds
+
+
+def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drift_tick=None,
+                  drift_every: float = 86400) -> None:
+    """Sampler ticks every ``interval``; ``drift_tick()`` once every ``drift_every`` seconds."""
     lease = Lease(sampler.client, ttl_seconds=max(60.0, 3 * interval))
     leading = False
     try:
@@ -55,7 +66,13 @@ def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event) -> N
                         log.info("sampler pass", extra={"summary": report.line()})
                 except Exception:  # boundary: a failed tick is logged and retried next interval
                     log.exception("sampler tick failed; the cursor did not move")
-            elif leading or not stop.is_set():
+                if drift_tick is not None and drift_due(sampler.client, drift_every, time.time()):
+                    try:
+                        drift_tick()
+                        sampler.client.set(DRIFT_LAST_RUN, time.time())
+                    except Exception:  # boundary: retried at the next tick
+                        log.exception("drift check failed; it runs again at the next tick")
+            else:
                 if leading:
                     log.warning("lost the scheduler lease")
                 leading = False
