@@ -12,7 +12,7 @@ import threading
 
 import click
 
-from worker.errors import ConfigError, TraceJudgeError
+from worker.errors import TraceJudgeError
 
 
 def _iso(ctx, param, value):
