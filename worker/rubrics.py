@@ -38,6 +38,7 @@ class JudgeSpec:
     provider: str  # anthropic | openai
     model: str
     max_tokens: int = 1024
+    mode: str = "online"  # online | batch (Anthropic Message Batches / OpenAI Batch API, for work that can wait)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,11 @@ class Rubric:
     repair_template: str | None
     sha256: str
     path: Path
+    # Per-segment quota: a segment (trace metadata key = value) with little traffic gets its rate
+    # raised so it still yields this many judged traces a day. It never lowers the rate.
+    segment_key: str | None = None
+    min_per_segment_day: int = 0
+    daily_budget_usd: float | None = None  # this rubric's own daily judge spend cap
 
     @property
     def key(self) -> str:
@@ -134,7 +140,17 @@ def load_version(version_dir: Path, repair_text: str | None = None) -> Rubric:
         raise ConfigError(f"{where}: judge.provider must be anthropic or openai")
     if not isinstance(judge_raw.get("model"), str):
         raise ConfigError(f"{where}: judge.model is required (a pinned snapshot id)")
-    judge = JudgeSpec(provider, judge_raw["model"], int(judge_raw.get("max_tokens", 1024)))
+    mode = judge_raw.get("mode", "online")
+    if mode not in ("online", "batch"):
+        raise ConfigError(f"{where}: judge.mode must be online or batch")
+    judge = JudgeSpec(provider, judge_raw["model"], int(judge_raw.get("max_tokens", 1024)), mode)
+    quota = sampling.get("min_per_segment") or {}
+    if not isinstance(quota, dict) or (quota and not (isinstance(quota.get("key"), str)
+                                                      and isinstance(quota.get("per_day"), int))):
+        raise ConfigError(f"{where}: sampling.min_per_segment needs 'key' (a metadata key) and 'per_day' (an integer)")
+    budget = (raw.get("budget") or {}).get("daily_usd")
+    if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget < 0):
+        raise ConfigError(f"{where}: budget.daily_usd must be a non-negative number")
     user_file = version_dir / str(raw.get("template", "user.j2"))
     if not user_file.is_file():
         raise ConfigError(f"{where}: template {user_file.name} not found")
@@ -155,6 +171,9 @@ def load_version(version_dir: Path, repair_text: str | None = None) -> Rubric:
         repair_template=local_repair.read_text() if local_repair.is_file() else repair_text,
         sha256=version_sha256(version_dir),
         path=version_dir,
+        segment_key=quota.get("key"),
+        min_per_segment_day=int(quota.get("per_day", 0)),
+        daily_budget_usd=None if budget is None else float(budget),
     )
 
 

@@ -48,6 +48,18 @@ class Settings:
     max_job_retries: int = 8
     # How long a SIGKILLed worker's unacked jobs wait before another worker takes them.
     heartbeat_timeout_seconds: int = 60
+    # Emails, phone numbers, card numbers and API keys/tokens are masked before the judge sees them.
+    redact_pii: bool = True
+    # Fleet-wide limits shared through Redis (None: no limit). Judge limits apply per provider × model.
+    judge_requests_per_minute: int | None = None
+    judge_tokens_per_minute: int | None = None
+    langfuse_requests_per_minute: int | None = None
+    # Daily judge spend cap in USD for the whole fleet (None: no cap); rubrics may set their own.
+    daily_budget_usd: float | None = None
+    # Prometheus metrics of every worker process are served on this port (0: off).
+    metrics_port: int = 9191
+    # How often batch-mode rubrics' pending batches are polled.
+    batch_poll_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -96,9 +108,12 @@ class Settings:
         if not rubrics_dir.is_dir():
             problems.append(f"TRACEJUDGE_RUBRICS_DIR={str(rubrics_dir)!r} is not a directory")
 
-        flag = text("TRACEJUDGE_ALLOW_FLOATING_MODELS", "0").lower()
-        if flag not in ("0", "1", "true", "false", "yes", "no"):
-            problems.append(f"TRACEJUDGE_ALLOW_FLOATING_MODELS={flag!r} is not a boolean")
+        def boolean(name: str, default: bool) -> bool:
+            raw = text(name, "1" if default else "0").lower()
+            if raw not in ("0", "1", "true", "false", "yes", "no"):
+                problems.append(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no)")
+                return default
+            return raw in ("1", "true", "yes")
 
         settings = cls(
             langfuse_base_url=base_url or "",
@@ -126,7 +141,7 @@ class Settings:
             max_variable_chars=number(
                 "TRACEJUDGE_MAX_VARIABLE_CHARS", cls.max_variable_chars, int, 200
             ),
-            allow_floating_models=flag in ("1", "true", "yes"),
+            allow_floating_models=boolean("TRACEJUDGE_ALLOW_FLOATING_MODELS", False),
             langfuse_timeout_seconds=number(
                 "LANGFUSE_TIMEOUT", cls.langfuse_timeout_seconds, float, 1.0
             ),
@@ -137,6 +152,13 @@ class Settings:
             heartbeat_timeout_seconds=number(
                 "TRACEJUDGE_HEARTBEAT_TIMEOUT_SECONDS", cls.heartbeat_timeout_seconds, int, 5
             ),
+            redact_pii=boolean("TRACEJUDGE_REDACT_PII", True),
+            judge_requests_per_minute=number("TRACEJUDGE_JUDGE_RPM", None, int, 1),
+            judge_tokens_per_minute=number("TRACEJUDGE_JUDGE_TPM", None, int, 1),
+            langfuse_requests_per_minute=number("TRACEJUDGE_LANGFUSE_RPM", None, int, 1),
+            daily_budget_usd=number("TRACEJUDGE_DAILY_BUDGET_USD", None, float, 0.0),
+            metrics_port=number("TRACEJUDGE_METRICS_PORT", cls.metrics_port, int, 0, 65535),
+            batch_poll_seconds=number("TRACEJUDGE_BATCH_POLL_SECONDS", cls.batch_poll_seconds, int, 1),
         )
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -83,6 +83,10 @@ class Hygiene:
     truncated_chars: int = 0
     neutralised: int = 0
 
+    def as_metadata(self) -> dict:
+        """What was done to the trace text before the judge saw it, for the score's metadata."""
+        return {"truncated_chars": self.truncated_chars, "neutralised_markers": self.neutralised}
+
 
 def neutralise(text: str, tags: frozenset[str], hygiene: Hygiene) -> str:
     if tags:
