@@ -21,5 +21,20 @@ def rate_for(rubric: Rubric, override: float | None) -> float:
     return rubric.sampling_rate if override is None else override
 
 
-def select(rubrics: list[Rubric], ref: TraceRef, rate_override: float | None) -> list[Rubric]:
-    return [r for r in rubrics if applies(r, ref) and is_sampled(ref.trace_id, rate_for(r, override=rate_override))]
+def select(rubrics: list[Rubric], ref: TraceRef, rate_override: float | None, quota=None) -> list[Rubric]:
+    """The rubrics ``ref`` is sampled for: the contract's ``u < rate``.
+
+    ``quota`` (a samplers.quota.SegmentQuota) raises the rate of rubrics with a per-segment
+    minimum for traces of small segments, and counts every applicable trace it is asked about;
+    None samples at the plain rate.
+    """
+    chosen = []
+    for rubric in rubrics:
+        if not applies(rubric, ref):
+            continue
+        rate = rate_for(rubric, override=rate_override)
+        if quota is not None:
+            rate = quota.rate(rubric, ref, rate)
+        if is_sampled(ref.trace_id, rate):
+            chosen.append(rubric)
+    return chosen

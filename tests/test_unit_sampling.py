@@ -57,3 +57,28 @@ def test_applicability_filters():
     chosen = [t for t in (f"{i:032x}" for i in range(5000)) if select([everything], ref(trace_id=t), None)]
     assert chosen == [t for t in (f"{i:032x}" for i in range(5000)) if contract_u(t) < rubric.sampling_rate]
     assert select([everything], ref(trace_id="x"), 1.0) == [everything]  # TRACEJUDGE_SAMPLE_RATE overrides
+
+
+class FixedQuota:
+    """A stand-in for samplers.quota.SegmentQuota: same method, a fixed raised rate."""
+
+    def __init__(self, rate):
+        self.raised, self.asked = rate, []
+
+    def rate(self, rubric, trace_ref, base_rate):
+        self.asked.append(trace_ref.trace_id)
+        return max(base_rate, self.raised)
+
+
+def test_select_samples_at_the_rate_the_quota_gives_and_asks_only_for_applicable_rubrics():
+    import dataclasses
+
+    rubric = load_rubrics(REPO / "rubrics")["helpfulness@v1"]
+    everything = dataclasses.replace(rubric, applies_to=AppliesTo())
+    nothing = dataclasses.replace(rubric, applies_to=AppliesTo(trace_names=("no-such-trace",)))
+    quota = FixedQuota(0.2)
+    ids = [f"{i:032x}" for i in range(3000)]
+    chosen = [t for t in ids if select([everything, nothing], ref(trace_id=t), None, quota)]
+    assert chosen == [t for t in ids if contract_u(t) < 0.2]  # still the contract's hash, at the raised rate
+    assert quota.asked == ids  # asked once per trace, never for the rubric that does not apply
+    assert select([everything], ref(trace_id="x"), None, None) == select([everything], ref(trace_id="x"), None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from worker.errors import TraceJudgeError
 
 @click.group()
 def rubrics():
-    """Author tools: lint rubric versions, render the exact judge prompt for a trace."""
+    """Author tools: lint and release rubric versions, render the exact judge prompt for a trace."""
 
 
 def _rubrics_dir(path):
@@ -23,25 +24,75 @@ def _rubrics_dir(path):
 
 @rubrics.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="Rubrics folder (default: TRACEJUDGE_RUBRICS_DIR or rubrics/).")
-@click.option("--allow-floating-models", is_flag=True)
-def lint(directory, allow_floating_models):
-    """Check every rubric version: YAML schema, templates, scale, pinned and priced judge."""
-    from worker.rubrics import load_rubrics
-    from worker.runtime import validate_rubrics
-    from worker.settings import Settings
+@click.option("--allow-floating-models", is_flag=True, help="Accept judge aliases such as *-latest (a warning instead of an error).")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+def lint(directory, allow_floating_models, strict):
+    """Check every rubric version and report ALL problems as path:line: message.
+
+    YAML and schema, template variables, filters and unsafe constructs, the scale, a pinned,
+    priced and current judge, released versions unchanged (rubrics.lock), labelled examples.
+    Exits 1 when there is an error.
+    """
+    from worker.rubric_lint import lint as run_lint
+
+    report = run_lint(_rubrics_dir(directory), allow_floating_models=allow_floating_models)
+    errors, warnings, notes = report.errors, report.of("warning"), report.of("note")
+    for problem in errors:
+        click.echo(_shown(problem))
+    for problem in warnings:
+        click.echo(_shown(problem, "warning"))
+    for problem in notes:
+        click.echo(_shown(problem, "note"))
+    failed = {p.path for p in errors}
+    for key, rubric in sorted(report.rubrics.items()):
+        bad = any(path.startswith(str(rubric.path.parent)) for path in failed)
+        state = "released" if report.released.get(key) == rubric.sha256 else "unreleased"
+        click.echo(f"{'ERR' if bad else 'ok '} {key:<28} {rubric.scale.describe():<28} "
+                   f"judge {rubric.judge.provider}:{rubric.judge.model}  {state}  sha256 {rubric.sha256[:12]}")
+    click.echo(f"{len(errors)} error(s), {len(warnings)} warning(s)")
+    if errors or (strict and warnings):
+        sys.exit(1)
+
+
+def _shown(problem, label: str | None = None) -> str:
+    """path:line: message, with the path relative to the working folder when it is inside it."""
+    path = problem.path
+    try:
+        path = os.path.relpath(path)
+        path = problem.path if path.startswith("..") else path
+    except ValueError:
+        pass
+    where = path if problem.line is None else f"{path}:{problem.line}"
+    return f"{where}: {label + ': ' if label else ''}{problem.message}"
+
+
+@rubrics.command()
+@click.argument("version")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Rubrics folder (default: TRACEJUDGE_RUBRICS_DIR or rubrics/).")
+def release(version, directory):
+    """Freeze VERSION (name@vN): record its sha256 in rubrics.lock.
+
+    From then on `lint` fails if any file of that folder changes: change a released rubric by
+    adding the next version. Refuses a version with lint errors, and never overwrites a
+    different sha256 already in the lock.
+    """
+    from worker.rubric_lint import lint as run_lint
+    from worker.rubrics import release as record
 
     root = _rubrics_dir(directory)
+    report = run_lint(root)
+    name, _, number = version.partition("@")
+    folder = str(root / name / number)
+    blocking = [p for p in report.errors if p.path.startswith(folder) and not p.path.endswith("rubrics.lock")]
+    if blocking:
+        for problem in blocking:
+            click.echo(_shown(problem), err=True)
+        raise click.ClickException(f"{version} has {len(blocking)} lint error(s): fix them before releasing")
     try:
-        loaded = load_rubrics(root)
-        settings = Settings(langfuse_base_url="", langfuse_public_key="", langfuse_secret_key="",
-                            rubrics_dir=root, allow_floating_models=allow_floating_models)
-        warnings = validate_rubrics(loaded, settings, require_keys=False)
+        sha, new = record(root, version)
     except TraceJudgeError as exc:
         raise click.ClickException(str(exc)) from None
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    for key, rubric in sorted(loaded.items()):
-        click.echo(f"ok  {key:<28} {rubric.scale.describe():<28} judge {rubric.judge.provider}:{rubric.judge.model}  sha256 {rubric.sha256[:12]}")
+    click.echo(f"{'released' if new else 'already released'} {version}  sha256 {sha}")
 
 
 @rubrics.command()
@@ -97,3 +148,8 @@ def _pick(loaded: dict, wanted: str):
     if not versions:
         raise click.UsageError(f"no rubric {wanted!r}; known: {', '.join(sorted(loaded))}")
     return max(versions, key=lambda r: r.version)
+
+
+from worker.cli_rubric_test import test  # noqa: E402  (its own module: agreement with labelled examples)
+
+rubrics.add_command(test)

@@ -12,7 +12,7 @@ from worker.rubrics import Rubric
 
 VERDICT_TOOL = "record_verdict"
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
+TEMPLATE_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
@@ -39,7 +39,7 @@ def verdict_schema(rubric: Rubric) -> dict:
 
 def compile_template(source: str, where: str) -> jinja2.Template:
     try:
-        return _ENV.from_string(source)
+        return TEMPLATE_ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise ConfigError(f"{where}:{exc.lineno}: template syntax error: {exc.message}") from None
 
