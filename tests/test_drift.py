@@ -71,4 +71,7 @@ def test_a_1_point_wobble_in_a_huge_cell_does_not_alert_and_small_cells_say_insu
     small = CellInput("small", WeekStats(20, 70.0 * 20, (70.0**2 + 400) * 20), WeekStats(20, 66.0 * 20, (66.0**2 + 400) * 20))
     big_decision, small_decision = decide([huge, small])
     assert big_decision.q < 0.01 and big_decision.status == "ok"  # significant but below half the threshold
-    assert small_decision.status == "insufficient_data" and small_decision.n_needed == min_n_means((400 * 20 / 19) ** 0.5, 5.0)
+    # sized for the run: two cells share the Benjamini–Hochberg correction
+    assert small_decision.status == "insufficient_data" and small_decision.n_needed == min_n_means(
+        (400 * 20 / 19) ** 0.5, 5.0, cells=2)
+    assert small_decision.n_have == 20

@@ -17,7 +17,8 @@ STATS = "tracejudge:stats"
 UNSCORED_LOG = "tracejudge:unscored"
 EXHAUSTED = "tracejudge:exhausted"
 _DONE = "tracejudge:done:"
-_DONE_TTL = 90 * 24 * 3600
+DONE_TTL_SECONDS = 90 * 24 * 3600  # a rebuild may only reach back this far (see drift/rebuild.py)
+_DONE_TTL = DONE_TTL_SECONDS
 _UNSCORED_LOG_MAX = 10_000
 
 # KEYS[1] = the done marker; ARGV[1] = its value, ARGV[2] = its ttl; then ops of four
@@ -65,6 +66,12 @@ class OutcomeLog:
         entry = json.dumps({"trace_id": trace_id, "rubric": rubric_key, "reason": reason,
                             "detail": detail[:500], "at": time.time()})
         return self._apply(score_id, f"unscored:{reason}", fields, entry, extra)
+
+    def restored(self, score_id: str, extra: list[Op]) -> bool:
+        """A score read back from Langfuse (the aggregates rebuild), through the same marker:
+        one already counted, live or by an earlier rebuild, adds nothing. The judge counters
+        (calls, tokens, cost) are not replayed: they count this deployment's own work."""
+        return self._apply(score_id, "scored", {}, None, extra)
 
     def exhausted(self, score_id: str, trace_id: str, rubric_key: str, reason: str) -> None:
         self.client.hset(EXHAUSTED, score_id, json.dumps(

@@ -41,7 +41,7 @@ class CellReport:
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["decision"] = dataclasses.asdict(self.decision)
+        d["decision"] = {**dataclasses.asdict(self.decision), "n_have": self.decision.n_have}
         return d
 
 

@@ -1,6 +1,12 @@
 """The drift test's statistics: one-sided Welch and two-proportion tests, Benjamini–Hochberg,
 the minimum sample size for 90% power, and the decision rule of the public contract.
 
+The minimum n is sized for the run, not for one test: Benjamini–Hochberg lets the most
+significant of m cells through only when p < α·1/m (its first-rank threshold), and with one
+drifted cell among m stable ones that is the bar it must clear. Sizing a single test at α
+gave 0.61 power over 20 cells; sizing at α/m gives 0.9 whatever m is (more drifted cells
+only loosen BH's thresholds, so one drifted cell is the worst case).
+
 All means and drops are in quality points (0–100, higher is better).
 """
 from __future__ import annotations
@@ -75,15 +81,17 @@ def _z(alpha: float, power: float) -> float:
     return sps.norm.ppf(1 - alpha) + sps.norm.ppf(power)
 
 
-def min_n_means(sd: float, drop: float, alpha: float = ALPHA, power: float = POWER) -> int:
-    """Per-week n for a one-sided two-sample test to detect ``drop`` with this power."""
-    return max(2, math.ceil(2 * (_z(alpha, power) * sd / drop) ** 2))
+def min_n_means(sd: float, drop: float, alpha: float = ALPHA, power: float = POWER, cells: int = 1) -> int:
+    """Per-week n for a one-sided two-sample test to detect ``drop`` with this power when
+    ``cells`` tests share one Benjamini–Hochberg correction (each sized at alpha / cells)."""
+    return max(2, math.ceil(2 * (_z(alpha / max(1, cells), power) * sd / drop) ** 2))
 
 
-def min_n_rates(p: float, drop: float, alpha: float = ALPHA, power: float = POWER) -> int:
+def min_n_rates(p: float, drop: float, alpha: float = ALPHA, power: float = POWER, cells: int = 1) -> int:
+    """The same for a pass rate ``p`` (0..1) falling by ``drop`` (0..1): pooled two-proportion z."""
     p1, p2 = p, max(0.0, p - drop)
     pbar = (p1 + p2) / 2
-    za, zb = sps.norm.ppf(1 - alpha), sps.norm.ppf(power)
+    za, zb = sps.norm.ppf(1 - alpha / max(1, cells)), sps.norm.ppf(power)
     n = (za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / drop ** 2
     return max(2, math.ceil(n))
 
@@ -119,23 +127,32 @@ class CellDecision:
     q: float
     n_prev: int
     n_curr: int
-    n_needed: int | None
+    n_needed: int | None  # per week, for 90% power at the threshold drop over this run's cells
+    cells_in_run: int = 1  # the Benjamini–Hochberg family the n was sized for
+
+    @property
+    def n_have(self) -> int:
+        """The n that counts against ``n_needed``: the smaller week."""
+        return min(self.n_prev, self.n_curr)
 
 
-def _test(cell: CellInput) -> tuple[float, int | None]:
+def _test(cell: CellInput, cells: int) -> tuple[float, int | None]:
     """(one-sided p, minimum n per week) for a cell; p = 1 when it can't be tested."""
     prev, curr, drop = cell.prev, cell.curr, cell.threshold_points
     if prev.n < 2 or curr.n < 2:
         return 1.0, None
     if isinstance(prev, WeekRate):
         pooled = (prev.passes + curr.passes) / (prev.n + curr.n)
-        return proportion_drop_p(prev, curr), min_n_rates(min(max(pooled, 0.05), 0.999), drop / 100)
+        return proportion_drop_p(prev, curr), min_n_rates(min(max(pooled, 0.05), 0.999), drop / 100, cells=cells)
     sd = math.sqrt(((prev.n - 1) * prev.variance + (curr.n - 1) * curr.variance) / (prev.n + curr.n - 2))
-    return welch_drop_p(prev, curr), min_n_means(max(sd, 1e-9), drop)
+    return welch_drop_p(prev, curr), min_n_means(max(sd, 1e-9), drop, cells=cells)
 
 
 def decide(cells: Sequence[CellInput], q_level: float = ALPHA) -> list[CellDecision]:
-    tested = [_test(c) for c in cells]
+    """The contract's rule over one run's cells. The minimum n is sized at the contract's α
+    (not ``q_level``, which only moves the alert bar) divided by the number of cells."""
+    m = len(cells)
+    tested = [_test(c, m) for c in cells]
     qvalues = benjamini_hochberg([p for p, _ in tested]) if cells else []
     out = []
     for cell, (p, n_needed), q in zip(cells, tested, qvalues):
@@ -150,5 +167,5 @@ def decide(cells: Sequence[CellInput], q_level: float = ALPHA) -> list[CellDecis
         else:
             status = "ok"
         out.append(CellDecision(cell.key, status, prev_mean, curr_mean, drop, p, q, cell.prev.n, cell.curr.n,
-                                n_needed))
+                                n_needed, m))
     return out
