@@ -21,8 +21,10 @@ def rubrics(tmp_path):
     for name in PIPELINE:
         shutil.copytree(REPO / "rubrics" / name / "v1", root / name / "v1")
         (root / name / "examples.jsonl").write_text(examples(name, 20))
-    for name in ("repair.j2", "rubrics.lock"):
-        shutil.copy(REPO / "rubrics" / name, root / name)
+    shutil.copy(REPO / "rubrics" / "repair.j2", root / "repair.j2")
+    lock = json.loads((REPO / "rubrics" / "rubrics.lock").read_text())
+    (root / "rubrics.lock").write_text(json.dumps({k: v for k, v in lock.items() if k.split("@")[0] in PIPELINE},
+                                                  indent=2) + "\n")
     return root
 
 

@@ -77,7 +77,7 @@ def release(version, directory):
     different sha256 already in the lock.
     """
     from worker.rubric_lint import lint as run_lint
-    from worker.rubrics import release as record
+    from worker.rubric_lock import release as record
 
     root = _rubrics_dir(directory)
     report = run_lint(root)

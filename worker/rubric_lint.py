@@ -20,10 +20,11 @@ from jinja2 import meta, nodes
 from worker.errors import ConfigError, Unscored
 from worker.models import check_judge_model
 from worker.pricing import check_priced
-from worker.prompt import TEMPLATE_ENV as TEMPLATE_ENV
+from worker.prompt import TEMPLATE_ENV
 from worker.prompt import render, render_repair, scale_context
-from worker.rubrics import (LOCK_FILE, Problems, Rubric, RubricDoc, read_lock, read_version, version_dirs,
-                            version_sha256)
+from worker.rubric_doc import Problems, RubricDoc
+from worker.rubric_lock import LOCK_FILE, read_lock
+from worker.rubrics import Rubric, read_version, version_dirs, version_sha256
 
 MIN_EXAMPLES = 20
 SYSTEM_CONTEXT = frozenset({"rubric", "scale"})  # system.j2 is the static prefix: no trace data

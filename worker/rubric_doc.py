@@ -1,0 +1,101 @@
+"""A rubric.yaml read with the line of every key, and the problems found in it.
+
+Every problem names the file and the line of the offending key; ``load_rubrics`` raises the first
+as a ConfigError (start-up), ``tracejudge rubrics lint`` reports them all.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from worker.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    path: str
+    line: int | None
+    message: str
+    severity: str = "error"  # error | warning | note
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+class Problems(list):
+    """Collects problems instead of stopping at the first, so an author fixes them in one go."""
+
+    def add(self, path, line: int | None, message: str, severity: str = "error") -> None:
+        self.append(Problem(str(path), line, message, severity))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self if p.severity == "error"]
+
+    def raise_errors(self) -> None:
+        errors = self.errors
+        if errors:
+            more = f" (and {len(errors) - 1} more: run `tracejudge rubrics lint`)" if len(errors) > 1 else ""
+            raise ConfigError(f"{errors[0]}{more}")
+
+
+class RubricDoc:
+    """A parsed rubric.yaml: its data and the line of every key, so messages point at the key."""
+
+    def __init__(self, path: Path, problems: Problems):
+        self.path = path
+        self.problems = problems
+        self.lines: dict[tuple, int] = {(): 1}
+        self.data = None
+
+    def line(self, *keys) -> int:
+        keys = tuple(keys)
+        while keys not in self.lines:
+            keys = keys[:-1]
+        return self.lines[keys]
+
+    def error(self, keys: tuple, message: str) -> None:
+        self.problems.add(self.path, self.line(*keys), message)
+
+    def warn(self, keys: tuple, message: str) -> None:
+        self.problems.add(self.path, self.line(*keys), message, "warning")
+
+    def parse(self, text: str) -> None:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                self._index(node, ())
+                self.data = loader.construct_document(node)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            detail = exc.problem or exc.context or "cannot parse"
+            if exc.context and exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+                # The parser notices late: name where the unclosed construct began, too.
+                detail += f" ({exc.context.removeprefix('while ')} that starts on line {exc.context_mark.line + 1})"
+            self.problems.add(self.path, mark.line + 1 if mark else 1, f"invalid YAML: {detail}")
+        except yaml.YAMLError as exc:
+            self.problems.add(self.path, 1, f"invalid YAML: {exc}")
+        finally:
+            loader.dispose()
+
+    def _index(self, node, keys: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = key_node.value
+                line = key_node.start_mark.line + 1
+                if keys + (key,) in self.lines:
+                    # PyYAML silently keeps the last value of a repeated key: say so instead.
+                    self.problems.add(self.path, line, f"duplicate key '{'.'.join(map(str, keys + (key,)))}' "
+                                      f"(first on line {self.lines[keys + (key,)]}): YAML keeps only the last")
+                self.lines[keys + (key,)] = line
+                self._index(value_node, keys + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[keys + (i,)] = item.start_mark.line + 1
+                self._index(item, keys + (i,))
