@@ -3,7 +3,17 @@
 The real SDKs talk to it over HTTP (``anthropic.Anthropic(base_url=url)``,
 ``openai.OpenAI(base_url=url + "/v1")``). It answers structured verdicts for the requested
 schema (see judge_verdicts.py for the quality and fault conventions), with fixed latency,
-random or triggered faults, prompt-cache accounting and statistics.
+random or triggered faults, prompt-cache accounting as the real APIs do it, the two batch
+APIs (judge_batches.py) and statistics.
+
+Prompt caching, as documented by the providers:
+- Anthropic: a prefix (tools, then system, then messages) up to a block marked
+  ``cache_control`` is written to the cache (``cache_creation_input_tokens``) when it is at
+  least the model's minimum cacheable length, and read (``cache_read_input_tokens``) by a later
+  request with the identical prefix within the TTL (5 minutes from last use, or ``ttl: 1h``);
+  ``input_tokens`` counts only the tokens after the last breakpoint or not cached.
+- OpenAI: automatic for prompts of 1024+ tokens; ``prompt_tokens_details.cached_tokens`` is the
+  longest previously seen prefix (within the TTL) in steps of 128 tokens from 1024.
 
     python -m emulators.judge_api --port 8788 --latency-ms 300
 """
@@ -18,11 +28,19 @@ import time
 import uuid
 from collections import Counter, defaultdict
 
-from emulators.http_base import Emulator, Reply, is_invalid, serve_until_signalled
+from emulators.http_base import Emulator, Reply, Server, is_invalid, serve_until_signalled
+from emulators.judge_batches import BatchRoutes, RawBodyHandler
 from emulators.judge_verdicts import all_text, quality, tokens, triggers, verdict_for
 
 DEFAULTS = {"latency_ms": 0, "latency_jitter_ms": 0, "fault_rate_429": 0.0, "fault_rate_500": 0.0,
-            "fault_rate_529": 0.0, "garbage_rate": 0.0, "retry_after": 1, "openai_json_schema": True}
+            "fault_rate_529": 0.0, "garbage_rate": 0.0, "retry_after": 1, "openai_json_schema": True,
+            "cache_ttl_seconds": 300.0, "batch_delay_seconds": 0.2, "batch_expire_rate": 0.0}
+# Minimum cacheable prefix per Anthropic model family, in tokens (first matching prefix wins;
+# the documented floors, taking the higher one where sources disagree).
+ANTHROPIC_MIN_CACHE = (("claude-opus-4-7", 2048), ("claude-opus-4-6", 4096), ("claude-opus-4-5", 4096),
+                       ("claude-haiku-4-5", 4096), ("claude-sonnet-4-6", 2048), ("claude-3-5-haiku", 2048),
+                       ("claude-3-haiku", 2048), ("claude-", 1024))
+OPENAI_MIN_CACHE, OPENAI_CACHE_STEP = 1024, 128
 
 
 class JudgeEmulator(Emulator):
@@ -31,7 +49,16 @@ class JudgeEmulator(Emulator):
         self.seed = seed
         self.config = dict(DEFAULTS, latency_ms=latency_ms)
         self._lock = threading.Lock()
+        self.batches = BatchRoutes(self)
         self.reset()
+
+    def start(self) -> str:
+        # The JSON handler plus raw bodies (multipart file uploads) and raw answers (JSONL).
+        handler = type("Handler", (RawBodyHandler,), {"app": self})
+        self._server = Server((self.host, self.port), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self.base_url
 
     # -- admin --------------------------------------------------------------------------
     def configure(self, **cfg) -> None:
@@ -45,7 +72,9 @@ class JudgeEmulator(Emulator):
         with getattr(self, "_lock", threading.Lock()):
             self.rng = random.Random(self.seed)
             self.seen_bodies: set[str] = set()
-            self.cached_prefixes: set[str] = set()
+            self.cache: dict[str, float] = {}  # prefix key -> expiry (time.time())
+            if hasattr(self, "batches"):
+                self.batches.reset()
             self.counts: Counter = Counter()
             self.in_flight = 0
             self.max_in_flight = 0
@@ -56,10 +85,16 @@ class JudgeEmulator(Emulator):
             return {"total_requests": self.counts["total"], "counts": dict(self.counts),
                     "max_in_flight": self.max_in_flight,
                     "request_times": {k: list(v) for k, v in self.request_times.items()},
-                    "input_tokens": self.counts["input_tokens"], "output_tokens": self.counts["output_tokens"]}
+                    "input_tokens": self.counts["input_tokens"], "output_tokens": self.counts["output_tokens"],
+                    "cache_read_tokens": self.counts["cache_read_tokens"],
+                    "cache_write_tokens": self.counts["cache_write_tokens"]}
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
 
     # -- HTTP -----------------------------------------------------------------------------
-    def handle(self, method, path, query, headers, body):
+    def handle(self, method, path, query, headers, body, raw: bytes = b""):
         if path == "/_emulator/stats" and method == "GET":
             return 200, self.stats(), {}
         if path == "/_emulator/config" and method == "POST":
@@ -71,6 +106,9 @@ class JudgeEmulator(Emulator):
         if path == "/_emulator/reset" and method == "POST":
             self.reset()
             return 200, {"ok": True}, {}
+        batch_answer = self.batches.route(method, path, headers, body, raw)
+        if batch_answer is not None:
+            return batch_answer
         if method == "POST" and path == "/v1/messages":
             return self._provider("anthropic", headers, body, self._anthropic)
         if method == "POST" and path == "/v1/chat/completions":
@@ -160,7 +198,7 @@ class JudgeEmulator(Emulator):
         text = all_text(body.get("system")) + "\n" + all_text(body["messages"])
         faults = self._faults("anthropic", body, text, cfg)
         q = quality(text)
-        usage = self._anthropic_usage(body, text)
+        usage = self._anthropic_usage(body, cfg)
         tool = _forced_tool(body)
         content, stop = [], "end_turn"
         if "refusal" in faults:
@@ -178,24 +216,46 @@ class JudgeEmulator(Emulator):
                      "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}, \
             {"request-id": _id("req_")}
 
-    def _anthropic_usage(self, body, text) -> dict:
-        blocks = _blocks(body.get("system")) + [b for m in body["messages"] for b in _blocks(m.get("content"))]
-        prefix, cached_upto = "", 0
-        for i, block in enumerate(blocks):
-            prefix += all_text(block)
-            if isinstance(block, dict) and block.get("cache_control"):
-                cached_upto = len(prefix)
-        total = tokens(text)
-        usage = {"input_tokens": total, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-        if cached_upto:
-            key = hashlib.sha256((body["model"] + prefix[:cached_upto]).encode()).hexdigest()
-            cached = tokens(prefix[:cached_upto])
-            with self._lock:
-                hit = key in self.cached_prefixes
-                self.cached_prefixes.add(key)
-            usage["cache_read_input_tokens" if hit else "cache_creation_input_tokens"] = cached
-            usage["input_tokens"] = max(1, total - cached)
-        return usage
+    def _anthropic_usage(self, body, cfg) -> dict:
+        """Tokens by kind, with the cache read/written as the Messages API accounts them."""
+        blocks = [(json.dumps(t, sort_keys=True), t.get("cache_control")) for t in body.get("tools") or []]
+        blocks += [(all_text(b), b.get("cache_control") if isinstance(b, dict) else None)
+                   for b in _blocks(body.get("system"))]
+        for message in body["messages"]:
+            blocks += [(all_text(b), b.get("cache_control") if isinstance(b, dict) else None)
+                       for b in _blocks(message.get("content"))]
+        if body.get("cache_control") and blocks:  # automatic caching: a breakpoint on the last block
+            blocks[-1] = (blocks[-1][0], body["cache_control"])
+        prefix, breakpoints = "", []
+        for text, control in blocks:
+            prefix += text + "\n"
+            if control:
+                breakpoints.append((prefix, 3600.0 if control.get("ttl") == "1h" else cfg["cache_ttl_seconds"]))
+        total = tokens(prefix)
+        floor = next(n for p, n in ANTHROPIC_MIN_CACHE if body["model"].startswith(p) or p == "claude-")
+        now = time.time()
+        read = written = 0
+        with self._lock:
+            for text, ttl in reversed(breakpoints):  # the longest cached prefix is read
+                n = tokens(text)
+                if n < floor:
+                    continue
+                key = "anthropic:" + hashlib.sha256((body["model"] + "\0" + text).encode()).hexdigest()
+                if self.cache.get(key, 0) > now:
+                    self.cache[key] = now + ttl  # a hit refreshes the TTL
+                    read = n
+                    break
+            for text, ttl in breakpoints:  # longer prefixes than the one read are written
+                n = tokens(text)
+                if n < floor or n <= read:
+                    continue
+                key = "anthropic:" + hashlib.sha256((body["model"] + "\0" + text).encode()).hexdigest()
+                self.cache[key] = now + ttl
+                written = n - read
+            self.counts["cache_read_tokens"] += read
+            self.counts["cache_write_tokens"] += written
+        return {"input_tokens": max(0, total - read - written), "cache_creation_input_tokens": written,
+                "cache_read_input_tokens": read}
 
     # -- OpenAI ---------------------------------------------------------------------------
     def _openai(self, body, cfg):
@@ -235,15 +295,11 @@ class JudgeEmulator(Emulator):
                 finish = "tool_calls" if finish == "stop" else finish
             else:
                 message["content"] = payload
-        prompt = tokens(text)
+        # Tools and the response schema come first in the prompt, so they are part of the prefix.
+        prompt_text = json.dumps([body.get("tools"), fmt], sort_keys=True) + "\n" + text
+        prompt = tokens(prompt_text)
         completion = tokens(json.dumps(message))
-        cached = 0
-        if prompt >= 1024:
-            key = hashlib.sha256((body["model"] + text[:4096]).encode()).hexdigest()
-            with self._lock:
-                if key in self.cached_prefixes:
-                    cached = 1024 * (min(prompt, 4096 // 4) // 1024)
-                self.cached_prefixes.add(key)
+        cached = self._openai_cached(body["model"], prompt_text, prompt, cfg)
         self._count_tokens(prompt, completion)
         return 200, {"id": _id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
                      "model": body["model"], "system_fingerprint": "fp_emulator",
@@ -251,6 +307,37 @@ class JudgeEmulator(Emulator):
                      "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                                "total_tokens": prompt + completion,
                                "prompt_tokens_details": {"cached_tokens": cached}}}, {}
+
+    def _openai_cached(self, model: str, text: str, prompt: int, cfg) -> int:
+        """The longest prefix seen within the TTL, in 128-token steps from 1024; all are stored."""
+        if prompt < OPENAI_MIN_CACHE:
+            return 0
+        now, cached = time.time(), 0
+        steps = range(OPENAI_MIN_CACHE, prompt + 1, OPENAI_CACHE_STEP)
+        keys = {n: "openai:" + hashlib.sha256((model + "\0" + text[: n * 4]).encode()).hexdigest() for n in steps}
+        with self._lock:
+            for n, key in keys.items():
+                if self.cache.get(key, 0) > now:
+                    cached = n
+            for key in keys.values():
+                self.cache[key] = now + cfg["cache_ttl_seconds"]
+            self.counts["cache_read_tokens"] += cached
+        return cached
+
+    def answer_offline(self, provider: str, body) -> tuple[int, dict]:
+        """One batch request, answered as the online endpoint would (faults included)."""
+        with self._lock:
+            cfg = dict(self.config)
+            self.counts[f"batch:{provider}:answered"] += 1
+        try:
+            if not isinstance(body, dict):
+                raise _error(provider, 400, "invalid_request_error", "request body is not a JSON object")
+            status, payload, _ = (self._anthropic if provider == "anthropic" else self._openai)(body, cfg)
+        except Reply as reply:
+            status, payload = reply.status, reply.body
+        with self._lock:
+            self.counts[f"batch:{provider}:status:{status}"] += 1
+        return status, payload
 
     def _count_tokens(self, inp, out):
         with self._lock:
@@ -292,8 +379,12 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-delay-seconds", type=float, default=DEFAULTS["batch_delay_seconds"],
+                        help="how long a submitted batch stays in progress")
     args = parser.parse_args(argv)
-    serve_until_signalled(JudgeEmulator(args.host, args.port, latency_ms=args.latency_ms, seed=args.seed))
+    emulator = JudgeEmulator(args.host, args.port, latency_ms=args.latency_ms, seed=args.seed)
+    emulator.configure(batch_delay_seconds=args.batch_delay_seconds)
+    serve_until_signalled(emulator)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """One job: fetch → map → render → judge (one repair) → validate → write → count.
 
-Each step is a small function of its own module; this one only chains them and turns a
-permanent failure into *unscored with a reason*. Transient errors propagate to dramatiq.
+Each step is a small function of its own module; this one chains them and turns a permanent
+failure into *unscored with a reason*. Transient errors propagate to dramatiq. The steps are
+shared by the online path (``judge_one``) and batch mode (worker/batching): ``prepare`` makes
+the judge request, ``verdict_or_repair`` applies the repair policy to one reply, and
+``finish_scored`` / ``finish_unscored`` write and count, so a batch result lands exactly like
+an online one.
 """
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ import datetime as dt
 import logging
 from decimal import Decimal
 
-from worker.drift.aggregates import scored_ops, unscored_ops
+from worker.drift.aggregates import DEFAULT_SEGMENT_KEYS as SEGMENT_KEYS, scored_ops, unscored_ops
 from worker.errors import Unscored, VerdictError
 from worker.judges.base import JudgeReply, Usage
 from worker.pricing import cost_usd
-from worker.prompt import render, render_repair
+from worker.prompt import JudgeRequest, render, render_repair
 from worker.retrying import call_with_retries, status_of
 from worker.rubrics import Rubric
 from worker.scores import score_id_for, valid_environment
@@ -23,7 +27,6 @@ from worker.variables import map_variables
 from worker.verdict import Verdict, parse_verdict
 
 log = logging.getLogger("tracejudge.pipeline")
-SEGMENT_KEYS = ("feature", "tenant")
 # A trace without output this young may still be receiving it: retry rather than give up.
 OUTPUT_GRACE = dt.timedelta(hours=1)
 
@@ -33,11 +36,25 @@ class Outcome:
     trace_id: str
     rubric: str
     score_id: str
-    status: str  # scored | unscored | skipped (already done)
+    status: str  # scored | unscored | skipped (already done) | deferred (queued for a batch)
     reason: str | None = None
     value: float | str | None = None
     usage: Usage = dataclasses.field(default_factory=Usage)
     cost: Decimal = Decimal(0)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A rendered judge request and the trace facts its score needs: all JSON-able, so a batch
+    job can keep it in Redis until its result arrives (hours later, maybe in another process)."""
+
+    score_id: str
+    trace_id: str
+    rubric_key: str
+    request: JudgeRequest
+    facts: dict  # score metadata and environment taken from the trace (see trace_facts)
+    metadata: dict  # the trace's metadata, for drift aggregates
+    timestamp: dt.datetime | None
 
 
 class OutputNotYetArrived(Exception):
@@ -54,46 +71,82 @@ def judge_one(rt, trace_id: str, rubric_key: str) -> Outcome:
     usage, calls, trace = Usage(), 0, None
     try:
         trace = rt.traces.fetch(trace_id)
-        _check_applies(trace, rubric)
-        try:
-            variables, hygiene = map_variables(trace, rubric, rt.settings.max_variable_chars)
-        except Unscored as exc:
-            if exc.reason == "no_output" and _young(trace):
-                raise OutputNotYetArrived(exc.detail) from None
-            raise
-        request = render(rubric, variables)
+        job = prepare(rt, rubric, trace, score_id)
+        if rubric.judge.mode == "batch":
+            from worker.batching.store import BatchStore
+
+            BatchStore(rt.redis).defer(job, rt.judge_for(rubric))
+            return Outcome(trace_id, rubric_key, score_id, "deferred")
         judge = rt.judge_for(rubric)
-        reply = _ask(judge, request)
+        reply = _ask(judge, job.request)
         usage, calls = reply.usage, 1
-        try:
-            verdict = parse_verdict(reply, rubric.scale)
-            repaired = False
-        except VerdictError as first:
-            repair_text = render_repair(rubric, first.detail) if first.reason in ("unparseable", "off_scale") else None
-            if repair_text is None:
-                raise Unscored(first.reason, first.detail) from None
-            second = _ask(judge, request, (reply, repair_text))
+        verdict = verdict_or_repair(rubric, reply, repaired=False)
+        repaired = isinstance(verdict, str)
+        if repaired:
+            second = _ask(judge, job.request, (reply, verdict))
             usage, calls = usage + second.usage, 2
-            try:
-                verdict = parse_verdict(second, rubric.scale)
-            except VerdictError as exc:
-                raise Unscored(exc.reason, f"after one repair: {exc.detail}") from None
-            repaired = True
-        cost = cost_usd(rubric.judge.model, usage)
-        body = score_body(trace, rubric, score_id, verdict, usage, cost, calls, repaired, hygiene)
-        body["configId"] = rt.score_configs.config_id(rubric)
-        rt.scores.write(body)
+            verdict = verdict_or_repair(rubric, second, repaired=True)
     except Unscored as exc:
-        cost = cost_usd(rubric.judge.model, usage)
-        extra = [] if exc.reason == "not_applicable" else unscored_ops(
-            rubric, trace.metadata if trace else {}, trace.timestamp if trace else None, exc.reason)
-        rt.outcomes.unscored(score_id, rubric_key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
-        log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric_key, "reason": exc.reason,
-                                    "detail": exc.detail[:200]})
-        return Outcome(trace_id, rubric_key, score_id, "unscored", exc.reason, usage=usage, cost=cost)
-    extra = scored_ops(rubric, trace_id, trace.metadata, trace.timestamp, verdict.value, int(cost * 1_000_000))
-    rt.outcomes.scored(score_id, rubric_key, usage, cost, calls, extra)
-    return Outcome(trace_id, rubric_key, score_id, "scored", value=verdict.value, usage=usage, cost=cost)
+        return finish_unscored(rt, rubric, score_id, trace_id, exc, usage, calls,
+                               trace.metadata if trace else {}, trace.timestamp if trace else None)
+    return finish_scored(rt, rubric, job, verdict, usage, calls, repaired)
+
+
+def prepare(rt, rubric: Rubric, trace: Trace, score_id: str) -> Prepared:
+    """Check, map and render: raises Unscored (or OutputNotYetArrived for a young trace)."""
+    _check_applies(trace, rubric)
+    try:
+        variables, hygiene = map_variables(trace, rubric, rt.settings.max_variable_chars,
+                                           redact=rt.settings.redact_pii)
+    except Unscored as exc:
+        if exc.reason == "no_output" and _young(trace):
+            raise OutputNotYetArrived(exc.detail) from None
+        raise
+    request = render(rubric, variables)
+    return Prepared(score_id, trace.id, rubric.key, request, trace_facts(trace, hygiene),
+                    dict(trace.metadata), trace.timestamp)
+
+
+def verdict_or_repair(rubric: Rubric, reply: JudgeReply, *, repaired: bool) -> Verdict | str:
+    """The verdict; or, for a first answer in the wrong form, the repair text to send once.
+
+    Raises Unscored when the answer cannot be repaired (refused, truncated) or the repaired
+    answer is still invalid."""
+    try:
+        return parse_verdict(reply, rubric.scale)
+    except VerdictError as exc:
+        if repaired:
+            raise Unscored(exc.reason, f"after one repair: {exc.detail}") from None
+        repair_text = render_repair(rubric, exc.detail) if exc.reason in ("unparseable", "off_scale") else None
+        if repair_text is None:
+            raise Unscored(exc.reason, exc.detail) from None
+        return repair_text
+
+
+def finish_scored(rt, rubric: Rubric, job: Prepared, verdict: Verdict, usage: Usage, calls: int,
+                  repaired: bool, *, batch: bool = False) -> Outcome:
+    """Write the score (deterministic id: a repeat is an upsert) and count it exactly once."""
+    cost = cost_usd(rubric.judge.model, usage, batch=batch)
+    body = score_body(job, rubric, verdict, usage, cost, calls, repaired, batch=batch)
+    body["configId"] = rt.score_configs.config_id(rubric)
+    try:
+        rt.scores.write(body)
+    except Unscored as exc:  # the server refused this score for good
+        return finish_unscored(rt, rubric, job.score_id, job.trace_id, exc, usage, calls,
+                               job.metadata, job.timestamp, batch=batch)
+    extra = scored_ops(rubric, job.trace_id, job.metadata, job.timestamp, verdict.value, int(cost * 1_000_000))
+    rt.outcomes.scored(job.score_id, rubric.key, usage, cost, calls, extra)
+    return Outcome(job.trace_id, rubric.key, job.score_id, "scored", value=verdict.value, usage=usage, cost=cost)
+
+
+def finish_unscored(rt, rubric: Rubric, score_id: str, trace_id: str, exc: Unscored, usage: Usage,
+                    calls: int, metadata: dict, timestamp, *, batch: bool = False) -> Outcome:
+    cost = cost_usd(rubric.judge.model, usage, batch=batch)
+    extra = [] if exc.reason == "not_applicable" else unscored_ops(rubric, metadata, timestamp, exc.reason)
+    rt.outcomes.unscored(score_id, rubric.key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
+    log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric.key, "reason": exc.reason,
+                                "detail": exc.detail[:200]})
+    return Outcome(trace_id, rubric.key, score_id, "unscored", exc.reason, usage=usage, cost=cost)
 
 
 def _ask(judge, request, repair=None) -> JudgeReply:
@@ -116,14 +169,29 @@ def _young(trace: Trace) -> bool:
     return trace.timestamp is not None and dt.datetime.now(dt.timezone.utc) - trace.timestamp < OUTPUT_GRACE
 
 
-def score_body(trace: Trace, rubric: Rubric, score_id: str, verdict: Verdict, usage: Usage,
-               cost: Decimal, calls: int, repaired: bool, hygiene) -> dict:
+def trace_facts(trace: Trace, hygiene) -> dict:
+    """What a score carries from its trace, computed when the request is rendered."""
     output_text = trace.output if isinstance(trace.output, str) else str(trace.output or "")
+    metadata = {
+        "output_chars": len(output_text),  # hygiene's own count (the judged answer) wins when it has one
+        **hygiene.as_metadata(),
+        "trace_timestamp": trace.timestamp.isoformat() if trace.timestamp else None,
+        "producer_models": trace.producer_models,
+    }
+    for key in SEGMENT_KEYS:
+        if isinstance(trace.metadata.get(key), (str, int)):
+            metadata[key] = str(trace.metadata[key])
+    return {"metadata": metadata, "environment": valid_environment(trace.environment)}
+
+
+def score_body(job: Prepared, rubric: Rubric, verdict: Verdict, usage: Usage, cost: Decimal, calls: int,
+               repaired: bool, *, batch: bool = False) -> dict:
     metadata = {
         "rubric_version": rubric.version,
         "rubric_sha256": rubric.sha256,
         "judge_provider": rubric.judge.provider,
         "judge_model": rubric.judge.model,
+        "judge_mode": "batch" if batch else "online",
         "judge_input_tokens": usage.input_tokens,
         "judge_output_tokens": usage.output_tokens,
         "judge_cache_read_tokens": usage.cache_read_tokens,
@@ -131,24 +199,17 @@ def score_body(trace: Trace, rubric: Rubric, score_id: str, verdict: Verdict, us
         "judge_calls": calls,
         "judge_cost_usd": float(round(cost, 8)),
         "repaired": repaired,
-        **hygiene.as_metadata(),
-        "output_chars": len(output_text),
-        "trace_timestamp": trace.timestamp.isoformat() if trace.timestamp else None,
-        "producer_models": trace.producer_models,
+        **job.facts["metadata"],
     }
-    for key in SEGMENT_KEYS:
-        if isinstance(trace.metadata.get(key), (str, int)):
-            metadata[key] = str(trace.metadata[key])
     body = {
-        "id": score_id,
-        "traceId": trace.id,
+        "id": job.score_id,
+        "traceId": job.trace_id,
         "name": rubric.name,
         "value": verdict.value,
         "dataType": rubric.scale.data_type,
         "comment": verdict.reasoning[:4000],
         "metadata": metadata,
     }
-    environment = valid_environment(trace.environment)
-    if environment:
-        body["environment"] = environment
+    if job.facts.get("environment"):
+        body["environment"] = job.facts["environment"]
     return body

@@ -1,4 +1,11 @@
-"""Anthropic judge: forced tool use, the static system prompt marked for prompt caching."""
+"""Anthropic judge: forced tool use, the static system prompt marked for prompt caching.
+
+The cache prefix is tools + system (the API's order), both fixed per rubric version, so every
+call for a rubric version after the first reads it from the cache (when it is at least the
+model's minimum cacheable length; shorter prefixes are simply not cached, never an error).
+``request_params`` and ``reply_from`` are shared with Message Batches, which carry the same
+params per request and return the same Message per result.
+"""
 from __future__ import annotations
 
 import anthropic
@@ -6,20 +13,26 @@ import anthropic
 from worker.judges.base import JudgeReply, Usage
 from worker.prompt import JudgeRequest
 
+CACHE_CONTROL = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.25x input to write
+
 
 class AnthropicJudge:
     provider = "anthropic"
+    cache_prefix = True  # mark the static prefix for caching (off only to measure without it)
 
     def __init__(self, api_key: str, base_url: str | None, timeout: float):
         self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout,
                                           max_retries=0)
 
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
+        return self.reply_from(self.client.messages.create(**self.request_params(request, repair)), request)
+
+    def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> dict:
         messages: list[dict] = [{"role": "user", "content": request.user}]
         if repair is not None:
             previous, text = repair
-            messages += _repair_turns(previous, text)
-        kwargs = dict(
+            messages += _repair_turns(previous.assistant_turn, text)
+        params = dict(
             model=request.model,
             max_tokens=request.max_tokens,
             # No temperature: anthropic SDK 2.x dropped sampling parameters from messages.create
@@ -30,9 +43,13 @@ class AnthropicJudge:
             tool_choice={"type": "tool", "name": request.tool_name},
         )
         if request.system:
-            kwargs["system"] = [{"type": "text", "text": request.system,
-                                 "cache_control": {"type": "ephemeral"}}]
-        response = self.client.messages.create(**kwargs)
+            block = {"type": "text", "text": request.system}
+            if self.cache_prefix:
+                block["cache_control"] = CACHE_CONTROL
+            params["system"] = [block]
+        return params
+
+    def reply_from(self, response, request: JudgeRequest) -> JudgeReply:
         u = response.usage
         usage = Usage(u.input_tokens or 0, u.output_tokens or 0,
                       getattr(u, "cache_read_input_tokens", 0) or 0,
@@ -49,8 +66,7 @@ class AnthropicJudge:
         return JudgeReply(None, usage, "unparseable", f"no {request.tool_name} tool call; said: {text!r}", turn)
 
 
-def _repair_turns(previous: JudgeReply, text: str) -> list[dict]:
-    turn = previous.assistant_turn
+def _repair_turns(turn: dict, text: str) -> list[dict]:
     tool_uses = [b for b in turn["content"] if b.get("type") == "tool_use"]
     if tool_uses:
         return [turn, {"role": "user", "content": [

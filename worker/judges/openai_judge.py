@@ -18,43 +18,50 @@ class OpenAIJudge:
         self.use_tool = False  # set once a server refused json_schema
 
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
+        if not self.use_tool:
+            try:
+                params = self.request_params(request, repair, tool=False)
+                return self.reply_from(self.client.chat.completions.create(**params), request, tool=False)
+            except openai.BadRequestError as exc:
+                if "response_format" not in str(exc) and "json_schema" not in str(exc):
+                    raise
+                self.use_tool = True
+        params = self.request_params(request, repair, tool=True)
+        return self.reply_from(self.client.chat.completions.create(**params), request, tool=True)
+
+    def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None,
+                       *, tool: bool | None = None) -> dict:
+        """The chat.completions body: also one line's ``body`` in an OpenAI Batch input file.
+
+        OpenAI caches prompt prefixes of 1024+ tokens on its own; the system message comes
+        first so the rubric's static text is the shared prefix."""
+        tool = self.use_tool if tool is None else tool
         messages: list[dict] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": request.user})
         if repair is not None:
             previous, text = repair
-            messages += _repair_turns(previous, text)
-        if not self.use_tool:
-            try:
-                return self._ask_json_schema(request, messages)
-            except openai.BadRequestError as exc:
-                if "response_format" not in str(exc) and "json_schema" not in str(exc):
-                    raise
-                self.use_tool = True
-        return self._ask_tool(request, messages)
+            messages += _repair_turns(previous.assistant_turn, text)
+        params = dict(model=request.model, messages=messages, temperature=0,
+                      max_completion_tokens=request.max_tokens)
+        if tool:
+            params["tools"] = [{"type": "function", "function": {
+                "name": request.tool_name, "description": request.tool_description,
+                "parameters": request.schema, "strict": True}}]
+            params["tool_choice"] = {"type": "function", "function": {"name": request.tool_name}}
+        else:
+            params["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": request.tool_name, "strict": True, "schema": request.schema}}
+        return params
 
-    def _create(self, request: JudgeRequest, messages: list[dict], **extra):
-        return self.client.chat.completions.create(
-            model=request.model, messages=messages, temperature=0,
-            max_completion_tokens=request.max_tokens, **extra)
-
-    def _ask_json_schema(self, request: JudgeRequest, messages: list[dict]) -> JudgeReply:
-        response = self._create(request, messages, response_format={
-            "type": "json_schema",
-            "json_schema": {"name": request.tool_name, "strict": True, "schema": request.schema}})
+    def reply_from(self, response, request: JudgeRequest, *, tool: bool) -> JudgeReply:
         choice = response.choices[0]
-        content = choice.message.content
-        turn = {"role": "assistant", "content": content or "-"}
-        return _reply(_usage(response), choice.finish_reason, getattr(choice.message, "refusal", None),
-                      content, turn, request)
-
-    def _ask_tool(self, request: JudgeRequest, messages: list[dict]) -> JudgeReply:
-        response = self._create(request, messages, tools=[{"type": "function", "function": {
-            "name": request.tool_name, "description": request.tool_description,
-            "parameters": request.schema, "strict": True}}],
-            tool_choice={"type": "function", "function": {"name": request.tool_name}})
-        choice = response.choices[0]
+        refusal = getattr(choice.message, "refusal", None)
+        if not tool:
+            content = choice.message.content
+            turn = {"role": "assistant", "content": content or "-"}
+            return _reply(_usage(response), choice.finish_reason, refusal, content, turn, request)
         calls = choice.message.tool_calls or []
         arguments = calls[0].function.arguments if calls else None
         turn = {"role": "assistant", "content": choice.message.content or "-"}
@@ -62,9 +69,7 @@ class OpenAIJudge:
             turn = {"role": "assistant", "content": None, "tool_calls": [
                 {"id": c.id, "type": "function",
                  "function": {"name": c.function.name, "arguments": c.function.arguments}} for c in calls]}
-        reply = _reply(_usage(response), choice.finish_reason, getattr(choice.message, "refusal", None),
-                       arguments, turn, request)
-        return reply
+        return _reply(_usage(response), choice.finish_reason, refusal, arguments, turn, request)
 
 
 def _usage(response) -> Usage:
@@ -90,8 +95,7 @@ def _reply(usage: Usage, finish: str | None, refusal: str | None, text: str | No
         return JudgeReply(None, usage, "unparseable", f"not JSON: {text[:200]!r}", turn)
 
 
-def _repair_turns(previous: JudgeReply, text: str) -> list[dict]:
-    turn = previous.assistant_turn
+def _repair_turns(turn: dict, text: str) -> list[dict]:
     if turn.get("tool_calls"):
         return [turn] + [{"role": "tool", "tool_call_id": c["id"], "content": text} for c in turn["tool_calls"]]
     return [turn, {"role": "user", "content": text}]

@@ -1,0 +1,232 @@
+"""One batch cycle: collect the results of ended batches, then submit what is pending.
+
+Results first, so a repair turn or a retry made from them goes out in the same cycle. Every
+result is finished by the online path's own steps (pipeline.verdict_or_repair, finish_*):
+same verdict parsing, repair policy, deterministic score id, exactly-once counting. A batch
+stays in the store until all its results are finished, so a crash half-way re-reads it next
+cycle and the finished items are skipped (their outcome is already recorded).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from collections import Counter
+
+from worker import metrics
+from worker.batching.providers import batches_for
+from worker.batching.store import PROVIDERS, BatchStore, Item
+from worker.budget import Budget
+from worker.errors import TraceJudgeError, Unscored
+from worker.pipeline import Prepared, finish_scored, finish_unscored, verdict_or_repair
+from worker.retrying import as_transient, call_with_retries, status_of
+
+log = logging.getLogger("tracejudge.batching")
+LOCK = "tracejudge:batch:cycle-lock"
+LOCK_TTL_MS = 15 * 60 * 1000
+MAX_TRIES = 3  # submissions of one request that errored/expired before it is unscored
+MAX_BATCH = 10_000  # requests per submission (the APIs allow 100,000 / 50,000)
+
+
+@dataclasses.dataclass
+class BatchCycleSummary:
+    skipped: bool = False  # another cycle holds the lock
+    counts: Counter = dataclasses.field(default_factory=Counter)
+
+    def line(self) -> str:
+        if self.skipped:
+            return "batch cycle skipped: another cycle is running"
+        c = self.counts
+        return (f"batches ended {c['batches_ended']}, still running {c['batches_running']}; "
+                f"scored {c['scored']}, unscored {c['unscored']}, repairs {c['repairs']}, "
+                f"retries {c['retries']}; submitted {c['requests_submitted']} requests "
+                f"in {c['batches_submitted']} batches")
+
+
+def run_batch_cycle(rt) -> BatchCycleSummary:
+    """Poll submitted batches, finish their results, submit pending requests (one cycle fleet-wide)."""
+    token = uuid.uuid4().hex
+    if not rt.redis.set(LOCK, token, nx=True, px=LOCK_TTL_MS):
+        return BatchCycleSummary(skipped=True)
+    try:
+        cycle = BatchCycle(rt)
+        cycle.collect()
+        cycle.submit()
+        return cycle.summary
+    finally:
+        if (rt.redis.get(LOCK) or b"").decode() == token:
+            rt.redis.delete(LOCK)
+
+
+LAST_CYCLE = "tracejudge:batch:last_cycle"
+
+
+def batch_tick(rt, now: float | None = None) -> BatchCycleSummary | None:
+    """For the scheduler's tick: ``run_batch_cycle`` when a batch rubric is loaded and
+    ``batch_poll_seconds`` have passed since the last cycle (kept in Redis, so a scheduler that
+    takes over keeps the cadence); None when not due."""
+    if not any(r.judge.mode == "batch" for r in rt.rubrics.values()):
+        return None
+    now = time.time() if now is None else now
+    last = rt.redis.get(LAST_CYCLE)
+    if last is not None and now - float(last) < rt.settings.batch_poll_seconds:
+        return None
+    summary = run_batch_cycle(rt)
+    if not summary.skipped:
+        rt.redis.set(LAST_CYCLE, now)
+        log.info("batch cycle", extra={"summary": summary.line()})
+    return summary
+
+
+class BatchCycle:
+    def __init__(self, rt):
+        self.rt = rt
+        self.store = BatchStore(rt.redis)
+        self.summary = BatchCycleSummary()
+        self.budget = Budget(rt.redis, rt.settings.daily_budget_usd)
+        self._apis: dict[str, object] = {}
+
+    def api(self, provider: str):
+        if provider not in self._apis:
+            rubric = next((r for r in self.rt.rubrics.values() if r.judge.provider == provider), None)
+            if rubric is None:
+                return None
+            self._apis[provider] = batches_for(self.rt.judge_for(rubric))
+        return self._apis[provider]
+
+    # -- results ----------------------------------------------------------------------------
+    def collect(self) -> None:
+        for batch_id, info in self.store.submitted().items():
+            api = self.api(info["provider"])
+            if api is None:
+                log.warning("no loaded rubric judges with this provider; batch left as is",
+                            extra={"batch_id": batch_id, "provider": info["provider"]})
+                continue
+            try:
+                ended = call_with_retries(lambda: api.ended(batch_id))
+                results = call_with_retries(lambda: list(api.results(batch_id))) if ended else []
+            except Exception as exc:  # boundary: read again next cycle, nothing is lost
+                if status_of(exc) == 404:  # the provider no longer has it (archived, deleted): resubmit
+                    for score_id in info["ids"]:
+                        self.finish(score_id, batch_id, "retry", "batch not found at the provider", api)
+                    self.store.batch_done(batch_id)
+                else:
+                    self._interrupted(batch_id, exc)
+                continue
+            if not ended:
+                self.summary.counts["batches_running"] += 1
+                continue
+            try:
+                seen = set()
+                for custom_id, kind, payload in results:
+                    seen.add(custom_id)
+                    self.finish(custom_id, batch_id, kind, payload, api)
+                for missing in set(info["ids"]) - seen:
+                    self.finish(missing, batch_id, "retry", "missing from the batch results", api)
+            except Exception as exc:  # boundary: finished items are skipped when it is read again
+                self._interrupted(batch_id, exc)
+                continue
+            self.store.batch_done(batch_id)
+            self.summary.counts["batches_ended"] += 1
+
+    def _interrupted(self, batch_id: str, exc: Exception) -> None:
+        if as_transient(exc) is None and not isinstance(exc, TraceJudgeError):
+            log.exception("batch results failed; retried next cycle", extra={"batch_id": batch_id})
+        else:
+            log.warning("batch results interrupted; retried next cycle",
+                        extra={"batch_id": batch_id, "error": str(exc)[:200]})
+        self.summary.counts["batches_failed_to_collect"] += 1
+
+    def finish(self, score_id: str, batch_id: str, kind: str, payload, api) -> None:
+        item = self.store.item(score_id)
+        if item is None or item.batch_id != batch_id:
+            return  # finished already, or resubmitted in a later batch that owns it now
+        rubric = self.rt.rubrics.get(item.rubric_key)
+        if rubric is None:
+            log.warning("batch result for a rubric this worker does not load; kept",
+                        extra={"rubric": item.rubric_key, "score_id": score_id})
+            return
+        if self.rt.outcomes.is_done(score_id):
+            self.store.forget(score_id)
+            return
+        try:
+            if kind == "rejected":
+                raise Unscored("judge_rejected", str(payload))
+            if kind == "retry":
+                item.tries += 1
+                if item.tries >= MAX_TRIES:
+                    raise Unscored("retries_exhausted", f"batch request failed {item.tries} times; last: {payload}")
+                self.summary.counts["retries"] += 1
+                self.store.requeue(item)
+                return
+            try:
+                reply = api.reply(payload, item)
+            except Exception as exc:  # a result we cannot read is this item's problem, not the batch's
+                raise Unscored("unparseable", f"batch result not readable: {type(exc).__name__}: {str(exc)[:200]}") from None
+            item.usage = list(dataclasses.astuple(item.usage_total + reply.usage))
+            item.calls += 1
+            verdict = verdict_or_repair(rubric, reply, repaired=item.repair is not None)
+            if isinstance(verdict, str):
+                item.repair, item.tries = {"turn": reply.assistant_turn, "text": verdict}, 0
+                self.summary.counts["repairs"] += 1
+                self.store.requeue(item)
+                return
+        except Unscored as exc:
+            outcome = finish_unscored(self.rt, rubric, score_id, item.trace_id, exc, item.usage_total, item.calls,
+                                      item.metadata, item.trace_time, batch=True)
+        else:
+            outcome = finish_scored(self.rt, rubric, _prepared(item), verdict, item.usage_total, item.calls,
+                                    item.repair is not None, batch=True)
+        self.summary.counts[outcome.status] += 1
+        self._account(rubric, outcome)
+        self.store.forget(score_id)
+
+    def _account(self, rubric, outcome) -> None:
+        """What the actor does for an online job: the day's spend (at batch prices) and metrics."""
+        metrics.record_outcome(outcome, 0.0)
+        if outcome.cost:
+            self.budget.record(outcome.score_id, rubric.name, outcome.cost)
+
+    # -- submissions ------------------------------------------------------------------------
+    def submit(self) -> None:
+        for provider in PROVIDERS:
+            ids = self.store.pending_ids(provider, MAX_BATCH)
+            if not ids:
+                continue
+            api = self.api(provider)
+            items = [i for i in (self.store.item(s) for s in ids) if i is not None]
+            held = self.budget.held(self.rt.rubrics.values())  # over budget: wait, as parked jobs do
+            ready = []
+            for item in items:
+                if self.rt.outcomes.is_done(item.score_id):
+                    self.store.forget(item.score_id)
+                elif item.rubric_key in held:
+                    self.summary.counts["held_by_budget"] += 1
+                elif item.rubric_key in self.rt.rubrics:
+                    ready.append(item)
+            if not ready or api is None:
+                continue
+            by_model: dict[str, list[Item]] = {}
+            for item in ready:  # an OpenAI batch file must hold one model only
+                by_model.setdefault(item.request["model"], []).append(item)
+            for group in by_model.values():
+                self._submit(provider, api, group)
+
+    def _submit(self, provider: str, api, items: list[Item]) -> None:
+        try:
+            batch_id = call_with_retries(lambda: api.submit(items))
+        except Exception as exc:  # boundary: the items stay pending for the next cycle
+            log.warning("batch submission failed; requests stay pending",
+                        extra={"provider": provider, "error": str(exc)[:200]})
+            self.summary.counts["submissions_failed"] += 1
+            return
+        self.store.mark_submitted(batch_id, provider, items)
+        self.summary.counts["batches_submitted"] += 1
+        self.summary.counts["requests_submitted"] += len(items)
+        log.info("batch submitted", extra={"provider": provider, "batch_id": batch_id, "requests": len(items)})
+
+def _prepared(item: Item) -> Prepared:
+    return Prepared(item.score_id, item.trace_id, item.rubric_key, item.judge_request, item.facts,
+                    item.metadata, item.trace_time)
+
