@@ -215,8 +215,10 @@ def score_configs(store: Store, method: str, path: str, q: dict, body):
         return 200, store.create_config(body or {})
     if path == "/api/public/score-configs" and method == "GET":
         page, limit = int(q.get("page", 1)), int(q.get("limit", 50))
-        with store.lock:
-            configs = sorted(store.configs.values(), key=lambda c: c["createdAt"])
+        if page < 1 or not 1 <= limit <= 100:
+            raise Invalid("page starts at 1; limit is 1..100")
+        with store.lock:  # the server lists newest first
+            configs = sorted(store.configs.values(), key=lambda c: (c["createdAt"], c["id"]), reverse=True)
         chunk = configs[(page - 1) * limit: page * limit]
         return 200, {"data": chunk, "meta": {"page": page, "limit": limit, "totalItems": len(configs),
                                               "totalPages": (len(configs) + limit - 1) // limit}}

@@ -67,6 +67,9 @@ class Store:
         self.scores: dict[str, dict] = {}
         self.writes: Counter = Counter()
         self.configs: dict[str, dict] = {}
+        # Current servers allow several configs per name; one older release refused a second
+        # config with the same name and data type. Tests switch this on to play that server.
+        self.unique_config_names = False
 
     # -- observations ------------------------------------------------------------------------
     def load(self, observations: list[dict]) -> int:
@@ -120,28 +123,19 @@ class Store:
             raise Invalid(f"invalid environment {env!r}")
         data_type, value = body.get("dataType"), body.get("value")
         config_id = body.get("configId")
+        if body.get("source") == "ANNOTATION" and not config_id and data_type != "CORRECTION":
+            raise Invalid("ANNOTATION scores need a configId")
         if config_id:
-            config = self.configs.get(config_id)
-            if config is None:
-                raise Invalid(f"score config {config_id} not found")
-            if config["name"] != body.get("name"):
-                raise Invalid("score name must equal the name of its config")
-            if data_type and data_type != config["dataType"]:
-                raise Invalid("dataType does not match the config")
-            data_type = config["dataType"]
-            if data_type == "NUMERIC" and isinstance(value, (int, float)):
-                if (config.get("minValue") is not None and value < config["minValue"]) or \
-                        (config.get("maxValue") is not None and value > config["maxValue"]):
-                    raise Invalid(f"value {value} outside the config's range")
-            if data_type == "CATEGORICAL" and value not in [c["label"] for c in config.get("categories") or []]:
-                raise Invalid(f"value {value!r} is not a category of the config")
+            data_type = self._checked_against_config(body, config_id)
         data_type = data_type or ("CATEGORICAL" if isinstance(value, str) else "NUMERIC")
         if data_type == "NUMERIC" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise Invalid("NUMERIC scores need a number")
-        if data_type == "BOOLEAN" and value not in (0, 1):
-            raise Invalid("BOOLEAN scores need 0 or 1")
+        if data_type == "BOOLEAN" and (isinstance(value, bool) or value not in (0, 1)):
+            raise Invalid("BOOLEAN scores need the number 0 or 1")
         if data_type in ("CATEGORICAL", "TEXT", "CORRECTION") and not isinstance(value, str):
             raise Invalid(f"{data_type} scores need a string")
+        if data_type == "TEXT" and not 1 <= len(value) <= 500:
+            raise Invalid("TEXT scores need 1 to 500 characters")
         stamp = now_iso()
         return {"id": body.get("id") or str(uuid.uuid4()), "projectId": PROJECT_ID, "name": body["name"],
                 "value": value, "dataType": data_type, "source": body.get("source") or "API",
@@ -150,26 +144,63 @@ class Store:
                 "metadata": body.get("metadata"), "configId": config_id, "environment": env,
                 "timestamp": body.get("timestamp") or stamp, "createdAt": stamp, "updatedAt": stamp}
 
+    def _checked_against_config(self, body: dict, config_id: str) -> str:
+        """The server's validateConfigAgainstBody: the config's data type, returned, rules the score."""
+        config = self.configs.get(config_id)
+        if config is None:
+            raise Invalid(f"score config {config_id} not found in this project")
+        if body.get("dataType") == "CORRECTION":
+            raise Invalid("CORRECTION scores cannot reference a config")
+        if body.get("dataType") and body["dataType"] != config["dataType"]:
+            raise Invalid(f"Data type mismatch based on config: expected {config['dataType']}, got {body['dataType']}")
+        if config["isArchived"]:
+            raise Invalid("Config is archived and cannot be used to create new scores")
+        # The spec: "config and score name must be equal". (The current server renames the score
+        # to the config's name instead; either way a score under another name is a client bug.)
+        if config["name"] != body.get("name"):
+            raise Invalid(f"Name mismatch based on config: expected {config['name']}, got {body.get('name')}")
+        value, data_type = body.get("value"), config["dataType"]
+        if data_type == "NUMERIC" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (config.get("minValue") is not None and value < config["minValue"]) or \
+                    (config.get("maxValue") is not None and value > config["maxValue"]):
+                raise Invalid(f"value {value} outside the config's range [{config.get('minValue')}, {config.get('maxValue')}]")
+        if data_type == "CATEGORICAL" and value not in [c["label"] for c in config.get("categories") or []]:
+            raise Invalid(f"value {value!r} is not a category of the config")
+        return data_type
+
     # -- score configs -------------------------------------------------------------------------
     def create_config(self, body: dict) -> dict:
+        """PostScoreConfigBody: per data type, only the fields that type has; categories unique."""
         name = body.get("name") or ""
         if not _CONFIG_NAME.match(name):
             raise Invalid("config name must be 1-35 letters, digits, _ space . ( ) -")
-        if body.get("dataType") not in ("NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT"):
+        data_type = body.get("dataType")
+        if data_type not in ("NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT"):
             raise Invalid("invalid dataType")
-        lo, hi = body.get("minValue"), body.get("maxValue")
-        if lo is not None and hi is not None and lo >= hi:
-            raise Invalid("minValue must be below maxValue")
-        if body["dataType"] == "CATEGORICAL" and not body.get("categories"):
-            raise Invalid("CATEGORICAL configs need categories")
-        categories = body.get("categories")
-        if body["dataType"] == "BOOLEAN":
+        lo, hi, categories = body.get("minValue"), body.get("maxValue"), body.get("categories")
+        if data_type != "NUMERIC" and (lo is not None or hi is not None):
+            raise Invalid(f"{data_type} configs take no minValue or maxValue")
+        if data_type != "CATEGORICAL" and categories is not None:
+            raise Invalid("Custom categories are only allowed for categorical data types")
+        if lo is not None and hi is not None and hi <= lo:
+            raise Invalid("Maximum value must be greater than Minimum value")
+        if data_type == "CATEGORICAL":
+            if not categories or not all(isinstance(c, dict) and isinstance(c.get("label"), str) and c["label"]
+                                         and isinstance(c.get("value"), (int, float)) for c in categories):
+                raise Invalid("CATEGORICAL configs need categories: [{label, value}]")
+            if len({c["label"] for c in categories}) < len(categories) or \
+                    len({c["value"] for c in categories}) < len(categories):
+                raise Invalid("Category labels and values must be unique")
+        if data_type == "BOOLEAN":
             categories = [{"label": "True", "value": 1}, {"label": "False", "value": 0}]
-        stamp = now_iso()
-        config = {"id": str(uuid.uuid4()), "name": name, "dataType": body["dataType"], "isArchived": False,
-                  "minValue": lo, "maxValue": hi, "categories": categories,
-                  "description": body.get("description"), "projectId": PROJECT_ID,
-                  "createdAt": stamp, "updatedAt": stamp}
         with self.lock:
+            if self.unique_config_names and any(
+                    c["name"] == name and c["dataType"] == data_type for c in self.configs.values()):
+                raise Invalid("Score config with this name and data type already exists for this project")
+            stamp = now_iso()
+            config = {"id": str(uuid.uuid4()), "name": name, "dataType": data_type, "isArchived": False,
+                      "minValue": lo, "maxValue": hi, "categories": categories,
+                      "description": body.get("description"), "projectId": PROJECT_ID,
+                      "createdAt": stamp, "updatedAt": stamp}
             self.configs[config["id"]] = config
         return config

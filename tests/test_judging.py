@@ -11,6 +11,7 @@ import yaml
 
 from emulators.seed import MALFORMED, generate
 from worker.errors import TransientError
+from worker.models import model_family, same_family_producers, self_preference_risk
 from worker.pipeline import judge_one
 from worker.runtime import Runtime
 from tests.pipeline_helpers import one_trace
@@ -148,3 +149,146 @@ def test_openai_judge_with_json_schema_or_forced_tool(settings, redis_client, la
     assert score["metadata"]["judge_model"] == "gpt-4o-2024-11-20"
     load(langfuse_emu, "Answer [[judge:offscale]]", trace_id="b" * 32)
     assert judge_one(rt, "b" * 32, "helpfulness@v1").reason == "off_scale"
+
+
+# -- structured verdicts on both providers, through the real SDKs -------------------------------
+
+PROVIDERS = ["anthropic", "openai-json-schema", "openai-forced-tool"]
+
+
+def variant_rubrics(tmp_path, source, provider: str, score: dict | None = None):
+    """The pipeline rubrics with helpfulness judged by ``provider`` and, optionally, another scale."""
+    target = tmp_path / "rubrics"
+    shutil.copytree(source, target)
+    meta_path = target / "helpfulness" / "v1" / "rubric.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    if provider.startswith("openai"):
+        meta["judge"] = {"provider": "openai", "model": "gpt-4o-2024-11-20", "max_tokens": 800}
+    if score is not None:
+        meta["score"] = score
+    meta_path.write_text(yaml.safe_dump(meta, sort_keys=False))  # labels stay best first
+    return target
+
+
+def provider_runtime(provider, settings, redis_client, judge_emu, tmp_path, test_rubrics, score=None):
+    judge_emu.configure(openai_json_schema=provider != "openai-forced-tool")
+    return Runtime(dataclasses.replace(settings, rubrics_dir=variant_rubrics(tmp_path, test_rubrics, provider, score)),
+                   redis_client=redis_client)
+
+
+def spy_on(judge_emu) -> list[dict]:
+    """Every request body the judge emulator receives over HTTP."""
+    seen, handle = [], judge_emu.handle
+
+    def recording(method, path, query, headers, body, **kw):
+        seen.append(body)
+        return handle(method, path, query, headers, body, **kw)
+
+    judge_emu.handle = recording
+    return seen
+
+
+def schema_sent(provider: str, body: dict) -> dict | None:
+    if provider == "anthropic":
+        assert body["tool_choice"] == {"type": "tool", "name": "record_verdict"}
+        return body["tools"][0]["input_schema"]
+    if "response_format" in body:
+        fmt = body["response_format"]
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+        return fmt["json_schema"]["schema"]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "record_verdict"}}
+    assert body["tools"][0]["function"]["strict"] is True
+    return body["tools"][0]["function"]["parameters"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("score,expected,score_schema", [
+    (None, 4, {"type": "integer", "minimum": 1, "maximum": 5}),
+    ({"type": "categorical", "labels": {"pass": 1, "partial": 0.5, "fail": 0}}, "pass",
+     {"type": "string", "enum": ["pass", "partial", "fail"]}),
+    ({"type": "boolean"}, 1, {"type": "boolean"}),
+])
+def test_the_verdict_schema_round_trips_through_the_sdk(provider, score, expected, score_schema, settings,
+                                                        redis_client, langfuse_emu, judge_emu, tmp_path, test_rubrics):
+    rt = provider_runtime(provider, settings, redis_client, judge_emu, tmp_path, test_rubrics, score)
+    bodies = spy_on(judge_emu)
+    load(langfuse_emu, "Answer [[quality:0.75]]")
+    outcome = judge_one(rt, TRACE, "helpfulness@v1")
+    assert outcome.status == "scored" and outcome.value == expected
+    # the forced-tool fallback first tries json_schema, is refused (400), then forces the function
+    assert len(bodies) == (2 if provider == "openai-forced-tool" else 1)
+    if provider == "openai-forced-tool":
+        assert "response_format" in bodies[0] and "response_format" not in bodies[1]
+    schema = schema_sent(provider, bodies[-1])
+    assert list(schema["properties"]) == ["reasoning", "score"]  # reasoning before the score
+    assert schema["properties"]["score"] == score_schema
+    assert schema["required"] == ["reasoning", "score"] and schema["additionalProperties"] is False
+    [written] = langfuse_emu.scores()
+    assert written["value"] == expected and written["comment"]  # the judge's reasoning is the comment
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("marker,reason,calls", [
+    ("[[judge:garbage]]", "unparseable", 2),   # one repair, still garbage
+    ("[[judge:offscale]]", "off_scale", 2),    # one repair, still off the scale
+    ("[[judge:truncated]]", "truncated", 1),   # cut at max_tokens: a repair would be cut too
+    ("[[judge:refusal]]", "refused", 1),
+])
+def test_bad_answers_end_unscored_with_the_reason_on_every_provider(provider, marker, reason, calls, settings,
+                                                                    redis_client, langfuse_emu, judge_emu, tmp_path,
+                                                                    test_rubrics):
+    rt = provider_runtime(provider, settings, redis_client, judge_emu, tmp_path, test_rubrics)
+    bodies = spy_on(judge_emu)
+    load(langfuse_emu, f"An answer. [[quality:0.9]] {marker}")
+    outcome = judge_one(rt, TRACE, "helpfulness@v1")
+    assert (outcome.status, outcome.reason, outcome.value) == ("unscored", reason, None)
+    assert langfuse_emu.scores() == []
+    assert len(bodies) == calls + (1 if provider == "openai-forced-tool" else 0)
+    stats = rt.outcomes.stats()
+    assert stats[f"unscored:{reason}"] == 1 and stats.get("scored", 0) == 0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_one_repair_heals_a_one_off_bad_answer_on_every_provider(provider, settings, redis_client, langfuse_emu,
+                                                                 judge_emu, tmp_path, test_rubrics):
+    rt = provider_runtime(provider, settings, redis_client, judge_emu, tmp_path, test_rubrics)
+    load(langfuse_emu, "Fine answer [[quality:0.75]] [[judge:offscale-once]]")
+    outcome = judge_one(rt, TRACE, "helpfulness@v1")
+    assert (outcome.status, outcome.value) == ("scored", 4)
+    [score] = langfuse_emu.scores()
+    assert score["metadata"]["repaired"] is True and score["metadata"]["judge_calls"] == 2
+
+
+# -- self-preference: a judge of the producer's own family is flagged ----------------------------
+
+@pytest.mark.parametrize("model,family", [
+    ("claude-sonnet-4-6", "anthropic"), ("anthropic/claude-3-5-haiku-20241022", "anthropic"),
+    ("us.anthropic.claude-3-7-sonnet-20250219-v1:0", "anthropic"),
+    ("gpt-4o-2024-11-20", "openai"), ("o1", "openai"), ("o3-mini", "openai"), ("o4-mini-2025-04-16", "openai"),
+    ("chatgpt-4o-latest", "openai"), ("ft:gpt-4o-mini-2024-07-18:acme::abc123", "openai"), ("azure/gpt-4.1", "openai"),
+    ("gemini-2.5-pro", "google"), ("models/gemini-1.5-flash", "google"),
+    ("meta-llama/Llama-3.1-70B-Instruct", "meta"), ("llama3.1:8b", "meta"),
+    ("mistral-large-2411", "mistral"), ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mistral"),
+    ("command-r-plus", "cohere"), ("grok-4", "xai"), ("deepseek-chat", "deepseek"), ("qwen2.5-72b-instruct", "alibaba"),
+    ("my-finetune", None), ("", None), ("o", None), ("solar-pro", None),
+])
+def test_model_family(model, family):
+    assert model_family(model) == family
+
+
+def test_self_preference_risk_when_judge_and_producer_share_a_family():
+    assert self_preference_risk("claude-sonnet-4-6", ["claude-haiku-4-5-20251001", "text-embedding-3-small"])
+    assert self_preference_risk("gpt-5.5-2026-04-23", ["gpt-4o-mini"])
+    assert not self_preference_risk("claude-sonnet-4-6", ["gpt-4o-mini", "gemini-2.5-flash"])
+    assert not self_preference_risk("claude-sonnet-4-6", [])
+    assert not self_preference_risk("my-judge", ["my-judge"])  # unknown family: no claim either way
+    assert same_family_producers("claude-opus-4-7", ["claude-haiku-4-5", "gpt-4o", "claude-haiku-4-5"]) == \
+        ["claude-haiku-4-5"]
+
+
+def test_output_chars_is_the_judged_answer_length(runtime, langfuse_emu):
+    answer = "Open Settings > Security > Reset password. [[quality:0.9]]"
+    load(langfuse_emu, answer)
+    assert judge_one(runtime, TRACE, "helpfulness@v1").status == "scored"
+    [score] = langfuse_emu.scores()
+    assert score["metadata"]["output_chars"] == len(answer)  # the answer text, not the message object

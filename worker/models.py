@@ -61,3 +61,47 @@ def check_judge_model(provider: str, model: str, *, allow_floating: bool,
         if (eol - today).days <= WARN_DAYS:
             warnings.append(f"judge model {model!r} reaches end of life on {eol}: migrate the rubric")
     return warnings
+
+
+# Model families, for the self-preference check: a judge tends to rate its own family's
+# answers higher (Panickssery et al. 2024, "LLM Evaluators Recognize and Favor Their Own
+# Generations"). Ids arrive in many spellings: "anthropic/claude-...", "us.anthropic.claude-...",
+# "ft:gpt-4o-...", "meta-llama/Llama-3.1-70B", "models/gemini-2.5-pro", so a family is found by
+# a token anywhere in the id, not by its prefix.
+_FAMILIES: tuple[tuple[str, re.Pattern], ...] = tuple((family, re.compile(pattern, re.I)) for family, pattern in (
+    ("anthropic", r"claude"),
+    ("openai", r"(?:^|[/.:_])(?:gpt-|chatgpt|o[1-9](?:-|$)|davinci|babbage|text-embedding)"),
+    ("google", r"gemini|gemma|palm-?2|bison"),
+    ("meta", r"llama"),
+    ("mistral", r"mistral|mixtral|codestral|ministral|magistral|pixtral|devstral"),
+    ("cohere", r"(?:^|[/.])command(?:-|$)|cohere"),
+    ("xai", r"(?:^|[/.])grok"),
+    ("deepseek", r"deepseek"),
+    ("alibaba", r"qwen|qwq"),
+    ("amazon", r"(?:^|[/.])(?:amazon\.)?(?:nova|titan)-"),
+    ("microsoft", r"(?:^|[/.])phi-\d"),
+))
+
+
+def model_family(model_id: str | None) -> str | None:
+    """The vendor family of a model id, or None when it is not recognised."""
+    if not model_id:
+        return None
+    name = model_id.strip().lower()
+    for family, pattern in _FAMILIES:
+        if pattern.search(name):
+            return family
+    return None
+
+
+def same_family_producers(judge_model: str, producer_models) -> list[str]:
+    """The producer models of the judge's own family (empty when the family is unknown)."""
+    family = model_family(judge_model)
+    if family is None:
+        return []
+    return sorted({m for m in producer_models or () if model_family(m) == family})
+
+
+def self_preference_risk(judge_model: str, producer_models) -> bool:
+    """True when the judge shares a family with any model that produced the judged trace."""
+    return bool(same_family_producers(judge_model, producer_models))

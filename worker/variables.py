@@ -1,23 +1,33 @@
 """Trace fields → a rubric's variables: JSON-path selection, then untrusted-text hygiene.
 
 Trace content is untrusted. It reaches the template only as data (so Jinja syntax in it is
-inert), cut to a budget with a visible marker, made valid UTF-8, and with every delimiter the
-template uses, and chat role markers, neutralised so it cannot close its own quote.
+inert), made valid UTF-8, stripped of PII and secrets (redaction.py), cut to a budget with a
+visible marker, and with every delimiter the template uses, and chat role markers, neutralised
+so it cannot close its own quote. Redaction comes before truncation so a secret cut in half by
+the marker is still caught whole, and neutralising comes last so nothing after it can reopen a tag.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+from collections import Counter
 from typing import Any
 
 from worker.errors import Unscored
+from worker.redaction import Redactor
 from worker.rubrics import Rubric, Variable
 from worker.traces import Trace
 
 _MISSING = object()
 _TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\['([^']*)'\]|\[(-?\d+)\]|\[\*\]|\[\?\(@\.(\w+)\s*==\s*'([^']*)'\)\]")
-_ROLE_MARKERS = re.compile(r"(<\|im_(?:start|end|sep)\|>|<\|(?:system|user|assistant|endoftext)\|>|\n\n(?:Human|Assistant|System):)")
+# Chat-template tokens of the common model families (ChatML, Llama 2 and 3, Gemma, Anthropic's
+# legacy turns): text that could make a judge believe a new turn or a system prompt started.
+_ROLE_MARKERS = re.compile(
+    r"(<\|im_(?:start|end|sep)\|>|<\|(?:system|user|assistant|endoftext|eot_id|begin_of_text)\|>"
+    r"|<\|(?:start|end)_header_id\|>|\[/?INST\]|<</?SYS>>|</?(?:start|end)_of_turn>"
+    r"|\n\n(?:Human|Assistant|System):)", re.I)
+_DEFANG = str.maketrans({"<": "‹", ">": "›", "[": "⟦", "]": "⟧"})
 
 
 def select(value: Any, path: str) -> Any:
@@ -82,10 +92,15 @@ def truncate(text: str, budget: int) -> tuple[str, int]:
 class Hygiene:
     truncated_chars: int = 0
     neutralised: int = 0
+    redaction: bool = True
+    pii: Counter = dataclasses.field(default_factory=Counter)
+    output_chars: int = 0  # the judged answer's length, for a score-vs-length check
 
     def as_metadata(self) -> dict:
         """What was done to the trace text before the judge saw it, for the score's metadata."""
-        return {"truncated_chars": self.truncated_chars, "neutralised_markers": self.neutralised}
+        return {"truncated_chars": self.truncated_chars, "neutralised_markers": self.neutralised,
+                "pii_redaction": self.redaction, "pii_redacted": dict(sorted(self.pii.items())),
+                "pii_redacted_total": sum(self.pii.values()), "output_chars": self.output_chars}
 
 
 def neutralise(text: str, tags: frozenset[str], hygiene: Hygiene) -> str:
@@ -93,7 +108,7 @@ def neutralise(text: str, tags: frozenset[str], hygiene: Hygiene) -> str:
         pattern = re.compile(r"<(/?\s*(?:" + "|".join(map(re.escape, sorted(tags))) + r")\b)", re.I)
         text, n = pattern.subn(r"‹\1", text)
         hygiene.neutralised += n
-    text, n = _ROLE_MARKERS.subn(lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("\n\n", "\n\n> "), text)
+    text, n = _ROLE_MARKERS.subn(lambda m: m.group(0).translate(_DEFANG).replace("\n\n", "\n\n> "), text)
     hygiene.neutralised += n
     return text
 
@@ -129,10 +144,14 @@ def raw_value(trace: Trace, var: Variable) -> Any:
     return _MISSING
 
 
-def map_variables(trace: Trace, rubric: Rubric, budget: int) -> tuple[dict[str, str], Hygiene]:
+def map_variables(trace: Trace, rubric: Rubric, budget: int, *,
+                  redact: bool = True) -> tuple[dict[str, str], Hygiene]:
+    """Each variable: selected, as text, redacted (when on), truncated, then neutralised."""
     tags = template_tags(rubric.system_template, rubric.user_template)
-    hygiene = Hygiene()
+    hygiene = Hygiene(redaction=redact)
+    redactor = Redactor() if redact else None
     out: dict[str, str] = {}
+    answer_seen = False
     for var in rubric.variables:
         value = raw_value(trace, var)
         if value is _MISSING or value == [] or (isinstance(value, str) and not value.strip()):
@@ -141,7 +160,17 @@ def map_variables(trace: Trace, rubric: Rubric, budget: int) -> tuple[dict[str, 
                 raise Unscored(reason, f"variable {var.name!r} ({var.source} {' | '.join(var.paths)}) is empty")
             out[var.name] = ""
             continue
-        text, cut = truncate(as_text(value), budget)
+        text = as_text(value)
+        if var.source == "output":
+            hygiene.output_chars += len(text)
+            answer_seen = True
+        if redactor is not None:
+            text = redactor.redact(text)
+        text, cut = truncate(text, budget)
         hygiene.truncated_chars += cut
         out[var.name] = neutralise(text, tags, hygiene)
+    if not answer_seen and trace.output is not None:
+        hygiene.output_chars = len(as_text(trace.output))  # the rubric reads no output: the whole one
+    if redactor is not None:
+        hygiene.pii = redactor.counts
     return out, hygiene
