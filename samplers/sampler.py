@@ -10,9 +10,11 @@ from collections.abc import Callable
 import redis
 
 from samplers.dedup import EnqueueOnce
+from samplers.quota import SegmentQuota
 from samplers.selection import select
 from samplers.source import LangfuseTraceSource, TraceRef, is_own_or_internal
 from worker.broker import judge_message
+from worker.budget import Budget
 from worker.outcomes import STATS
 from worker.rubrics import Rubric
 from worker.settings import Settings
@@ -31,13 +33,15 @@ class PassReport:
     selected: int = 0
     enqueued: int = 0
     already_enqueued: int = 0
+    budget_held: int = 0  # selected but not enqueued: the rubric's daily budget is (nearly) spent
     per_rubric: Counter = dataclasses.field(default_factory=Counter)
     requests: int = 0
 
     def line(self) -> str:
         return (f"window {self.since.isoformat()} .. {self.until.isoformat()}: scanned {self.scanned}, "
                 f"excluded {self.excluded}, selected {self.selected}, enqueued {self.enqueued}, "
-                f"already enqueued {self.already_enqueued}")
+                f"already enqueued {self.already_enqueued}"
+                + (f", held back by budget {self.budget_held}" if self.budget_held else ""))
 
 
 class Sampler:
@@ -49,11 +53,13 @@ class Sampler:
         self.broker = broker
         self.client = client
         self.once = EnqueueOnce(client)
+        self.quota = SegmentQuota(client)
 
     def run_pass(self, since: dt.datetime, until: dt.datetime,
                  on_trace: Callable[[TraceRef], None] | None = None) -> PassReport:
         report = PassReport(since, until)
         before = self.source.requests
+        held = self.budget_held()
         for ref in self.source.iter_roots(since, until):
             report.scanned += 1
             if on_trace:
@@ -61,8 +67,12 @@ class Sampler:
             if is_own_or_internal(ref):
                 report.excluded += 1
                 continue
-            for rubric in select(self.rubrics, ref, self.settings.sample_rate):
+            for rubric in select(self.rubrics, ref, self.settings.sample_rate, self.quota):
                 report.selected += 1
+                if rubric.key in held:
+                    # Not claimed: budget-held traces are skipped, not marked as enqueued.
+                    report.budget_held += 1
+                    continue
                 if not self.once.claim(rubric.key, ref.trace_id):
                     report.already_enqueued += 1
                     continue
@@ -78,10 +88,21 @@ class Sampler:
         self.client.hset(LAST_PASS_KEY, mapping={"at": dt.datetime.now(dt.timezone.utc).isoformat(),
                                                  "line": report.line()})
         for field, value in (("sampler_scanned", report.scanned), ("sampler_excluded", report.excluded),
-                             ("sampler_selected", report.selected), ("enqueued", report.enqueued)):
+                             ("sampler_selected", report.selected), ("enqueued", report.enqueued),
+                             ("sampler_budget_held", report.budget_held)):
             if value:
                 self.client.hincrby(STATS, field, value)
         return report
+
+    def budget_held(self) -> set[str]:
+        """Rubric keys whose budget is held now (checked once per pass); the day's alert is queued."""
+        from worker.drift.run import sinks_for
+
+        budget = Budget(self.client, self.settings.daily_budget_usd)
+        held = budget.held(self.rubrics)
+        for state in {s.rubric: s for s in held.values()}.values():
+            budget.alert_once(state, sinks_for(self.settings))
+        return set(held)
 
     def tick(self, now: dt.datetime | None = None) -> PassReport | None:
         """One continuous step: from the cursor (minus the overlap) up to now minus settle."""

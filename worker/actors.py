@@ -1,10 +1,15 @@
 """The actors' bodies: plain functions, declared on a broker in broker.py."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 
+from worker import metrics
 from worker.broker import retry_for
+from worker.budget import Budget
 from worker.errors import TransientError
+from worker.logs import job_context
 from worker.pipeline import OutputNotYetArrived, judge_one
 from worker.runtime import get_runtime
 from worker.scores import score_id_for
@@ -14,18 +19,70 @@ log = logging.getLogger("tracejudge.actors")
 
 def judge_trace(trace_id: str, rubric_key: str) -> None:
     """Judge one trace for one rubric version; the message is acked only after the score is
-    written (or the trace recorded unscored)."""
+    written (or the trace recorded unscored, or the job parked by the budget)."""
+    with job_context(trace_id, rubric_key):
+        _judge_trace(trace_id, rubric_key)
+
+
+def _judge_trace(trace_id: str, rubric_key: str) -> None:
     rt = get_runtime()
+    budget = Budget(rt.redis, rt.settings.daily_budget_usd)
+    rubric = rt.rubrics.get(rubric_key)
+    reservation = None
+    if rubric is not None and (budget.global_cap is not None or rubric.daily_budget_usd is not None):
+        reservation = budget.reserve(rubric)
+        if isinstance(reservation, str):
+            if park(rt, budget, rubric, trace_id, held_by=reservation):
+                return
+            reservation = None  # judged already: the pipeline skips it at no cost
+    started = time.monotonic()
     try:
         outcome = judge_one(rt, trace_id, rubric_key)
+        metrics.record_outcome(outcome, time.monotonic() - started)
+        if rubric is not None and outcome.status != "skipped":
+            budget.record(outcome.score_id, rubric.name, outcome.cost)  # before the reservation goes
     except TransientError as exc:
-        log.warning("transient failure, will retry", extra={"trace_id": trace_id, "rubric": rubric_key,
-                                                           "error": str(exc)})
+        metrics.record_job(rubric_key, "retried")
+        log.warning("transient failure, will retry", extra={"error": str(exc)})
         raise retry_for(exc) from None
     except OutputNotYetArrived as exc:
+        metrics.record_job(rubric_key, "retried")
         raise retry_for(TransientError(f"output not arrived yet: {exc}", retry_after=300)) from None
-    log.info("judged", extra={"trace_id": trace_id, "rubric": rubric_key, "status": outcome.status,
-                              "reason": outcome.reason})
+    finally:
+        if reservation is not None:
+            budget.release(reservation)
+    log.info("judged", extra={"status": outcome.status, "reason": outcome.reason,
+                              "cost_usd": float(outcome.cost)})
+
+
+def park(rt, budget: Budget, rubric, trace_id: str, held_by: str) -> bool:
+    """Park the job instead of judging it (its rubric's budget is held); False when the job was
+    judged already (a redelivery), which the pipeline then skips at no cost."""
+    score_id = score_id_for(trace_id, rubric.name, rubric.version)
+    if rt.outcomes.is_done(score_id):
+        return False
+    budget.park(score_id, trace_id, rubric.key)
+    metrics.record_job(rubric.key, "parked")
+    state = budget.state(rubric)
+    log.info("parked by the budget", extra={"held_by": held_by, "spent_usd": state.spent_usd})
+    if budget.alert_once(dataclasses.replace(state, held_by=held_by), _sinks(rt.settings)) is not None:
+        _deliver_alerts(rt)
+    return True
+
+
+def _sinks(settings):
+    from worker.drift.run import sinks_for
+
+    return sinks_for(settings)
+
+
+def _deliver_alerts(rt) -> None:
+    from worker.alerts import outbox
+
+    try:
+        outbox.deliver(rt.redis, _sinks(rt.settings))
+    except Exception:  # boundary: the alert stays in the outbox; the scheduler's tick delivers it
+        log.exception("budget alert delivery failed; kept in the outbox")
 
 
 def record_exhausted(message: dict, retry_info: dict) -> None:

@@ -3,7 +3,6 @@ bad input or bad configuration."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import os
 import signal
@@ -12,7 +11,7 @@ import threading
 
 import click
 
-from worker.errors import TraceJudgeError
+from worker.cli_common import _settings, reports_errors
 
 
 def _iso(ctx, param, value):
@@ -23,19 +22,6 @@ def _iso(ctx, param, value):
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2026-11-20T00:00:00Z") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
-
-
-def reports_errors(fn):
-    """Turn our own errors into a one-line message and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TraceJudgeError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,12 +46,6 @@ def _sampler(settings):
     rubrics = load_rubrics(settings.rubrics_dir)
     return Sampler(settings, rubrics, LangfuseTraceSource(build_langfuse_api(settings)),
                    build_broker(settings), client)
-
-
-def _settings():
-    from worker.settings import Settings
-
-    return Settings.from_env()
 
 
 @main.command()
@@ -138,7 +118,15 @@ def _run_scheduler(sampler, settings):
         logging.getLogger("tracejudge.drift").info(
             "drift check", extra={"new_alerts": len(alerts), "delivered": sent, "pending": pending})
 
-    run_scheduler(sampler, settings.sample_interval_seconds, stop, drift_tick, settings.drift_interval_seconds)
+    batch_tick = None
+    if any(r.judge.mode == "batch" for r in sampler.rubrics):
+        from worker.batching import batch_tick as run_batch_tick
+        from worker.runtime import get_runtime
+
+        batch_tick = lambda: run_batch_tick(get_runtime())  # noqa: E731  (the runtime is built on first use)
+
+    run_scheduler(sampler, settings.sample_interval_seconds, stop, drift_tick, settings.drift_interval_seconds,
+                  batch_tick)
 
 
 @main.command()
@@ -157,10 +145,22 @@ def scheduler():
               help="Threads per process; processes x threads judge calls can be in flight.")
 @reports_errors
 def worker(processes, threads):
-    """The dramatiq worker fleet (the Procfile's `worker`)."""
+    """The dramatiq worker fleet (the Procfile's `worker`).
+
+    Prometheus metrics of all its processes are served on TRACEJUDGE_METRICS_PORT (0: off)."""
     from worker.runtime import Runtime
 
-    Runtime(_settings())  # fail here, with one line, rather than in every forked process
+    settings = _settings()
+    rt = Runtime(settings)  # fail here, with one line, rather than in every forked process
+    rt.score_configs.ensure(rt.rubrics.values())  # every active version has its config before a score
+    if settings.metrics_port:
+        from worker.metrics import prepare_metrics_dir
+
+        if not prepare_metrics_dir(settings.metrics_port, os.environ):
+            # Another fleet on this host serves that port: run without metrics rather than not at all.
+            click.echo(f"warning: metrics port {settings.metrics_port} is in use; this fleet serves no metrics "
+                       f"(set TRACEJUDGE_METRICS_PORT to a free port, or 0)", err=True)
+            os.environ["TRACEJUDGE_METRICS_PORT"] = "0"
     args = [sys.executable, "-m", "dramatiq", "worker.fleet", "--processes", str(processes),
             "--threads", str(threads), "--queues", "judge", "--skip-logging",
             "--worker-shutdown-timeout", "60000"]
@@ -168,39 +168,31 @@ def worker(processes, threads):
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @reports_errors
-def status():
-    """Queue depths, outcomes, judge tokens and cost, and the sampler cursor."""
-    import redis
+def status(as_json):
+    """Queue depths, dead letters, budget, sampler cursor and lag, rate-limit waits, outcomes."""
+    from worker.cli_status import print_status
 
-    from samplers.sampler import CURSOR_KEY, LAST_PASS_KEY
-    from worker.outcomes import OutcomeLog
-    from worker.queues import queue_depth
-
-    client = redis.Redis.from_url(_settings().redis_url)
-    depth = queue_depth(client)
-    stats = OutcomeLog(client).stats()
-    cursor = client.get(CURSOR_KEY)
-    click.echo(f"queue: {depth.ready} ready, {depth.unacked} in flight, {depth.delayed} delayed, "
-               f"{depth.dead} dead letters")
-    click.echo(f"sampler cursor: {cursor.decode() if cursor else 'not set'}")
-    last = client.hget(LAST_PASS_KEY, "line")
-    if last:
-        click.echo(f"last pass: {last.decode()}")
-    for key in sorted(stats):
-        click.echo(f"{key}: {stats[key]}")
+    print_status(_settings(), as_json)
 
 
 from worker.cli_demo import demo, stack  # noqa: E402  (commands registered below)
 from worker.cli_dead_letters import dead_letters  # noqa: E402
 from worker.cli_drift import drift  # noqa: E402
 from worker.cli_rubrics import rubrics  # noqa: E402
+from worker.cli_report import report  # noqa: E402
+from worker.cli_batches import batches  # noqa: E402
+from worker.cli_budget import budget  # noqa: E402
 
 main.add_command(demo)
 main.add_command(stack)
 main.add_command(rubrics)
 main.add_command(dead_letters)
 main.add_command(drift)
+main.add_command(report)
+main.add_command(batches)
+main.add_command(budget)
 
 if __name__ == "__main__":
     main()

@@ -6,12 +6,17 @@ before it takes a job.
 import dramatiq
 
 from worker.broker import build_broker
-from worker.logs import configure_logging
+from worker.logs import configure_logging, register_settings_secrets
 from worker.runtime import Runtime, set_runtime
 from worker.settings import Settings
 
 configure_logging()
 settings = Settings.from_env()
+register_settings_secrets(settings)
 broker = build_broker(settings)
+if settings.metrics_port:
+    from worker.metrics import FleetPrometheus
+
+    broker.add_middleware(FleetPrometheus())
 dramatiq.set_broker(broker)
 set_runtime(Runtime(settings))

@@ -1,7 +1,15 @@
-"""Structured JSON logs, configured in one place. Secrets never reach a log line: settings hide
-them from repr, and known key shapes are masked on the way out."""
+"""Structured JSON logs, configured in one place.
+
+Every line logged while a job runs carries its trace_id, rubric and rubric_version (a context
+variable set around the job, see ``job_context``), whoever logs it: our code, the SDKs,
+dramatiq itself. Secrets never reach a log line: settings hide them from repr, the configured
+secret values are registered here, and they and known key shapes are masked on the way out.
+"""
 from __future__ import annotations
 
+import base64
+import contextlib
+import contextvars
 import json
 import logging
 import re
@@ -10,10 +18,66 @@ import time
 
 _SECRET = re.compile(r"(sk-lf-[\w-]+|pk-lf-[\w-]+|sk-ant-[\w-]+|sk-[A-Za-z0-9_-]{16,})")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_JOB: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tracejudge_job", default=None)
+_secrets: set[str] = set()
+_MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words
+
+
+def register_secrets(*values: str | None) -> None:
+    """Mask these exact values (configured keys, webhook URLs) wherever they appear in a log line."""
+    for value in values:
+        if value and len(value) >= _MIN_SECRET_CHARS:
+            _secrets.add(value)
+            _secrets.add(json.dumps(value)[1:-1])  # as it appears inside a JSON string
+
+
+def register_settings_secrets(settings) -> None:
+    register_secrets(settings.langfuse_secret_key, settings.anthropic_api_key, settings.openai_api_key,
+                     settings.slack_webhook_url, settings.pagerduty_routing_key)
+    if settings.langfuse_public_key and settings.langfuse_secret_key:
+        # the HTTP Basic credentials the SDK sends, should a request header ever be logged
+        register_secrets(base64.b64encode(
+            f"{settings.langfuse_public_key}:{settings.langfuse_secret_key}".encode()).decode())
 
 
 def mask(text: str) -> str:
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "[secret]")
     return _SECRET.sub(lambda m: m.group(0)[:6] + "…", text)
+
+
+@contextlib.contextmanager
+def job_context(trace_id: str, rubric_key: str):
+    """Tag every log line of this thread with the job's trace and rubric until the block ends."""
+    token = _JOB.set(job_fields(trace_id, rubric_key))
+    try:
+        yield
+    finally:
+        _JOB.reset(token)
+
+
+def job_fields(trace_id: str, rubric_key: str) -> dict:
+    name, _, version = str(rubric_key).partition("@v")
+    return {"trace_id": trace_id, "rubric": name, "rubric_version": int(version) if version.isdigit() else None}
+
+
+def set_job(fields: dict | None) -> contextvars.Token:
+    return _JOB.set(fields)
+
+
+def reset_job(token: contextvars.Token) -> None:
+    _JOB.reset(token)
+
+
+def _masked(value):
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,16 +85,20 @@ class JsonFormatter(logging.Formatter):
         entry = {"ts": round(time.time(), 3), "level": record.levelname.lower(),
                  "logger": record.name, "event": record.getMessage()}
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        # The job's own fields win over a caller's ``rubric="name@v1"``: one shape on every line.
+        entry.update(_JOB.get() or {})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return mask(json.dumps(entry, default=str))
+        # Masked before and after encoding: JSON escaping could otherwise split a secret.
+        return mask(json.dumps(_masked(entry), default=lambda v: mask(str(v))))
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: int = logging.INFO, stream=None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "anthropic", "openai", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler

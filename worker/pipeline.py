@@ -17,6 +17,7 @@ from decimal import Decimal
 from worker.drift.aggregates import DEFAULT_SEGMENT_KEYS as SEGMENT_KEYS, scored_ops, unscored_ops
 from worker.errors import Unscored, VerdictError
 from worker.judges.base import JudgeReply, Usage
+from worker.models import same_family_producers
 from worker.pricing import cost_usd
 from worker.prompt import JudgeRequest, render, render_repair
 from worker.retrying import call_with_retries, status_of
@@ -27,6 +28,7 @@ from worker.variables import map_variables
 from worker.verdict import Verdict, parse_verdict
 
 log = logging.getLogger("tracejudge.pipeline")
+_SELF_PREFERENCE_WARNED: set[tuple[str, str]] = set()  # (rubric, producer model): warn once per process
 # A trace without output this young may still be receiving it: retry rather than give up.
 OUTPUT_GRACE = dt.timedelta(hours=1)
 
@@ -103,7 +105,7 @@ def prepare(rt, rubric: Rubric, trace: Trace, score_id: str) -> Prepared:
             raise OutputNotYetArrived(exc.detail) from None
         raise
     request = render(rubric, variables)
-    return Prepared(score_id, trace.id, rubric.key, request, trace_facts(trace, hygiene),
+    return Prepared(score_id, trace.id, rubric.key, request, trace_facts(trace, hygiene, rubric),
                     dict(trace.metadata), trace.timestamp)
 
 
@@ -132,6 +134,8 @@ def finish_scored(rt, rubric: Rubric, job: Prepared, verdict: Verdict, usage: Us
     try:
         rt.scores.write(body)
     except Unscored as exc:  # the server refused this score for good
+        if "config" in exc.detail.lower():
+            rt.score_configs.forget(rubric)  # an archived or changed config: the next score finds a new one
         return finish_unscored(rt, rubric, job.score_id, job.trace_id, exc, usage, calls,
                                job.metadata, job.timestamp, batch=batch)
     extra = scored_ops(rubric, job.trace_id, job.metadata, job.timestamp, verdict.value, int(cost * 1_000_000))
@@ -169,14 +173,21 @@ def _young(trace: Trace) -> bool:
     return trace.timestamp is not None and dt.datetime.now(dt.timezone.utc) - trace.timestamp < OUTPUT_GRACE
 
 
-def trace_facts(trace: Trace, hygiene) -> dict:
+def trace_facts(trace: Trace, hygiene, rubric: Rubric) -> dict:
     """What a score carries from its trace, computed when the request is rendered."""
+    same_family = same_family_producers(rubric.judge.model, trace.producer_models)
+    for model in same_family:
+        if (rubric.key, model) not in _SELF_PREFERENCE_WARNED:
+            _SELF_PREFERENCE_WARNED.add((rubric.key, model))
+            log.warning("self-preference risk: judge %s shares a family with producer %s; its scores may be "
+                        "inflated", rubric.judge.model, model, extra={"rubric": rubric.key, "trace_id": trace.id})
     output_text = trace.output if isinstance(trace.output, str) else str(trace.output or "")
     metadata = {
         "output_chars": len(output_text),  # hygiene's own count (the judged answer) wins when it has one
         **hygiene.as_metadata(),
         "trace_timestamp": trace.timestamp.isoformat() if trace.timestamp else None,
         "producer_models": trace.producer_models,
+        "self_preference_risk": bool(same_family),
     }
     for key in SEGMENT_KEYS:
         if isinstance(trace.metadata.get(key), (str, int)):

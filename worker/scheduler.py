@@ -13,6 +13,8 @@ import uuid
 import redis
 
 from samplers.sampler import Sampler
+from worker.broker import judge_message
+from worker.budget import Budget
 
 LOCK_KEY = "tracejudge:scheduler:lock"
 log = logging.getLogger("tracejudge.scheduler")
@@ -49,9 +51,24 @@ def drift_due(client: redis.Redis, every_seconds: float, now: float) -> bool:
     return last is None or now - float(last) >= every_seconds
 
 
+def budget_tick(sampler: Sampler) -> int:
+    """Unpark jobs whose rubric is no longer held (a new UTC day, a raised cap) and deliver any
+    alert still in the outbox; returns how many jobs went back on the queue."""
+    from worker.alerts import outbox
+    from worker.drift.run import sinks_for
+
+    budget = Budget(sampler.client, sampler.settings.daily_budget_usd)
+    moved = budget.unpark({r.key: r for r in sampler.rubrics},
+                          lambda trace_id, rubric_key: sampler.broker.enqueue(judge_message(trace_id, rubric_key)))
+    if sampler.client.hlen(outbox.OUTBOX):
+        outbox.deliver(sampler.client, sinks_for(sampler.settings))
+    return moved
+
+
 def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drift_tick=None,
-                  drift_every: float = 86400) -> None:
-    """Sampler ticks every ``interval``; ``drift_tick()`` once every ``drift_every`` seconds."""
+                  drift_every: float = 86400, batch_tick=None) -> None:
+    """Sampler ticks every ``interval``; ``drift_tick()`` once every ``drift_every`` seconds;
+    ``batch_tick()`` (submit and poll batch-mode judging) at every tick, paced by itself."""
     lease = Lease(sampler.client, ttl_seconds=max(60.0, 3 * interval))
     leading = False
     try:
@@ -66,6 +83,15 @@ def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drif
                         log.info("sampler pass", extra={"summary": report.line()})
                 except Exception:  # boundary: a failed tick is logged and retried next interval
                     log.exception("sampler tick failed; the cursor did not move")
+                try:
+                    budget_tick(sampler)
+                except Exception:  # boundary: parked jobs stay parked until the next tick
+                    log.exception("budget tick failed; parked jobs stay parked")
+                if batch_tick is not None:
+                    try:
+                        batch_tick()
+                    except Exception:  # boundary: pending and submitted batch requests wait for the next tick
+                        log.exception("batch cycle failed; it runs again at the next tick")
                 if drift_tick is not None and drift_due(sampler.client, drift_every, time.time()):
                     try:
                         drift_tick()
