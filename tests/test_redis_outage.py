@@ -1,0 +1,88 @@
+"""A Redis restart loses no job: clients ride it out, and a retry that cannot be scheduled is
+dead-lettered instead of acked away (dramatiq's Retries acks the original either way)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+import redis
+from dramatiq.message import Message
+from dramatiq.middleware import Retries
+
+from worker.broker import JUDGE_ACTOR, build_broker
+from worker.durable_retries import DurableRetries, use_durable_retries
+from worker.redis_client import connect
+from worker.stack import free_port, start_redis, stop
+
+
+def test_a_client_rides_out_a_redis_restart(tmp_path):
+    port = free_port()
+    proc, url = start_redis(tmp_path, port, appendonly=True)
+    client = connect(url)
+    client.set("kept", "1")
+    stop(proc)
+    restarted = []
+
+    def restart_later():
+        time.sleep(1.5)
+        restarted.append(start_redis(tmp_path, port, appendonly=True)[0])
+
+    thread = threading.Thread(target=restart_later)
+    thread.start()
+    try:
+        assert client.get("kept") == b"1"  # blocked through the outage, then answered from the AOF
+    finally:
+        thread.join()
+        for p in restarted:
+            stop(p)
+
+
+class _UnreachableBroker:
+    """The part of a broker Retries uses, with Redis gone: enqueue raises a connection error."""
+
+    def __init__(self, actor):
+        self.actor = actor
+        self.enqueued = []
+
+    def get_actor(self, name):
+        return self.actor
+
+    def enqueue(self, message, *, delay=None):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+def test_a_retry_that_cannot_be_enqueued_fails_the_job_into_the_dead_letters(settings):
+    broker = build_broker(settings)
+    actor = broker.get_actor(JUDGE_ACTOR)
+    message = dramatiq.MessageProxy(Message(queue_name="judge", actor_name=JUDGE_ACTOR, args=("t1", "helpfulness@v1"),
+                                            kwargs={}, options={}))
+    try:
+        raise RuntimeError("judge timed out")
+    except RuntimeError as exc:
+        DurableRetries(max_retries=8).after_process_message(_UnreachableBroker(actor), message, exception=exc)
+    assert message.failed  # nacked into the dead-letter queue, not acked away
+    assert "Redis unreachable" in message.options["traceback"]
+
+    plain = dramatiq.MessageProxy(Message(queue_name="judge", actor_name=JUDGE_ACTOR, args=("t2", "helpfulness@v1"),
+                                          kwargs={}, options={}))
+    try:
+        raise RuntimeError("judge timed out")
+    except RuntimeError as exc:
+        try:
+            Retries(max_retries=8).after_process_message(_UnreachableBroker(actor), plain, exception=exc)
+        except redis.ConnectionError:
+            pass
+    assert not plain.failed  # what dramatiq alone does: the job would be acked, i.e. lost
+
+
+def test_the_broker_uses_durable_retries_with_dramatiq_defaults(settings):
+    broker = build_broker(settings)
+    kinds = [type(m) for m in broker.middleware]
+    assert DurableRetries in kinds and Retries not in kinds
+    try:
+        use_durable_retries(broker)
+    except RuntimeError as exc:
+        assert "no Retries middleware" in str(exc)
+    else:
+        raise AssertionError("replacing twice must say there is nothing left to replace")
