@@ -20,6 +20,7 @@ import anthropic
 import httpx
 import redis
 
+from benchmarks.sdk_batched_baseline import langfuse_batched
 from emulators.seed import generate
 from samplers.sampler import Sampler
 from samplers.source import LangfuseTraceSource
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--sequential", type=int, default=15, help="traces for the sequential loop")
+    parser.add_argument("--sdk-items", type=int, default=60,
+                        help="traces for the langfuse SDK's run_batched_evaluation baseline")
     args = parser.parse_args(argv)
     latency = args.latency_ms / 1000
 
@@ -121,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
         roots = [o["traceId"] for o in observations if o.get("isRootObservation")
                  and not (o.get("environment") or "").startswith("langfuse")
                  and not (o.get("traceName") or o.get("name") or "").startswith("tracejudge")]
-        seq = sequential(settings, roots[: args.sequential], rubrics["helpfulness@v1"].judge.model)
+        model = rubrics["helpfulness@v1"].judge.model
+        seq = sequential(settings, roots[: args.sequential], model)
+        sdk, sdk_scores = langfuse_batched(settings, model, args.sdk_items)
         in_flight = args.processes * args.threads
         result = fleet(settings, env, args.processes, args.threads, report.enqueued,
                        stack.workdir / "bench-worker.log")
@@ -134,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sequential loop : {seq:8.2f} traces/s   (ideal {1 / latency:.2f}; efficiency {seq * latency:.2f})")
     print(f"fleet           : {result['throughput']:8.2f} traces/s   (ideal {ideal:.1f}; "
           f"efficiency {result['throughput'] / ideal:.2f}); scored {result['scored']}, unscored {result['unscored']}")
-    print(f"fleet / sequential = {result['throughput'] / seq:.1f}x")
+    print(f"langfuse SDK run_batched_evaluation (default concurrency 5): {sdk:8.2f} traces/s "
+          f"(ideal {5 / latency:.2f}; efficiency {sdk * latency / 5:.2f}); {sdk_scores} scores created")
+    print(f"fleet / sequential = {result['throughput'] / seq:.1f}x;  fleet / SDK batched = {result['throughput'] / sdk:.1f}x")
 
 
 if __name__ == "__main__":
