@@ -5,12 +5,15 @@ import dataclasses
 import logging
 import time
 
+from dramatiq.middleware import CurrentMessage
+
 from worker import metrics
 from worker.broker import retry_for
 from worker.budget import Budget
 from worker.errors import TransientError
 from worker.logs import job_context
 from worker.pipeline import OutputNotYetArrived, judge_one
+from worker.rate_limits import RateLimitWait
 from worker.runtime import get_runtime
 from worker.scores import score_id_for
 
@@ -41,6 +44,12 @@ def _judge_trace(trace_id: str, rubric_key: str) -> None:
         metrics.record_outcome(outcome, time.monotonic() - started)
         if rubric is not None and outcome.status != "skipped":
             budget.record(outcome.score_id, rubric.name, outcome.cost)  # before the reservation goes
+    except RateLimitWait as exc:  # a full rate limit is not a failure: the delay burns no retry
+        message = CurrentMessage.get_current_message()
+        if message is not None:  # Retries adds one back on the way out: the count stays as it was
+            message.options["retries"] = message.options.get("retries", 0) - 1
+        metrics.record_job(rubric_key, "rate_limited")
+        raise retry_for(exc) from None
     except TransientError as exc:
         metrics.record_job(rubric_key, "retried")
         log.warning("transient failure, will retry", extra={"error": str(exc)})

@@ -7,7 +7,7 @@ import random
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import CurrentMessage, Middleware
 
 from worker import logs
 from worker.durable_retries import use_durable_retries
@@ -32,6 +32,7 @@ def build_broker(settings: Settings) -> RedisBroker:
     # First in the chain, so its after-hook runs last: dramatiq's own lines about a job (failed,
     # retrying in N ms) still carry the job's trace and rubric.
     broker.add_middleware(JobLogContext(), before=type(broker.middleware[0]))
+    broker.add_middleware(CurrentMessage())  # lets a rate-limited job give back the retry it did not fail
     use_durable_retries(broker)  # a retry that cannot be enqueued dead-letters the job instead of losing it
     declare_actors(broker, settings)
     return broker

@@ -126,7 +126,7 @@ def render(rubric, trace_id, trace_file, directory):
             from worker.settings import Settings
             from worker.traces import TraceReader
 
-            trace = TraceReader(build_langfuse_api(Settings.from_env())).fetch(trace_id)
+            trace = TraceReader(build_langfuse_api(Settings.from_env(), limited=False)).fetch(trace_id)
         variables, hygiene = map_variables(trace, chosen, 12000)
         request = render_prompt(chosen, variables)
     except TraceJudgeError as exc:

@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import typing
 
+import httpx
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
+from worker.rate_limits import LANGFUSE_KEY, Limit, RateLimitedTransport, RateLimiter, RedisBackend
+from worker.redis_client import connect
 from worker.settings import Settings
 
 # Our retries are tenacity's and dramatiq's; the SDK's own would multiply them.
 NO_SDK_RETRIES: dict = {"max_retries": 0}
 
 
-def build_langfuse_api(settings: Settings) -> LangfuseAPI:
+def build_langfuse_api(settings: Settings, *, rate_limiter: RateLimiter | None = None,
+                       limited: bool = True) -> LangfuseAPI:
+    """Every request of the client (the SDK's retries too) waits for the fleet-wide Langfuse
+    limit (``TRACEJUDGE_LANGFUSE_RPM``, adapted on 429s) shared through Redis. ``limited=False``
+    is for one-off author tools that may run without Redis."""
+    transport: httpx.BaseTransport = httpx.HTTPTransport()
+    if limited:
+        if rate_limiter is None:
+            rate_limiter = RateLimiter(RedisBackend(connect(settings.redis_url)))
+        transport = RateLimitedTransport(transport, rate_limiter, LANGFUSE_KEY,
+                                         Limit(settings.langfuse_requests_per_minute))
     return LangfuseAPI(
         base_url=settings.langfuse_base_url,
         username=settings.langfuse_public_key,
@@ -25,6 +38,8 @@ def build_langfuse_api(settings: Settings) -> LangfuseAPI:
         x_langfuse_public_key=settings.langfuse_public_key,
         x_langfuse_sdk_name="tracejudge",
         timeout=settings.langfuse_timeout_seconds,
+        httpx_client=httpx.Client(timeout=settings.langfuse_timeout_seconds, follow_redirects=True,
+                                  transport=transport),
     )
 
 

@@ -20,6 +20,9 @@ from worker.errors import TransientError
 
 T = TypeVar("T")
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
+# "Slow down" answers: the fleet-wide rate limiter lowers the key's limit on these
+# (429 Too Many Requests; 529 is Anthropic's "overloaded").
+THROTTLE_STATUS = frozenset({429, 529})
 # Longer server hints are not slept through in a worker thread: dramatiq requeues with the delay.
 MAX_INLINE_WAIT = 20.0
 
@@ -34,10 +37,20 @@ def status_of(exc: BaseException) -> int | None:
     return None
 
 
+def is_throttle(exc: BaseException) -> bool:
+    """The service asked us to slow down (not merely failed)."""
+    return status_of(exc) in THROTTLE_STATUS
+
+
 def retry_after_of(exc: BaseException) -> float | None:
     headers = getattr(exc, "headers", None)
     if headers is None and getattr(exc, "response", None) is not None:
         headers = exc.response.headers
+    return retry_after_from_headers(headers)
+
+
+def retry_after_from_headers(headers) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (delta-seconds form), else None."""
     if not headers:
         return None
     lowered = {str(k).lower(): v for k, v in dict(headers).items()}

@@ -13,6 +13,8 @@ from worker.models import check_judge_model
 from worker.outcomes import OutcomeLog
 from worker.pricing import check_priced
 from worker.prompt import compile_template
+from worker.rate_limits import Limit, RateLimitedJudge, RateLimiter, RedisBackend
+from worker.redis_client import connect
 from worker.rubrics import Rubric, load_rubrics
 from worker.score_configs import ScoreConfigs
 from worker.scores import ScoreWriter
@@ -29,8 +31,10 @@ class Runtime:
         self.warnings = validate_rubrics(self.rubrics, settings)
         for warning in self.warnings:
             log.warning(warning)
-        self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
-        self.langfuse = build_langfuse_api(settings)
+        self.redis = redis_client or connect(settings.redis_url)
+        # One limiter per process; the limits themselves are shared by the fleet through Redis.
+        self.rate_limiter = RateLimiter(RedisBackend(self.redis))
+        self.langfuse = build_langfuse_api(settings, rate_limiter=self.rate_limiter)
         self.traces = TraceReader(self.langfuse)
         self.scores = ScoreWriter(self.langfuse)
         self.outcomes = OutcomeLog(self.redis)
@@ -42,7 +46,9 @@ class Runtime:
         provider = rubric.judge.provider
         with self._lock:
             if provider not in self._judges:
-                self._judges[provider] = build_judge(provider, self.settings)
+                limit = Limit(self.settings.judge_requests_per_minute, self.settings.judge_tokens_per_minute)
+                self._judges[provider] = RateLimitedJudge(build_judge(provider, self.settings),
+                                                          self.rate_limiter, limit)
             return self._judges[provider]
 
 

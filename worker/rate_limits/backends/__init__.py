@@ -1,0 +1,1 @@
+"""Rate-limit stores: ``redis`` shares limits across every thread, process and host."""

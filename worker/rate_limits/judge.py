@@ -1,0 +1,56 @@
+"""A judge behind the fleet-wide limiter, with the same ``ask(request, repair)`` as any Judge."""
+from __future__ import annotations
+
+from worker.judges.base import Judge, JudgeReply
+from worker.prompt import JudgeRequest
+from worker.rate_limits.limiter import Limit, RateLimiter
+from worker.retrying import is_throttle, retry_after_of
+
+
+def judge_key(provider: str, model: str) -> str:
+    return f"judge:{provider}:{model}"
+
+
+def estimate_tokens(request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> int:
+    """Reserved before the call: about 4 characters a token for the prompt, plus the whole
+    ``max_tokens`` answer (what the providers themselves count against output limits)."""
+    chars = len(request.system or "") + len(request.user) + len(str(request.schema))
+    if repair is not None:
+        previous, text = repair
+        chars += len(str(previous.assistant_turn or "")) + len(text)
+    return chars // 4 + request.max_tokens
+
+
+def counted_tokens(provider: str, reply: JudgeReply) -> int:
+    u = reply.usage
+    # Anthropic does not count cache reads against its input-tokens limit; OpenAI does.
+    cache_reads = u.cache_read_tokens if provider == "openai" else 0
+    return u.input_tokens + u.cache_write_tokens + cache_reads + u.output_tokens
+
+
+class RateLimitedJudge:
+    """Waits for a slot of ``judge:<provider>:<model>`` before each call; tells the limiter
+    about 429/529 answers and successes. Any other attribute is the wrapped judge's."""
+
+    def __init__(self, inner: Judge, limiter: RateLimiter, limit: Limit):
+        self.inner = inner
+        self.provider = inner.provider
+        self.limiter = limiter
+        self.limit = limit
+
+    def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
+        ticket = self.limiter.acquire(judge_key(self.provider, request.model), self.limit,
+                                      tokens=estimate_tokens(request, repair))
+        try:
+            reply = self.inner.ask(request, repair)
+        except Exception as exc:
+            if is_throttle(exc):
+                self.limiter.settle(ticket, 0)  # a refused request used no tokens
+                self.limiter.throttled(ticket, retry_after_of(exc))
+            raise
+        self.limiter.settle(ticket, counted_tokens(self.provider, reply))
+        self.limiter.succeeded(ticket)
+        return reply
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
