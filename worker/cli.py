@@ -76,28 +76,34 @@ def sample(once, since, until):
 @main.command()
 @click.option("--since", callback=_iso, required=True, help="Window start, ISO 8601.")
 @click.option("--until", callback=_iso, required=True, help="Window end, ISO 8601, exclusive.")
+@click.option("--rubric", "rubric_names", multiple=True, metavar="NAME[@vN]",
+              help="Only these rubrics (repeatable; default: every loaded rubric version).")
 @reports_errors
-def backfill(since, until):
-    """Judge a past window (same sampling and dedup as the sampler), with a progress bar."""
+def backfill(since, until, rubric_names):
+    """Judge a past window (same sampling, dedup and budget as the sampler), with a progress bar.
+
+    Resumable: after Ctrl-C or a crash, run the same command again; finished time slices are
+    skipped."""
+    from worker.backfill import run_backfill, slices
+
     if since >= until:
         raise click.UsageError("--since must be before --until")
     sampler = _sampler(_settings())
-    span = (until - since).total_seconds()
-    with click.progressbar(length=int(span), label="backfill", show_eta=True, file=sys.stderr) as bar:
-        first: list[dt.datetime] = []
-
-        def advance(ref):
-            if ref.timestamp is None:
-                return
-            if not first:
-                first.append(ref.timestamp)
-            newest_first = (until - first[0]) < (first[0] - since)
-            covered = (until - ref.timestamp) if newest_first else (ref.timestamp - since)
-            bar.update(max(0, int(covered.total_seconds()) - bar.pos))
-
-        report = sampler.run_pass(since, until, on_trace=advance)
-        bar.update(bar.length - bar.pos)
-    click.echo(report.line())
+    if rubric_names:
+        known = {r.key: r for r in sampler.rubrics}
+        chosen = [r for r in sampler.rubrics if r.key in rubric_names or r.name in rubric_names]
+        unknown = [n for n in rubric_names if n not in known and n not in {r.name for r in sampler.rubrics}]
+        if unknown:
+            raise click.UsageError(f"unknown rubric {', '.join(unknown)}; loaded: {', '.join(sorted(known))}")
+        sampler.rubrics = chosen
+    with click.progressbar(length=len(slices(since, until)), label="backfill", show_eta=True, show_pos=True,
+                           file=sys.stderr) as bar:
+        try:
+            report, skipped = run_backfill(sampler, since, until, on_slice=lambda i, r: bar.update(1))
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: run the same command again to resume (finished slices are kept)", err=True)
+            sys.exit(130)
+    click.echo(report.line() + (f"; {skipped} slices already done by an earlier run" if skipped else ""))
 
 
 def _run_scheduler(sampler, settings):
