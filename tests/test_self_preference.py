@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from worker import pipeline
 from worker.pipeline import judge_one
 from tests.pipeline_helpers import one_trace
 
@@ -17,7 +18,8 @@ def _with_generation(observations: list[dict], model: str) -> list[dict]:
     return observations + [generation]
 
 
-def test_same_family_producer_is_flagged_on_the_score_and_logged_once(runtime, langfuse_emu, caplog):
+def test_same_family_producer_is_flagged_on_the_score_and_logged_once(runtime, langfuse_emu, caplog, monkeypatch):
+    monkeypatch.setattr(pipeline, "_SELF_PREFERENCE_WARNED", set())  # warned once per process: start afresh
     langfuse_emu.load_observations(_with_generation(one_trace("sp-claude-1", "Use Settings > Reset."),
                                                     "claude-haiku-4-5-20251001"))
     langfuse_emu.load_observations(_with_generation(one_trace("sp-claude-2", "Click Forgot password."),
