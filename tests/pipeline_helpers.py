@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 
 from samplers.sampler import Sampler
 from samplers.source import LangfuseTraceSource
@@ -72,3 +73,16 @@ def one_trace(trace_id: str, answer, *, name: str = "support-chat", environment:
                              "parentObservationId": root_id, "isRootObservation": False,
                              "environment": environment, "level": "DEFAULT", "output": retrieval})
     return observations
+
+
+def spy_on(judge_emu) -> list[dict]:
+    """Every request body the judge emulator receives over HTTP, in arrival order."""
+    seen, lock, handle = [], threading.Lock(), judge_emu.handle
+
+    def recording(method, path, query, headers, body, **kw):
+        with lock:
+            seen.append(body)
+        return handle(method, path, query, headers, body, **kw)
+
+    judge_emu.handle = recording
+    return seen

@@ -1,6 +1,5 @@
 """PII and secrets never reach the judge: each kind is masked and counted; look-alikes are kept."""
 import json
-import threading
 
 import pytest
 
@@ -10,7 +9,7 @@ from worker.rubrics import load_rubrics
 from worker.traces import Trace
 from worker.variables import map_variables
 from tests.conftest import REPO
-from tests.pipeline_helpers import one_trace
+from tests.pipeline_helpers import one_trace, spy_on
 
 RUBRICS = load_rubrics(REPO / "rubrics")
 TRACE_ID = "0123456789abcdef0123456789abcdef"
@@ -104,19 +103,6 @@ def test_redaction_can_be_switched_off():
     variables, hygiene = map_variables(trace(answer), RUBRICS["helpfulness@v1"], 12000, redact=False)
     assert "bob@example.com" in variables["answer"]
     assert hygiene.as_metadata()["pii_redacted"] == {} and hygiene.as_metadata()["pii_redaction"] is False
-
-
-def spy_on(judge_emu) -> list[dict]:
-    """Every request body the judge emulator receives over HTTP."""
-    seen, lock, handle = [], threading.Lock(), judge_emu.handle
-
-    def recording(method, path, query, headers, body, **kw):
-        with lock:
-            seen.append(body)
-        return handle(method, path, query, headers, body, **kw)
-
-    judge_emu.handle = recording
-    return seen
 
 
 def test_the_judge_never_receives_raw_pii_and_the_score_carries_the_counts(runtime, langfuse_emu, judge_emu):

@@ -43,6 +43,21 @@ def budget_summary(budget, rubrics: dict, day: str | None = None) -> dict:
     return out
 
 
+def budget_lines(summary: dict) -> list[str]:
+    """The budget summary as text: the fleet line, then a line per rubric version."""
+    g = summary["global"]
+    lines = [f"budget {summary['day']} (UTC): spent {_money(g['spent_usd'])} of {_money(g['cap_usd'])}, "
+             f"left {_money(g['left_usd'])}"]
+    for key, r in summary["rubrics"].items():
+        if "note" in r:
+            lines.append(f"  {key}: {r['parked']} parked ({r['note']})")
+            continue
+        held = f", HELD by the {r['held_by']} cap" if r["held_by"] else ""
+        lines.append(f"  {key}: spent {_money(r['spent_usd'])}{_of_cap(r['cap_usd'])}, left {_money(r['left_usd'])}, "
+                     f"typical job {_money(r['typical_job_usd'])}, {r['parked']} parked{held}")
+    return lines
+
+
 def _money(value) -> str:
     return "-" if value is None else f"${value:.4f}"
 
@@ -74,16 +89,7 @@ def show(day, as_json):
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    g = summary["global"]
-    click.echo(f"{summary['day']} (UTC) fleet: spent {_money(g['spent_usd'])} of {_money(g['cap_usd'])}, "
-               f"left {_money(g['left_usd'])}")
-    for key, r in summary["rubrics"].items():
-        if "note" in r:
-            click.echo(f"  {key}: {r['parked']} parked ({r['note']})")
-            continue
-        held = f", HELD by the {r['held_by']} cap" if r["held_by"] else ""
-        click.echo(f"  {key}: spent {_money(r['spent_usd'])}{_of_cap(r['cap_usd'])}, left {_money(r['left_usd'])}, "
-                   f"typical job {_money(r['typical_job_usd'])}, {r['parked']} parked{held}")
+    click.echo("\n".join(budget_lines(summary)))
 
 
 @budget.command()

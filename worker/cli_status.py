@@ -6,6 +6,8 @@ import json
 
 import click
 
+from worker.cli_budget import budget_lines
+
 
 def status_report(settings, client, rubrics: dict) -> dict:
     from samplers.sampler import CURSOR_KEY, LAST_PASS_KEY
@@ -42,14 +44,6 @@ def status_report(settings, client, rubrics: dict) -> dict:
     }
 
 
-def _money(value) -> str:
-    return "-" if value is None else f"${value:.4f}"
-
-
-def _of_cap(cap) -> str:
-    return " (no cap of its own)" if cap is None else f" of {_money(cap)}"
-
-
 def render_text(report: dict) -> str:
     q, s, b, j = report["queue"], report["sampler"], report["budget"], report["judge"]
     lines = [f"queue: {q['ready']} ready, {q['in_flight']} in flight, {q['delayed']} delayed, "
@@ -60,16 +54,7 @@ def render_text(report: dict) -> str:
              f"excluded {s['excluded']}, held back by budget {s['budget_held']}"]
     if s["last_pass"]:
         lines.append(f"last pass ({s['last_pass_at']}): {s['last_pass']}")
-    g = b["global"]
-    lines.append(f"budget {b['day']} (UTC): spent {_money(g['spent_usd'])} of {_money(g['cap_usd'])}, "
-                 f"left {_money(g['left_usd'])}")
-    for key, r in b["rubrics"].items():
-        if "note" in r:
-            lines.append(f"  {key}: {r['parked']} parked ({r['note']})")
-            continue
-        held = f", HELD ({r['held_by']} cap)" if r["held_by"] else ""
-        lines.append(f"  {key}: spent {_money(r['spent_usd'])}{_of_cap(r['cap_usd'])}, "
-                     f"left {_money(r['left_usd'])}, {r['parked']} parked{held}")
+    lines += budget_lines(b)
     o = report["outcomes"]
     lines.append(f"outcomes: {o['scored']} scored, {o['unscored']} unscored, {o['not_applicable']} not applicable, "
                  f"{o['retries_exhausted']} retries exhausted")
