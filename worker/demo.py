@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections import defaultdict
 from pathlib import Path
 
@@ -144,8 +145,10 @@ def summary(stack: LocalStack, client: redis.Redis, started: float, echo) -> Non
     echo(f"time taken            {time.monotonic() - started:.1f} s")
     for name, values in sorted(per_rubric.items()):
         numeric = [v for v in values if isinstance(v, (int, float))]
-        mean = f", mean {sum(numeric) / len(numeric):.2f}" if numeric else ""
-        echo(f"rubric {name:<22} {len(values)} scores in Langfuse{mean}")
+        labels = Counter(v for v in values if isinstance(v, str))
+        summary = (f", mean {sum(numeric) / len(numeric):.2f}" if numeric else "") + (
+            ", " + ", ".join(f"{label} {n}" for label, n in labels.most_common()) if labels else "")
+        echo(f"rubric {name:<22} {len(values)} scores in Langfuse{summary}")
     echo(f"scores read back through GET /api/public/v3/scores: {len(scores)}; saved to {out}")
     echo(f"look at them: run `tracejudge demo --keep` and open "
          f"{stack.langfuse_url}/api/public/v3/scores?fields=details (Basic auth pk-lf-local-demo / sk-lf-local-demo),"
