@@ -14,7 +14,7 @@ from worker.errors import TransientError
 from worker.models import model_family, same_family_producers, self_preference_risk
 from worker.pipeline import judge_one
 from worker.runtime import Runtime
-from tests.pipeline_helpers import one_trace
+from tests.pipeline_helpers import one_trace, spy_on
 
 TRACE = "0123456789abcdef0123456789abcdef"
 
@@ -176,18 +176,6 @@ def provider_runtime(provider, settings, redis_client, judge_emu, tmp_path, test
                    redis_client=redis_client)
 
 
-def spy_on(judge_emu) -> list[dict]:
-    """Every request body the judge emulator receives over HTTP."""
-    seen, handle = [], judge_emu.handle
-
-    def recording(method, path, query, headers, body, **kw):
-        seen.append(body)
-        return handle(method, path, query, headers, body, **kw)
-
-    judge_emu.handle = recording
-    return seen
-
-
 def schema_sent(provider: str, body: dict) -> dict | None:
     if provider == "anthropic":
         assert body["tool_choice"] == {"type": "tool", "name": "record_verdict"}
@@ -292,3 +280,18 @@ def test_output_chars_is_the_judged_answer_length(runtime, langfuse_emu):
     assert judge_one(runtime, TRACE, "helpfulness@v1").status == "scored"
     [score] = langfuse_emu.scores()
     assert score["metadata"]["output_chars"] == len(answer)  # the answer text, not the message object
+
+
+@pytest.mark.parametrize("model, temperature", [("gpt-4.1-2025-04-14", 0), ("gpt-5.5-2026-04-23", None),
+                                                ("o3-2025-04-16", None)])
+def test_reasoning_models_get_no_temperature(judge_emu, model, temperature):
+    """o-series and gpt-5.x answer 400 to temperature 0: that would leave every trace unscored."""
+    from worker.judges.openai_judge import OpenAIJudge
+    from worker.prompt import JudgeRequest
+
+    seen = spy_on(judge_emu)
+    request = JudgeRequest(model, 400, "Grade it.", "Answer: fine", {
+        "type": "object", "properties": {"reasoning": {"type": "string"}, "score": {"type": "boolean"}},
+        "required": ["reasoning", "score"], "additionalProperties": False}, "record_verdict", "verdict")
+    OpenAIJudge("test-key", judge_emu.base_url + "/v1", 30).ask(request)
+    assert seen[-1].get("temperature") == temperature and seen[-1]["model"] == model

@@ -45,16 +45,15 @@ def _judge_trace(trace_id: str, rubric_key: str) -> None:
         if rubric is not None and outcome.status != "skipped":
             budget.record(outcome.score_id, rubric.name, outcome.cost)  # before the reservation goes
     except RateLimitWait as exc:  # a full rate limit is not a failure: the delay burns no retry
-        message = CurrentMessage.get_current_message()
-        if message is not None:  # Retries adds one back on the way out: the count stays as it was
-            message.options["retries"] = message.options.get("retries", 0) - 1
+        _give_back_retry()
         metrics.record_job(rubric_key, "rate_limited")
         raise retry_for(exc) from None
     except TransientError as exc:
         metrics.record_job(rubric_key, "retried")
         log.warning("transient failure, will retry", extra={"error": str(exc)})
         raise retry_for(exc) from None
-    except OutputNotYetArrived as exc:
+    except OutputNotYetArrived as exc:  # not a failure either; the pipeline's output grace bounds the wait
+        _give_back_retry()
         metrics.record_job(rubric_key, "retried")
         raise retry_for(TransientError(f"output not arrived yet: {exc}", retry_after=300)) from None
     finally:
@@ -62,6 +61,14 @@ def _judge_trace(trace_id: str, rubric_key: str) -> None:
             budget.release(reservation)
     log.info("judged", extra={"status": outcome.status, "reason": outcome.reason,
                               "cost_usd": float(outcome.cost)})
+
+
+def _give_back_retry() -> None:
+    """A delay that is not a failure: dramatiq's Retries adds one on the way out, so the job's
+    retry count stays as it was and its retries are kept for real failures."""
+    message = CurrentMessage.get_current_message()
+    if message is not None:
+        message.options["retries"] = message.options.get("retries", 0) - 1
 
 
 def park(rt, budget: Budget, rubric, trace_id: str, held_by: str) -> bool:

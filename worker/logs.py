@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 import time
+from urllib.parse import urlparse
 
 _SECRET = re.compile(r"(sk-lf-[\w-]+|pk-lf-[\w-]+|sk-ant-[\w-]+|sk-[A-Za-z0-9_-]{16,})")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -33,7 +34,8 @@ def register_secrets(*values: str | None) -> None:
 
 def register_settings_secrets(settings) -> None:
     register_secrets(settings.langfuse_secret_key, settings.anthropic_api_key, settings.openai_api_key,
-                     settings.slack_webhook_url, settings.pagerduty_routing_key)
+                     settings.slack_webhook_url, settings.pagerduty_routing_key,
+                     urlparse(settings.redis_url).password)
     if settings.langfuse_public_key and settings.langfuse_secret_key:
         # the HTTP Basic credentials the SDK sends, should a request header ever be logged
         register_secrets(base64.b64encode(

@@ -63,7 +63,7 @@ def _labels(rubric_key: str) -> tuple[str, str]:
     return name, version
 
 
-def record_outcome(outcome, seconds: float) -> None:
+def record_outcome(outcome, seconds: float | None) -> None:
     m = _job_metrics
     if m is None:
         return
@@ -71,7 +71,8 @@ def record_outcome(outcome, seconds: float) -> None:
     m.jobs.labels(name, version, outcome.status).inc()
     if outcome.status not in ("scored", "unscored"):
         return  # skipped (done already) or deferred to a batch: nothing judged here yet
-    m.duration.labels(name, version, outcome.status).observe(seconds)
+    if seconds is not None:
+        m.duration.labels(name, version, outcome.status).observe(seconds)
     for kind in _TOKEN_KINDS:
         count = getattr(outcome.usage, kind, 0) or 0
         if count:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 from decimal import Decimal
 
@@ -31,6 +32,8 @@ log = logging.getLogger("tracejudge.pipeline")
 _SELF_PREFERENCE_WARNED: set[tuple[str, str]] = set()  # (rubric, producer model): warn once per process
 # A trace without output this young may still be receiving it: retry rather than give up.
 OUTPUT_GRACE = dt.timedelta(hours=1)
+_PENDING_WRITE = "tracejudge:pending-write:"  # a judged verdict not yet written and counted
+_PENDING_TTL = 7 * 24 * 3600
 
 
 @dataclasses.dataclass
@@ -70,6 +73,9 @@ def judge_one(rt, trace_id: str, rubric_key: str) -> Outcome:
     score_id = score_id_for(trace_id, rubric.name, rubric.version)
     if rt.outcomes.is_done(score_id):
         return Outcome(trace_id, rubric_key, score_id, "skipped")
+    pending = rt.redis.get(_PENDING_WRITE + score_id)
+    if pending is not None:  # judged already, but the write or the count failed: finish, don't pay again
+        return _write_and_count(rt, rubric, score_id, json.loads(pending))
     usage, calls, trace = Usage(), 0, None
     try:
         trace = rt.traces.fetch(trace_id)
@@ -127,20 +133,36 @@ def verdict_or_repair(rubric: Rubric, reply: JudgeReply, *, repaired: bool) -> V
 
 def finish_scored(rt, rubric: Rubric, job: Prepared, verdict: Verdict, usage: Usage, calls: int,
                   repaired: bool, *, batch: bool = False) -> Outcome:
-    """Write the score (deterministic id: a repeat is an upsert) and count it exactly once."""
+    """Write the score (deterministic id: a repeat is an upsert) and count it exactly once.
+
+    The verdict is kept in Redis until it is counted: a write that fails transiently is retried
+    from it, so a trace is never judged (and paid for) twice, and its score never changes."""
     cost = cost_usd(rubric.judge.model, usage, batch=batch)
     body = score_body(job, rubric, verdict, usage, cost, calls, repaired, batch=batch)
     body["configId"] = rt.score_configs.config_id(rubric)
+    pending = {"body": body, "usage": dataclasses.asdict(usage), "calls": calls, "cost": str(cost),
+               "metadata": job.metadata, "timestamp": job.timestamp.isoformat() if job.timestamp else None,
+               "batch": batch}
+    rt.redis.set(_PENDING_WRITE + job.score_id, json.dumps(pending, default=str), ex=_PENDING_TTL)
+    return _write_and_count(rt, rubric, job.score_id, pending)
+
+
+def _write_and_count(rt, rubric: Rubric, score_id: str, pending: dict) -> Outcome:
+    body, usage, calls = pending["body"], Usage(**pending["usage"]), pending["calls"]
+    cost, metadata = Decimal(pending["cost"]), pending["metadata"]
+    timestamp = dt.datetime.fromisoformat(pending["timestamp"]) if pending["timestamp"] else None
     try:
         rt.scores.write(body)
     except Unscored as exc:  # the server refused this score for good
         if "config" in exc.detail.lower():
             rt.score_configs.forget(rubric)  # an archived or changed config: the next score finds a new one
-        return finish_unscored(rt, rubric, job.score_id, job.trace_id, exc, usage, calls,
-                               job.metadata, job.timestamp, batch=batch)
-    extra = scored_ops(rubric, job.trace_id, job.metadata, job.timestamp, verdict.value, int(cost * 1_000_000))
-    rt.outcomes.scored(job.score_id, rubric.key, usage, cost, calls, extra)
-    return Outcome(job.trace_id, rubric.key, job.score_id, "scored", value=verdict.value, usage=usage, cost=cost)
+        rt.redis.delete(_PENDING_WRITE + score_id)
+        return finish_unscored(rt, rubric, score_id, body["traceId"], exc, usage, calls, metadata, timestamp,
+                               batch=pending["batch"])
+    extra = scored_ops(rubric, body["traceId"], metadata, timestamp, body["value"], int(cost * 1_000_000))
+    rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, extra)
+    rt.redis.delete(_PENDING_WRITE + score_id)
+    return Outcome(body["traceId"], rubric.key, score_id, "scored", value=body["value"], usage=usage, cost=cost)
 
 
 def finish_unscored(rt, rubric: Rubric, score_id: str, trace_id: str, exc: Unscored, usage: Usage,

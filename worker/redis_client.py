@@ -1,7 +1,8 @@
 """Redis connections that ride out a short Redis outage (a restart, a failover) inside the call.
 
 Without this, a job that touches Redis while it restarts fails, and dramatiq's retry of that
-job needs Redis too. Every Redis client of tracejudge (broker, state, counters) comes from here.
+job needs Redis too. The broker and the worker's state (outcomes, limits, budget) connect
+through here; one-off CLI commands connect plainly.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def connect(url: str) -> redis.Redis:
 
 
 def connection_pool(url: str) -> redis.ConnectionPool:
+    # Timeouts: a Redis host that vanishes without closing the socket must not hang 32 threads
+    # until the kernel gives up; nothing here blocks on Redis by design (no blocking pops).
     return redis.ConnectionPool.from_url(url, retry=_retry(),
                                          retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-                                         health_check_interval=30)
+                                         health_check_interval=30, socket_timeout=10,
+                                         socket_connect_timeout=5, socket_keepalive=True)

@@ -21,7 +21,7 @@ class Settings:
     langfuse_base_url: str
     langfuse_public_key: str
     langfuse_secret_key: str = dataclasses.field(repr=False)
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = dataclasses.field(default="redis://localhost:6379/0", repr=False)  # may hold a password
     anthropic_api_key: str | None = dataclasses.field(default=None, repr=False)
     anthropic_base_url: str | None = None
     openai_api_key: str | None = dataclasses.field(default=None, repr=False)

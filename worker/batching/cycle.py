@@ -184,7 +184,7 @@ class BatchCycle:
 
     def _account(self, rubric, outcome) -> None:
         """What the actor does for an online job: the day's spend (at batch prices) and metrics."""
-        metrics.record_outcome(outcome, 0.0)
+        metrics.record_outcome(outcome, None)  # no per-job latency: the batch took hours
         if outcome.cost:
             self.budget.record(outcome.score_id, rubric.name, outcome.cost)
 
@@ -215,7 +215,9 @@ class BatchCycle:
 
     def _submit(self, provider: str, api, items: list[Item]) -> None:
         try:
-            batch_id = call_with_retries(lambda: api.submit(items))
+            # One attempt, not retried in place: if the provider created the batch but its reply
+            # was lost, a retry would create (and bill) a second one. The next cycle tries again.
+            batch_id = api.submit(items)
         except Exception as exc:  # boundary: the items stay pending for the next cycle
             log.warning("batch submission failed; requests stay pending",
                         extra={"provider": provider, "error": str(exc)[:200]})

@@ -2,6 +2,8 @@
 on servers that lack ``response_format: json_schema``."""
 from __future__ import annotations
 
+import re
+
 import json
 
 import openai
@@ -43,8 +45,9 @@ class OpenAIJudge:
         if repair is not None:
             previous, text = repair
             messages += _repair_turns(previous.assistant_turn, text)
-        params = dict(model=request.model, messages=messages, temperature=0,
-                      max_completion_tokens=request.max_tokens)
+        params = dict(model=request.model, messages=messages, max_completion_tokens=request.max_tokens)
+        if accepts_temperature(request.model):
+            params["temperature"] = 0
         if tool:
             params["tools"] = [{"type": "function", "function": {
                 "name": request.tool_name, "description": request.tool_description,
@@ -99,3 +102,11 @@ def _repair_turns(turn: dict, text: str) -> list[dict]:
     if turn.get("tool_calls"):
         return [turn] + [{"role": "tool", "tool_call_id": c["id"], "content": text} for c in turn["tool_calls"]]
     return [turn, {"role": "user", "content": text}]
+
+
+_REASONING_MODELS = re.compile(r"^(?:o\d|gpt-5)")
+
+
+def accepts_temperature(model: str) -> bool:
+    """Reasoning models (o-series, gpt-5.x) answer 400 to any temperature but the default."""
+    return not _REASONING_MODELS.match(model.rsplit("/", 1)[-1].removeprefix("ft:"))
