@@ -92,3 +92,13 @@ def test_an_untestable_cell_has_no_needed_n_and_counts_in_the_family():
     [d, other] = decide([empty, CellInput("x", normal_week(70, 20, 50), normal_week(70, 20, 50))])
     assert d.status == "insufficient_data" and d.n_needed is None and d.p == 1.0 and d.n_have == 0
     assert other.n_needed == min_n_means(20, 5, cells=2)
+
+
+def test_a_tiny_cell_of_identical_scores_does_not_page():
+    """Two 100s then two 75s: zero variance must not read as certainty (p = 0 would alert)."""
+    tiny = CellInput("tenant=small", week([100, 100]), week([75, 75]))
+    rng = np.random.default_rng(3)
+    others = [CellInput(str(i), week(rng.normal(70, 20, 300)), week(rng.normal(70, 20, 300))) for i in range(10)]
+    decision = decide([tiny, *others])[0]
+    assert decision.status != "alert" and decision.p > 0.01
+    assert decision.n_needed is not None and decision.n_needed > 100  # sized with the floor's spread, not 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import unicodedata
 from collections import Counter
 from typing import Any
 
@@ -26,8 +27,11 @@ _TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\['([^']*)'\]|\[(-?\d+)\]|\[\*\]|\[\?\
 _ROLE_MARKERS = re.compile(
     r"(<\|im_(?:start|end|sep)\|>|<\|(?:system|user|assistant|endoftext|eot_id|begin_of_text)\|>"
     r"|<\|(?:start|end)_header_id\|>|\[/?INST\]|<</?SYS>>|</?(?:start|end)_of_turn>"
-    r"|\n\n(?:Human|Assistant|System):)", re.I)
+    r"|\r?\n[ \t]*\r?\n(?:Human|Assistant|System):)", re.I)
 _DEFANG = str.maketrans({"<": "‹", ">": "›", "[": "⟦", "]": "⟧"})
+# Everything a reader (or a model) takes for "<": the character, its fullwidth and small forms,
+# and HTML entities.
+_LESS_THAN = r"(?:<|＜|﹤|&lt;|&#0*60;|&#x0*3c;)"
 
 
 def select(value: Any, path: str) -> Any:
@@ -75,7 +79,9 @@ def as_text(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, indent=1, default=str)
     # Lone surrogates and undecodable bytes (non-UTF-8 traces) become U+FFFD, never a crash.
     text = text.encode("utf-8", "replace").decode("utf-8", "replace")
-    return "".join(ch for ch in text if ch in "\n\t" or ch >= " " or ch == "\r")
+    # Control characters go, and so do invisible format characters (zero-width spaces, bidi
+    # overrides): they can hide a delimiter inside text that looks harmless.
+    return "".join(ch for ch in text if (ch in "\n\t\r" or ch >= " ") and unicodedata.category(ch) != "Cf")
 
 
 def truncate(text: str, budget: int) -> tuple[str, int]:
@@ -105,10 +111,10 @@ class Hygiene:
 
 def neutralise(text: str, tags: frozenset[str], hygiene: Hygiene) -> str:
     if tags:
-        pattern = re.compile(r"<(/?\s*(?:" + "|".join(map(re.escape, sorted(tags))) + r")\b)", re.I)
+        pattern = re.compile(_LESS_THAN + r"(\s*/?\s*(?:" + "|".join(map(re.escape, sorted(tags))) + r")\b)", re.I)
         text, n = pattern.subn(r"‹\1", text)
         hygiene.neutralised += n
-    text, n = _ROLE_MARKERS.subn(lambda m: m.group(0).translate(_DEFANG).replace("\n\n", "\n\n> "), text)
+    text, n = _ROLE_MARKERS.subn(lambda m: re.sub(r"\n(?=[A-Za-z]+:$)", "\n> ", m.group(0).translate(_DEFANG)), text)
     hygiene.neutralised += n
     return text
 

@@ -19,6 +19,9 @@ from scipy import stats as sps
 
 ALPHA = 0.01
 POWER = 0.9
+# The smallest spread assumed for a cell, in quality points (0-100): judge scores spread about 20;
+# a cell whose few scores are all equal is not thereby certain.
+MIN_SD = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +59,20 @@ def to_points(value: float, lo: float, hi: float) -> float:
     return (value - lo) / (hi - lo) * 100
 
 
+def floored_variance(week: WeekStats) -> float:
+    """A week's variance, never below MIN_SD²: a handful of identical scores is a small sample,
+    not certainty (two 5s then two 4s must not page anyone)."""
+    return max(week.variance, MIN_SD ** 2)
+
+
 def welch_drop_p(prev: WeekStats, curr: WeekStats) -> float:
     """One-sided p-value of H1: this week's mean is below last week's."""
-    se2 = prev.variance / prev.n + curr.variance / curr.n
-    diff = curr.mean - prev.mean
-    if se2 <= 0:
-        return 0.0 if diff < 0 else 1.0
-    t = diff / math.sqrt(se2)
-    df = se2 ** 2 / ((prev.variance / prev.n) ** 2 / (prev.n - 1) + (curr.variance / curr.n) ** 2 / (curr.n - 1))
+    if prev.n < 2 or curr.n < 2:
+        return 1.0
+    v1, v2 = floored_variance(prev), floored_variance(curr)
+    se2 = v1 / prev.n + v2 / curr.n
+    t = (curr.mean - prev.mean) / math.sqrt(se2)
+    df = se2 ** 2 / ((v1 / prev.n) ** 2 / (prev.n - 1) + (v2 / curr.n) ** 2 / (curr.n - 1))
     return float(sps.t.cdf(t, df))
 
 
@@ -145,7 +154,7 @@ def _test(cell: CellInput, cells: int) -> tuple[float, int | None]:
         pooled = (prev.passes + curr.passes) / (prev.n + curr.n)
         return proportion_drop_p(prev, curr), min_n_rates(min(max(pooled, 0.05), 0.999), drop / 100, cells=cells)
     sd = math.sqrt(((prev.n - 1) * prev.variance + (curr.n - 1) * curr.variance) / (prev.n + curr.n - 2))
-    return welch_drop_p(prev, curr), min_n_means(max(sd, 1e-9), drop, cells=cells)
+    return welch_drop_p(prev, curr), min_n_means(max(sd, MIN_SD), drop, cells=cells)
 
 
 def decide(cells: Sequence[CellInput], q_level: float = ALPHA) -> list[CellDecision]:
