@@ -26,3 +26,17 @@ def _settings():
     from worker.settings import Settings
 
     return Settings.from_env()
+
+
+def author_settings(rubrics_dir):
+    """Settings for the author tools (render --file, test): they never call Langfuse, so its
+    keys may be missing; everything else (judge keys, redaction, variable budget) as configured."""
+    import os
+
+    from worker.settings import Settings
+
+    env = {**os.environ, "TRACEJUDGE_RUBRICS_DIR": str(rubrics_dir)}
+    for name in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        if not env.get(name, "").strip():
+            env[name] = "unused-by-author-tools"
+    return Settings.from_env(env)

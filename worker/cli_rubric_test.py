@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -20,14 +19,13 @@ from typing import Any
 
 import click
 
+from worker.cli_common import author_settings
+
 from worker import agreement
 from worker.errors import TraceJudgeError, TransientError, Unscored
 from worker.examples import Example, examples_path, judge_label, levels, load_examples, reference_label_of
 
 # Examples never touch Langfuse; the settings still want its fields, so absent ones get a stand-in.
-_LANGFUSE_STAND_IN = {"LANGFUSE_PUBLIC_KEY": "unused-by-rubrics-test", "LANGFUSE_SECRET_KEY": "unused-by-rubrics-test"}
-
-
 @dataclasses.dataclass
 class ExampleResult:
     example: Example
@@ -66,7 +64,7 @@ def test(rubric, examples_file, min_kappa, weights, as_json, concurrency, direct
         chosen = _pick(loaded, rubric)
         path = Path(examples_file) if examples_file else examples_path(chosen)
         examples = load_examples(path, chosen.scale)
-        settings = _settings(_rubrics_dir(directory))
+        settings = author_settings(_rubrics_dir(directory))
         for warning in validate_rubrics({chosen.key: chosen}, settings):
             click.echo(f"warning: {warning}", err=True)
         judge = build_judge(chosen.judge.provider, settings)
@@ -81,16 +79,6 @@ def test(rubric, examples_file, min_kappa, weights, as_json, concurrency, direct
     failure = gate_failure(report, min_kappa)
     if failure:
         raise click.ClickException(failure)
-
-
-def _settings(rubrics_dir: Path):
-    from worker.settings import Settings
-
-    env = {**os.environ, "TRACEJUDGE_RUBRICS_DIR": str(rubrics_dir)}
-    for name, stand_in in _LANGFUSE_STAND_IN.items():
-        if not env.get(name, "").strip():
-            env[name] = stand_in
-    return Settings.from_env(env)
 
 
 def run_examples(judge, rubric, examples: list[Example], settings, concurrency: int) -> list[ExampleResult]:

@@ -108,7 +108,8 @@ def render(rubric, trace_id, trace_file, directory):
     """
     from worker.prompt import render as render_prompt
     from worker.rubrics import load_rubrics
-    from worker.traces import Trace, _observation_dict
+    from worker.cli_common import author_settings
+    from worker.traces import Trace
     from worker.variables import map_variables
 
     if bool(trace_id) == bool(trace_file):
@@ -116,18 +117,22 @@ def render(rubric, trace_id, trace_file, directory):
     try:
         loaded = load_rubrics(_rubrics_dir(directory))
         chosen = _pick(loaded, rubric)
+        from worker.settings import Settings
+
+        # --trace reads Langfuse, so it needs the full settings; --file needs no Langfuse keys.
+        settings = Settings.from_env() if trace_id else author_settings(_rubrics_dir(directory))
         if trace_file:
-            raw = json.loads(Path(trace_file).read_text())
-            trace = Trace(raw.get("id", "local"), raw.get("name"), raw.get("environment"), None,
-                          raw.get("input"), raw.get("output"), raw.get("metadata") or {}, raw.get("tags") or [],
-                          [_observation_dict(o) for o in raw.get("observations") or []])
+            try:
+                raw = json.loads(Path(trace_file).read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise click.ClickException(f"{trace_file}: not a JSON trace ({exc})") from None
+            trace = Trace.from_dict(raw)
         else:
             from worker.langfuse_client import build_langfuse_api
-            from worker.settings import Settings
             from worker.traces import TraceReader
 
-            trace = TraceReader(build_langfuse_api(Settings.from_env(), limited=False)).fetch(trace_id)
-        variables, hygiene = map_variables(trace, chosen, 12000)
+            trace = TraceReader(build_langfuse_api(settings, limited=False)).fetch(trace_id)
+        variables, hygiene = map_variables(trace, chosen, settings.max_variable_chars, redact=settings.redact_pii)
         request = render_prompt(chosen, variables)
     except TraceJudgeError as exc:
         raise click.ClickException(str(exc)) from None

@@ -43,13 +43,10 @@ class Example:
     line: int
 
     def to_trace(self) -> Trace:
-        """The example as the worker's view of a trace, built as ``rubrics render --file`` does."""
-        from worker.traces import Trace, _observation_dict
+        """The example as the worker's view of a trace (as ``rubrics render --file`` reads one)."""
+        from worker.traces import Trace
 
-        raw = self.trace
-        return Trace(str(raw.get("id") or self.id), raw.get("name"), raw.get("environment"), None,
-                     raw.get("input"), raw.get("output"), raw.get("metadata") or {}, list(raw.get("tags") or []),
-                     [_observation_dict(o) for o in raw.get("observations") or []])
+        return Trace.from_dict(self.trace, default_id=self.id)
 
     @property
     def ratings(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from worker.prompt import render, render_repair, scale_context
 from worker.rubric_doc import Problems, RubricDoc
 from worker.rubric_lock import LOCK_FILE, read_lock
 from worker.rubrics import Rubric, read_version, version_dirs, version_sha256
+from worker.settings import Settings
 
 MIN_EXAMPLES = 20
 SYSTEM_CONTEXT = frozenset({"rubric", "scale"})  # system.j2 is the static prefix: no trace data
@@ -305,7 +306,7 @@ def lint_examples(path: Path, rubric: Rubric, problems: Problems) -> None:
         seen.setdefault(example.id, number)
         values.update(json.dumps(v) for _, v in example.labels)
         try:
-            map_variables(example.to_trace(), rubric, 12000)
+            map_variables(example.to_trace(), rubric, Settings.max_variable_chars)
         except Unscored as exc:
             problems.add(path, number, f"example {example.id!r} would not be judged by {rubric.key}: {exc}", "warning")
     if count < MIN_EXAMPLES:

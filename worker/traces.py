@@ -9,7 +9,7 @@ from typing import Any
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
-from worker.errors import Unscored
+from worker.errors import ConfigError, Unscored
 from worker.langfuse_client import NO_SDK_RETRIES, raw_request
 from worker.retrying import call_with_retries
 
@@ -33,6 +33,21 @@ class Trace:
             if obs.get("name") == name:
                 return obs
         return None
+
+    @classmethod
+    def from_dict(cls, raw, default_id: str = "local") -> "Trace":
+        """A trace written by hand (``rubrics render --file``, labelled examples):
+        {id, name, environment, input, output, metadata, tags, observations: [{name, output, ...}]}."""
+        if not isinstance(raw, dict):
+            raise ConfigError("a trace must be a JSON object with input, output, metadata and observations")
+        observations, metadata = raw.get("observations") or [], raw.get("metadata") or {}
+        if not isinstance(observations, list) or not all(isinstance(o, dict) for o in observations):
+            raise ConfigError("trace 'observations' must be a list of objects")
+        if not isinstance(metadata, dict):
+            raise ConfigError("trace 'metadata' must be an object")
+        return cls(str(raw.get("id") or default_id), raw.get("name"), raw.get("environment"), None,
+                   raw.get("input"), raw.get("output"), metadata, list(raw.get("tags") or []),
+                   [_observation_dict(o) for o in observations])
 
     @property
     def producer_models(self) -> list[str]:
