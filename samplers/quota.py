@@ -13,10 +13,10 @@ raised rate picks are a superset of those the base rate picks.
 
 Expected daily traffic: the mean count of the days among the last 7 complete UTC days (before
 the trace's own day) on which the segment had traffic — a day with no count is a day the
-segment was quiet or the sampler was not running, not evidence of lower traffic — and at least
-today's count so far, so a segment whose traffic jumps is not oversampled for a week. With no
-history yet, today's count so far stands in: the first ``per_day`` traces of a new segment are
-all judged, later ones at a falling rate.
+segment was quiet or the sampler was not running, not evidence of lower traffic. Only complete
+days count, never today's count so far: that depends on the order traces are scanned in, so a
+live pass and a later backfill of the same day would pick different traces. A new segment is
+sampled at the base rate on its first day and gets its quota from the next.
 
 Counts are HyperLogLogs of trace ids (PFADD), so re-scanning an overlap window or running a
 backfill again never counts a trace twice, and a segment-day costs at most 12 kB of Redis.
@@ -56,20 +56,19 @@ class SegmentQuota:
         if value is None or value == "":
             return base_rate  # traces without the key belong to no segment
         day = _day_of(ref)
-        today = self.observe(rubric, str(value), day, ref.trace_id)
-        expected = max(self.history_mean(rubric, str(value), day) or 0.0, float(today))
-        if expected <= 0:
-            return base_rate
+        self.observe(rubric, str(value), day, ref.trace_id)
+        expected = self.history_mean(rubric, str(value), day)
+        if not expected:
+            return base_rate  # no complete day seen yet: the quota starts tomorrow
         return max(base_rate, min(1.0, rubric.min_per_segment_day / expected))
 
-    def observe(self, rubric: Rubric, value: str, day: dt.date, trace_id: str) -> int:
-        """Adds the trace to the segment-day count (idempotent); returns the count so far."""
+    def observe(self, rubric: Rubric, value: str, day: dt.date, trace_id: str) -> None:
+        """Adds the trace to the segment-day count (idempotent)."""
         key = _key(rubric, value, day)
         pipe = self.client.pipeline(transaction=False)
         pipe.pfadd(key, trace_id)
         pipe.expire(key, TTL_SECONDS)
-        pipe.pfcount(key)
-        return int(pipe.execute()[2])
+        pipe.execute()
 
     def history_mean(self, rubric: Rubric, value: str, day: dt.date) -> float | None:
         """Mean traffic over the segment's active days among the 7 before ``day``; None if none."""

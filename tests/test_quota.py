@@ -58,11 +58,13 @@ def test_a_segment_with_10_traces_a_day_and_per_day_5_gets_about_half_sampled(re
     assert plain < sum(steady) / 5
 
 
-def test_a_new_segment_gets_its_first_per_day_traces_judged(redis_client, rubric):
+def test_a_new_segment_gets_its_quota_from_its_second_day_in_scan_order_independent_ways(redis_client, rubric):
     quota = SegmentQuota(redis_client)
-    rates = [quota.rate(rubric, ref(f"new-{i}", 0, tenant="newcomer"), BASE_RATE) for i in range(10)]
-    assert rates[:5] == [1.0] * 5  # today's count so far stands in for the missing history
-    assert rates[5:] == pytest.approx([5 / n for n in range(6, 11)])
+    first_day = [quota.rate(rubric, ref(f"new-{i}", 0, tenant="newcomer"), BASE_RATE) for i in range(10)]
+    assert first_day == [BASE_RATE] * 10  # no complete day yet: today's partial count never decides
+    second_day = [quota.rate(rubric, ref(f"new2-{i}", 1, tenant="newcomer"), BASE_RATE) for i in range(10)]
+    day0 = redis_client.pfcount(f"tracejudge:quota:{rubric.key}:tenant=newcomer:{DAY0.date().isoformat()}")
+    assert second_day == pytest.approx([min(1.0, 5 / day0)] * 10)  # the same for every trace of the day
 
 
 def test_a_big_segment_keeps_the_base_rate(redis_client, rubric):
@@ -84,8 +86,7 @@ def test_the_quota_never_lowers_the_rate(redis_client, rubric, traffic):
         assert rate >= base and rate <= 1.0
         if base == 0.0:
             assert rate == 0.0  # a rubric at rate 0 is off, quota included
-    today = 2  # the two probes above
-    expected = max(BASE_RATE, min(1.0, 5 / max(observed_mean(redis_client, rubric, f"seg{traffic}"), today)))
+    expected = max(BASE_RATE, min(1.0, 5 / observed_mean(redis_client, rubric, f"seg{traffic}")))
     assert quota.rate(rubric, ref(f"probe2-{traffic}", 0, tenant=f"seg{traffic}"), BASE_RATE) == pytest.approx(expected)
     ids = [f"t{traffic}-{i}" for i in range(2000)]
     base_only = {t for t in ids if is_sampled(t, BASE_RATE)}
@@ -112,7 +113,7 @@ def test_decisions_are_deterministic_across_replicas_and_rescans(redis_client, r
     again = [bool(select([rubric], ref(t, 0, tenant="mid"), None, replica)) for t in ids]
     assert first == again
     assert redis_client.pfcount(day_key) == counted and 28 <= counted <= 32  # a re-scan counts nobody twice
-    rate = 5 / observed_mean(redis_client, rubric, "mid")  # history ~40 a day beats today's ~30
+    rate = 5 / observed_mean(redis_client, rubric, "mid")  # complete days only, never today's count
     assert first == [is_sampled(t, rate) for t in ids]  # u < effective rate, the contract's hash
 
 

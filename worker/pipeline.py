@@ -15,6 +15,7 @@ import json
 import logging
 from decimal import Decimal
 
+from samplers.hashing import is_sampled
 from worker.drift.aggregates import DEFAULT_SEGMENT_KEYS as SEGMENT_KEYS, scored_ops, unscored_ops
 from worker.errors import Unscored, VerdictError
 from worker.judges.base import JudgeReply, Usage
@@ -111,8 +112,18 @@ def prepare(rt, rubric: Rubric, trace: Trace, score_id: str) -> Prepared:
             raise OutputNotYetArrived(exc.detail) from None
         raise
     request = render(rubric, variables)
-    return Prepared(score_id, trace.id, rubric.key, request, trace_facts(trace, hygiene, rubric),
-                    dict(trace.metadata), trace.timestamp)
+    facts = trace_facts(trace, hygiene, rubric)
+    facts["metadata"]["sampled_by_quota"] = quota_scope(rt, rubric, trace.id) is not None
+    return Prepared(score_id, trace.id, rubric.key, request, facts, dict(trace.metadata), trace.timestamp)
+
+
+def quota_scope(rt, rubric: Rubric, trace_id: str) -> str | None:
+    """The segment key a trace is confined to in the drift cells when only its segment's quota
+    (not the base rate) picked it; None when the base rate would have picked it anyway."""
+    if not rubric.segment_key:
+        return None
+    base = rt.settings.sample_rate if rt.settings.sample_rate is not None else rubric.sampling_rate
+    return None if is_sampled(trace_id, base) else rubric.segment_key
 
 
 def verdict_or_repair(rubric: Rubric, reply: JudgeReply, *, repaired: bool) -> Verdict | str:
@@ -159,7 +170,8 @@ def _write_and_count(rt, rubric: Rubric, score_id: str, pending: dict) -> Outcom
         rt.redis.delete(_PENDING_WRITE + score_id)
         return finish_unscored(rt, rubric, score_id, body["traceId"], exc, usage, calls, metadata, timestamp,
                                batch=pending["batch"])
-    extra = scored_ops(rubric, body["traceId"], metadata, timestamp, body["value"], int(cost * 1_000_000))
+    only_key = rubric.segment_key if body["metadata"].get("sampled_by_quota") else None
+    extra = scored_ops(rubric, body["traceId"], metadata, timestamp, body["value"], int(cost * 1_000_000), only_key)
     rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, extra)
     rt.redis.delete(_PENDING_WRITE + score_id)
     return Outcome(body["traceId"], rubric.key, score_id, "scored", value=body["value"], usage=usage, cost=cost)
@@ -168,7 +180,8 @@ def _write_and_count(rt, rubric: Rubric, score_id: str, pending: dict) -> Outcom
 def finish_unscored(rt, rubric: Rubric, score_id: str, trace_id: str, exc: Unscored, usage: Usage,
                     calls: int, metadata: dict, timestamp, *, batch: bool = False) -> Outcome:
     cost = cost_usd(rubric.judge.model, usage, batch=batch)
-    extra = [] if exc.reason == "not_applicable" else unscored_ops(rubric, metadata, timestamp, exc.reason)
+    extra = [] if exc.reason == "not_applicable" else unscored_ops(rubric, metadata, timestamp, exc.reason,
+                                                                    quota_scope(rt, rubric, trace_id))
     rt.outcomes.unscored(score_id, rubric.key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
     log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric.key, "reason": exc.reason,
                                 "detail": exc.detail[:200]})

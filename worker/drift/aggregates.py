@@ -39,11 +39,16 @@ def passed(rubric: Rubric, value) -> bool:
     return quality_points(rubric, value) >= 100 - 1e-9
 
 
-def segments(metadata: dict, keys: tuple[str, ...] = DEFAULT_SEGMENT_KEYS) -> list[str]:
+def segments(metadata: dict, keys: tuple[str, ...] = DEFAULT_SEGMENT_KEYS, only_key: str | None = None) -> list[str]:
+    """The cells a trace counts in. ``only_key``: a trace picked only because its segment's quota
+    raised the rate counts in that segment's cells alone; in the all-traffic and feature cells
+    it would over-weight small segments and turn a change in who is sampled into a "drop"."""
     present = [(k, str(metadata[k])) for k in keys if isinstance(metadata.get(k), (str, int)) and str(metadata[k])]
     cells = ["all"] + [f"{k}={v}" for k, v in present]
     if len(present) >= 2:
         cells.append("|".join(f"{k}={v}" for k, v in present[:2]))
+    if only_key is not None:
+        cells = [c for c in cells if any(part.startswith(f"{only_key}=") for part in c.split("|"))]
     return cells
 
 
@@ -63,11 +68,12 @@ def bottom_key(cell: str, day: str) -> str:
     return f"{PREFIX}bottom:{cell}:{day}"
 
 
-def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, cost_microusd: int) -> list[Op]:
+def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, cost_microusd: int,
+               only_key: str | None = None) -> list[Op]:
     points = quality_points(rubric, value)
     day = day_of(timestamp)
     ops: list[Op] = []
-    for segment in segments(metadata):
+    for segment in segments(metadata, only_key=only_key):
         cell = cell_key(rubric, segment)
         key = day_key(cell, day)
         ops += [("sadd", CELLS, cell, ""),
@@ -82,10 +88,10 @@ def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, 
     return ops
 
 
-def unscored_ops(rubric: Rubric, metadata: dict, timestamp, reason: str) -> list[Op]:
+def unscored_ops(rubric: Rubric, metadata: dict, timestamp, reason: str, only_key: str | None = None) -> list[Op]:
     day = day_of(timestamp)
     ops: list[Op] = []
-    for segment in segments(metadata):
+    for segment in segments(metadata, only_key=only_key):
         cell = cell_key(rubric, segment)
         ops += [("sadd", CELLS, cell, ""), ("hincrby", day_key(cell, day), "unscored", 1),
                 ("hincrby", day_key(cell, day), f"unscored:{reason}", 1)]

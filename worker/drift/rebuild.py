@@ -128,7 +128,7 @@ def _ops_for(score, rubrics: dict[str, Rubric]) -> tuple[str | None, list, str]:
         value = 1 if value else 0  # what the live path wrote for a boolean verdict
     try:
         ops = scored_ops(rubric, trace_id, metadata, _trace_time(metadata, score.timestamp), value,
-                         _cost_microusd(metadata))
+                         _cost_microusd(metadata), rubric.segment_key if metadata.get("sampled_by_quota") else None)
     except (KeyError, ValueError, TypeError):
         return "value not on the rubric's scale", [], score.id
     return None, ops, score.id
