@@ -120,3 +120,21 @@ def test_the_judge_never_receives_raw_pii_and_the_score_carries_the_counts(runti
     assert score["metadata"]["pii_redacted"] == {"api_key": 1, "card": 1, "email": 1, "phone": 1}
     assert score["metadata"]["pii_redacted_total"] == 4
     assert not any(value in json.dumps(score) for value in raw)
+
+
+@pytest.mark.parametrize("text, masked, kept", [
+    ("the range 100 200 3000 is fine", None, "100 200 3000"),
+    ("IBAN DE89 3704 0044 0532 0130 00", None, "0044 0532 0130"),
+    ("api_key: AbcdEfghIjklMnop", "api_key: [API_KEY]", None),
+    ("Authorization: Basic dXNlcjpwYXNzd29yZDEyMzQ1", "Basic [API_KEY]", "dXNlcjpw"),
+    ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_access_key=[API_KEY]", "wJalr"),
+    ("postgres://admin:hunter2pw@db.internal:5432/app", "postgres://admin:[API_KEY]@db.internal", "hunter2pw"),
+])
+def test_redaction_takes_labelled_and_url_credentials_and_leaves_digit_groups(text, masked, kept):
+    out, _ = redact(text)
+    if masked:
+        assert masked in out
+    if kept and masked is None:
+        assert kept in out  # not a phone number
+    elif kept:
+        assert kept not in out

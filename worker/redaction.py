@@ -34,11 +34,13 @@ _SECRETS = re.compile(_B + "(?:" + "|".join([
     r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWT
 ]) + ")" + _E)
 # The credential after "Bearer" or after key=/token=/secret: goes; the label stays readable.
-_BEARER = re.compile(r"(?i)(\bBearer\s+)([A-Za-z0-9._~+/\-]{16,}=*)")
+_BEARER = re.compile(r"(?i)(\b(?:Bearer|Basic)\s+)([A-Za-z0-9._~+/\-]{16,}=*)")
+# Any label ending in key/secret/token/password (api_key, aws_secret_access_key, X-Auth-Token).
 _ASSIGNED = re.compile(
-    r"(?i)(\b(?:api[_-]?key|apikey|access[_-]?key|secret(?:[_-]?key)?|client[_-]?secret|"
-    r"(?:access[_-]?|auth[_-]?|refresh[_-]?)?token|password|passwd)[\"']?\s*[=:]\s*[\"']?)"
+    r"(?i)(\b[A-Za-z0-9_\-]*(?:key|secret|token|password|passwd)[\"']?\s*[=:]\s*[\"']?)"
     r"([A-Za-z0-9+/_.\-]{16,}={0,2})")
+# The password in a connection URL: postgres://user:PASSWORD@host (before the email rule sees "@").
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:)([^\s@/]+)(?=@)")
 
 _ASSIGNED_HINT = re.compile(r"(?i)key|secret|token|passw")
 
@@ -51,13 +53,13 @@ _CARD = re.compile(r"(?<![\w\-.,+])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
 # International: + country code then groups; national: the common grouped layouts. A bare digit
 # run (an order number, a timestamp) is never a phone number: national forms need separators.
 _PHONE = re.compile(
-    r"(?<![\w+\-.:/])(?:"
+    r"(?<![\w+\-.:/])(?<!\d )(?:"
     r"\+\d{1,3}(?:[ .\-]?\(\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,5}"             # +44 20 7946 0958, +4915112345678
     r"|\(\d{3}\)[ .\-]?\d{3}[ .\-]\d{4}"                                   # (555) 123-4567
-    r"|\d{3}[ .\-]\d{3}[ .\-]\d{4}"                                        # 555-123-4567
+    r"|\d{3}([.\-])\d{3}\1\d{4}"                                              # 555-123-4567 (not 100 200 3000)
     r"|0\d{1,4}[ \-/]\d{3,4}[ \-]?\d{3,4}"                                 # 020 7946 0958, 030/1234567
     r"|0[1-9](?:[ .]\d{2}){4}"                                             # 01 23 45 67 89
-    r")(?![\w\-]|[.:/]\d)")
+    r")(?![\w\-]|[.:/]\d| \d)")  # never the middle of a longer digit-group run (an IBAN)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -99,6 +101,8 @@ class Redactor:
     def redact(self, text: str) -> str:
         text = self._sub(_SECRETS, text, "api_key")
         text = self._sub(_BEARER, text, "api_key", group=2)
+        if "://" in text:
+            text = self._sub(_URL_PASSWORD, text, "api_key", group=2)
         if _ASSIGNED_HINT.search(text):  # cheap test first: most text names no credential
             text = self._sub(_ASSIGNED, text, "api_key", group=2, check=_looks_secret)
         if "@" in text:
@@ -120,8 +124,11 @@ class Redactor:
 
 
 def _looks_secret(value: str) -> bool:
-    """After ``token=``: a credential mixes letters and digits; a word or a plain number does not."""
-    return bool(re.search(r"\d", value)) and bool(re.search(r"[A-Za-z]", value)) and not value.startswith("[")
+    """After ``token=``: a credential mixes letters with digits or with both cases; a plain word
+    (or a run of lower-case words) or a number is not taken for one."""
+    if value.startswith("[") or not re.search(r"[A-Za-z]", value):
+        return False
+    return bool(re.search(r"\d", value)) or (bool(re.search(r"[a-z]", value)) and bool(re.search(r"[A-Z]", value)))
 
 
 def redact(text: str) -> tuple[str, Counter]:
