@@ -131,7 +131,7 @@ def judge_example(judge, rubric, example: Example, settings) -> ExampleResult:
 
 
 def _ask(judge, request, repair=None):
-    from worker.retrying import call_with_retries, status_of
+    from worker.retrying import REJECTED_STATUS, call_with_retries, status_of
 
     try:
         return call_with_retries(lambda: judge.ask(request, repair))
@@ -139,7 +139,7 @@ def _ask(judge, request, repair=None):
         raise
     except Exception as exc:
         status = status_of(exc)
-        if status in (400, 413, 422):  # this request can never succeed as sent
+        if status in REJECTED_STATUS:
             raise Unscored("judge_rejected", f"HTTP {status}: {str(exc)[:300]}") from None
         # Anything else (a bad key, a missing model) fails every example alike: stop the run.
         raise TraceJudgeError(f"judge call failed: {type(exc).__name__}: {str(exc)[:300]}") from None

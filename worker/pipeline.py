@@ -22,7 +22,7 @@ from worker.judges.base import JudgeReply, Usage
 from worker.models import same_family_producers
 from worker.pricing import cost_usd
 from worker.prompt import JudgeRequest, render, render_repair
-from worker.retrying import call_with_retries, status_of
+from worker.retrying import REJECTED_STATUS, call_with_retries, status_of
 from worker.rubrics import Rubric
 from worker.scores import score_id_for, valid_environment
 from worker.traces import Trace
@@ -193,7 +193,7 @@ def _ask(judge, request, repair=None) -> JudgeReply:
         return call_with_retries(lambda: judge.ask(request, repair))
     except Exception as exc:
         status = status_of(exc)
-        if status in (400, 413, 422):  # this request can never succeed as sent
+        if status in REJECTED_STATUS:
             raise Unscored("judge_rejected", f"HTTP {status}: {str(exc)[:300]}") from None
         raise
 

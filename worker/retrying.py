@@ -27,6 +27,10 @@ THROTTLE_STATUS = frozenset({429, 529})
 MAX_INLINE_WAIT = 20.0
 
 
+# A judge request answered with one of these can never succeed as sent: unscored, not retried.
+REJECTED_STATUS = frozenset({400, 413, 422})
+
+
 def status_of(exc: BaseException) -> int | None:
     if isinstance(exc, LangfuseApiError):
         return exc.status_code

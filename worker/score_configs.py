@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+import uuid
 
 import redis
 from langfuse.api import LangfuseAPI
@@ -80,7 +82,7 @@ class ScoreConfigs:
     def __init__(self, api: LangfuseAPI, client: redis.Redis):
         self.api = api
         self.client = client
-        self._ids: dict[str, str] = {}
+        self._ids: dict[str, tuple[str, float]] = {}  # sha256 -> (config id, when it was looked up)
         self._lock = threading.Lock()
 
     def ensure(self, rubrics) -> dict[str, str]:
@@ -89,12 +91,13 @@ class ScoreConfigs:
 
     def config_id(self, rubric: Rubric) -> str:
         with self._lock:
-            if rubric.sha256 in self._ids:
-                return self._ids[rubric.sha256]
+            known = self._ids.get(rubric.sha256)
+            if known is not None and time.monotonic() - known[1] < CACHE_TTL_S:
+                return known[0]  # like the Redis entry, re-checked after CACHE_TTL_S
         cached = self.client.get(CACHE_PREFIX + rubric.sha256)
         config_id = cached.decode() if cached else self._find_or_create(rubric)
         with self._lock:
-            self._ids[rubric.sha256] = config_id
+            self._ids[rubric.sha256] = (config_id, time.monotonic())
         return config_id
 
     def forget(self, rubric: Rubric) -> None:
@@ -108,15 +111,21 @@ class ScoreConfigs:
         if problem:
             raise ConfigError(f"{rubric.key}: {problem}")
         lock = f"{CACHE_PREFIX}lock:{rubric.name}"
+        token = uuid.uuid4().hex
         # One creator fleet-wide; the others wait and then find its config.
-        while not self.client.set(lock, "1", nx=True, px=_LOCK_TTL_MS):
+        while not self.client.set(lock, token, nx=True, px=_LOCK_TTL_MS):
             threading.Event().wait(0.2)
         try:
             found = self._find(rubric) or self._create(rubric)
             self.client.set(CACHE_PREFIX + rubric.sha256, found, ex=CACHE_TTL_S)
             return found
         finally:
-            self.client.delete(lock)
+            self._release(lock, token)
+
+    def _release(self, lock: str, token: str) -> None:
+        """Delete the lock only if it is still ours: a slow creation may have outlived it."""
+        self.client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+                         "return 0", 1, lock, token)
 
     def _find(self, rubric: Rubric) -> str | None:
         page = 1

@@ -52,11 +52,24 @@ def run_batch_cycle(rt) -> BatchCycleSummary:
     try:
         cycle = BatchCycle(rt)
         cycle.collect()
-        cycle.submit()
+        # Collecting can outlast the lock (slow writes under a Langfuse rate limit): submit only
+        # while the lock is still ours, or another cycle could submit the same requests again.
+        if _renew(rt, token):
+            cycle.submit()
         return cycle.summary
     finally:
-        if (rt.redis.get(LOCK) or b"").decode() == token:
-            rt.redis.delete(LOCK)
+        rt.redis.eval(_RELEASE, 1, LOCK, token)
+
+
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def _renew(rt, token: str) -> bool:
+    if rt.redis.eval(_RENEW, 1, LOCK, token, LOCK_TTL_MS):
+        return True
+    log.warning("batch cycle lock lost while collecting: submissions wait for the next cycle")
+    return False
 
 
 LAST_CYCLE = "tracejudge:batch:last_cycle"

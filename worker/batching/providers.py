@@ -14,9 +14,9 @@ from openai.types.chat import ChatCompletion
 
 from worker.batching.store import Item
 from worker.judges.base import JudgeReply
+from worker.retrying import REJECTED_STATUS
 
 ENDPOINT = "/v1/chat/completions"
-_REJECTED_STATUS = {400, 413, 422}  # the online path's judge_rejected statuses
 _REJECTED_ANTHROPIC = {"invalid_request_error", "request_too_large"}
 
 
@@ -34,9 +34,6 @@ class AnthropicBatches:
 
     def ended(self, batch_id: str) -> bool:
         return self.batches.retrieve(batch_id).processing_status == "ended"
-
-    def cancel(self, batch_id: str) -> None:
-        self.batches.cancel(batch_id)
 
     def results(self, batch_id: str) -> Iterator[tuple[str, str, object]]:
         for entry in self.batches.results(batch_id):
@@ -76,9 +73,6 @@ class OpenAIBatches:
     def ended(self, batch_id: str) -> bool:
         return self.client.batches.retrieve(batch_id).status in self.ENDED
 
-    def cancel(self, batch_id: str) -> None:
-        self.client.batches.cancel(batch_id)
-
     def results(self, batch_id: str) -> Iterator[tuple[str, str, object]]:
         batch = self.client.batches.retrieve(batch_id)
         for file_id in (batch.output_file_id, batch.error_file_id):
@@ -103,7 +97,7 @@ def _openai_line(line: dict) -> tuple[str, str, object]:
     error = line.get("error") or ((response.get("body") or {}).get("error")) or {}
     reason = f"HTTP {status}: " if status else ""
     reason += f"{error.get('code') or error.get('type') or 'error'}: {str(error.get('message'))[:300]}"
-    return custom_id, "rejected" if status in _REJECTED_STATUS else "retry", reason
+    return custom_id, "rejected" if status in REJECTED_STATUS else "retry", reason
 
 
 def batches_for(judge):
