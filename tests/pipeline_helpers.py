@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
+
+import yaml
 
 from samplers.sampler import Sampler
 from samplers.source import LangfuseTraceSource
@@ -86,3 +89,14 @@ def spy_on(judge_emu) -> list[dict]:
 
     judge_emu.handle = recording
     return seen
+
+
+def openai_rubrics(tmp_path, source):
+    """A copy of the rubrics in ``source`` with helpfulness judged by OpenAI."""
+    target = tmp_path / "rubrics"
+    shutil.copytree(source, target)
+    meta_path = target / "helpfulness" / "v1" / "rubric.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    meta["judge"] = {"provider": "openai", "model": "gpt-4o-2024-11-20", "max_tokens": 800}
+    meta_path.write_text(yaml.safe_dump(meta))
+    return target

@@ -2,10 +2,8 @@
 through the real SDKs to the judge emulator (what actually leaves the process)."""
 import dataclasses
 import json
-import shutil
 
 import pytest
-import yaml
 
 from worker.pipeline import judge_one
 from worker.prompt import render
@@ -14,7 +12,7 @@ from worker.runtime import Runtime
 from worker.traces import Trace
 from worker.variables import map_variables
 from tests.conftest import REPO
-from tests.pipeline_helpers import one_trace, spy_on
+from tests.pipeline_helpers import one_trace, openai_rubrics, spy_on
 
 RUBRICS = load_rubrics(REPO / "rubrics")
 TRACE_ID = "0123456789abcdef0123456789abcdef"
@@ -103,16 +101,6 @@ def sent_user_text(body: dict) -> str:
     [user] = [m for m in body["messages"] if m["role"] == "user"][:1]
     content = user["content"]
     return content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
-
-
-def openai_rubrics(tmp_path, source):
-    target = tmp_path / "rubrics"
-    shutil.copytree(source, target)
-    meta_path = target / "helpfulness" / "v1" / "rubric.yaml"
-    meta = yaml.safe_load(meta_path.read_text())
-    meta["judge"] = {"provider": "openai", "model": "gpt-4o-2024-11-20", "max_tokens": 800}
-    meta_path.write_text(yaml.safe_dump(meta))
-    return target
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])

@@ -14,7 +14,7 @@ from worker.errors import TransientError
 from worker.models import model_family, same_family_producers, self_preference_risk
 from worker.pipeline import judge_one
 from worker.runtime import Runtime
-from tests.pipeline_helpers import one_trace, spy_on
+from tests.pipeline_helpers import one_trace, openai_rubrics, spy_on
 
 TRACE = "0123456789abcdef0123456789abcdef"
 
@@ -125,16 +125,6 @@ def test_malformed_traces_are_scored_or_unscored_with_a_reason(runtime, langfuse
     assert by_trace[MALFORMED["huge_output"]]["metadata"]["truncated_chars"] > 1_000_000
     assert by_trace[MALFORMED["prompt_injection"]]["metadata"]["neutralised_markers"] >= 1
     assert langfuse_emu.violations() == []
-
-
-def openai_rubrics(tmp_path, source):
-    target = tmp_path / "rubrics"
-    shutil.copytree(source, target)
-    meta_path = target / "helpfulness" / "v1" / "rubric.yaml"
-    meta = yaml.safe_load(meta_path.read_text())
-    meta["judge"] = {"provider": "openai", "model": "gpt-4o-2024-11-20", "max_tokens": 800}
-    meta_path.write_text(yaml.safe_dump(meta))
-    return target
 
 
 @pytest.mark.parametrize("json_schema", [True, False])
