@@ -63,11 +63,20 @@ def _judge_trace(trace_id: str, rubric_key: str) -> None:
                               "cost_usd": float(outcome.cost)})
 
 
+# Free delays (a full rate limit, output not yet arrived) per job before they count as retries:
+# bounded, so a key paused for good cannot keep a job cycling forever.
+MAX_FREE_DELAYS = 50
+
+
 def _give_back_retry() -> None:
     """A delay that is not a failure: dramatiq's Retries adds one on the way out, so the job's
     retry count stays as it was and its retries are kept for real failures."""
     message = CurrentMessage.get_current_message()
-    if message is not None:
+    if message is None:
+        return
+    delays = message.options.get("free_delays", 0)
+    if delays < MAX_FREE_DELAYS:
+        message.options["free_delays"] = delays + 1
         message.options["retries"] = message.options.get("retries", 0) - 1
 
 
