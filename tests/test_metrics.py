@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from worker.broker import judge_message
 from worker.budget import ALL, Budget
 from worker.metrics import RATELIMIT_WAIT_SECONDS, RATELIMIT_WAITS
 from worker.queues import queue_depth
-from worker.stack import child_env
+from worker.stack import child_env, stop_group
 from tests.conftest import REPO, make_env
 from tests.pipeline_helpers import one_trace, sampler_for, whole_window
 
@@ -89,12 +87,7 @@ def fleet(settings, runtime, broker, redis_client, langfuse_emu, judge_emu, redi
     try:
         yield report.enqueued, port, proc, log_path, tmp_path / "prom"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def test_metrics_of_both_worker_processes_are_summed_and_dramatiqs_own_are_served(

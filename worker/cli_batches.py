@@ -6,16 +6,7 @@ import time
 
 import click
 
-from worker.errors import TraceJudgeError
-
-
-def _runtime():
-    from worker.runtime import get_runtime
-
-    try:
-        return get_runtime()
-    except TraceJudgeError as exc:
-        raise click.ClickException(str(exc)) from None
+from worker.cli_common import reports_errors
 
 
 @click.group("batches")
@@ -23,13 +14,20 @@ def batches():
     """Batch-mode judging (rubrics with judge.mode: batch)."""
 
 
+def get_runtime():
+    from worker.runtime import get_runtime as build  # the SDKs load only when a command runs
+
+    return build()
+
+
 @batches.command("status")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@reports_errors
 def status(as_json):
     """Requests pending submission and provider batches still running."""
     from worker.batching.store import BatchStore
 
-    store = BatchStore(_runtime().redis)
+    store = BatchStore(get_runtime().redis)
     counts, submitted = store.counts(), store.submitted()
     if as_json:
         click.echo(json.dumps({**counts, "batches": {k: {**v, "requests": len(v.pop("ids"))}
@@ -43,12 +41,9 @@ def status(as_json):
 
 
 @batches.command("poll")
+@reports_errors
 def poll():
     """Run one batch cycle now: collect ended batches, submit pending requests."""
     from worker.batching import run_batch_cycle
 
-    try:
-        summary = run_batch_cycle(_runtime())
-    except TraceJudgeError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(summary.line())
+    click.echo(run_batch_cycle(get_runtime()).line())

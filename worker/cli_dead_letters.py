@@ -5,18 +5,13 @@ import json
 
 import click
 
-from worker.errors import TraceJudgeError
+from worker.cli_common import _settings, reports_errors
 
 
 def _client():
     import redis
 
-    from worker.settings import Settings
-
-    try:
-        return redis.Redis.from_url(Settings.from_env().redis_url)
-    except TraceJudgeError as exc:
-        raise click.ClickException(str(exc)) from None
+    return redis.Redis.from_url(_settings().redis_url)
 
 
 @click.group("dead-letters")
@@ -26,6 +21,7 @@ def dead_letters():
 
 @dead_letters.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@reports_errors
 def list_(as_json):
     """List dead-lettered judge jobs and why they failed."""
     from worker.queues import dead_letters as read
@@ -44,6 +40,7 @@ def list_(as_json):
 @dead_letters.command()
 @click.option("--all", "everything", is_flag=True, help="Retry every dead letter.")
 @click.argument("message_ids", nargs=-1)
+@reports_errors
 def retry(everything, message_ids):
     """Put dead letters back on the judge queue (after fixing their cause)."""
     from worker.queues import requeue_dead
@@ -56,6 +53,7 @@ def retry(everything, message_ids):
 
 @dead_letters.command()
 @click.option("--yes", is_flag=True, help="Don't ask for confirmation.")
+@reports_errors
 def purge(yes):
     """Delete every dead letter (their traces stay unjudged)."""
     from worker.queues import purge_dead

@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import redis
 from samplers.sampler import CURSOR_KEY, LAST_PASS_KEY
 from worker.outcomes import OutcomeLog
 from worker.queues import queue_depth
-from worker.stack import LocalStack, child_env
+from worker.stack import LocalStack, child_env, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,12 +86,7 @@ def run_demo(opts: DemoOptions, echo=click.echo) -> int:
             _wait_forever()
         return 0 if finished else 1
     finally:
-        if honcho is not None and honcho.poll() is None:
-            os.killpg(honcho.pid, signal.SIGTERM)
-            try:
-                honcho.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(honcho.pid, signal.SIGKILL)
+        stop_group(honcho)
         stack.stop()
 
 

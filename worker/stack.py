@@ -79,6 +79,19 @@ def stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
         proc.wait()
 
 
+def stop_group(proc: subprocess.Popen | None, timeout: float = 30) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and all its children (a worker
+    fleet, honcho), then SIGKILL the group if it has not exited within ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class LocalStack:
     def __init__(self, workdir: Path | None = None, *, judge_latency_ms: int = 200,
                  langfuse_args: tuple[str, ...] = (), judge_args: tuple[str, ...] = ()):
