@@ -29,15 +29,15 @@ import httpx
 import redis
 
 from emulators.seed import generate
+from emulators.stack import JUDGE_KEY, PUBLIC_KEY, SECRET_KEY, child_env, free_port, start_emulator, start_redis, stop
 from samplers.sampler import Sampler
 from samplers.source import LangfuseTraceSource
-from worker.broker import build_broker
-from worker.langfuse_client import build_langfuse_api
-from worker.outcomes import EXHAUSTED, UNSCORED_LOG, OutcomeLog
-from worker.queues import queue_depth
-from worker.rubrics import load_rubrics
+from worker.accounting.outcomes import EXHAUSTED, UNSCORED_LOG, OutcomeLog
+from worker.fleet.broker import build_broker
+from worker.fleet.queues import queue_depth
+from worker.langfuse_io.client import build_langfuse_api
+from worker.rubrics.rubric import load_rubrics
 from worker.settings import Settings
-from worker.stack import PUBLIC_KEY, SECRET_KEY, JUDGE_KEY, child_env, free_port, start_emulator, start_redis, stop
 
 REPO = Path(__file__).resolve().parent.parent
 RUBRICS = ("helpfulness", "groundedness")
@@ -130,7 +130,7 @@ class Fleet:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from worker.cli import main; main()", "worker", "--processes",
+            [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes",
              str(self.processes), "--threads", str(self.threads)], env=child_env(self.env),
             stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -22,15 +22,15 @@ import redis
 
 from benchmarks.sdk_batched_baseline import langfuse_batched
 from emulators.seed import generate
+from emulators.stack import LocalStack, child_env
 from samplers.sampler import Sampler
 from samplers.source import LangfuseTraceSource
-from worker.broker import build_broker
-from worker.langfuse_client import NO_SDK_RETRIES, build_langfuse_api
-from worker.outcomes import OutcomeLog
-from worker.queues import queue_depth
-from worker.rubrics import load_rubrics
+from worker.accounting.outcomes import OutcomeLog
+from worker.fleet.broker import build_broker
+from worker.fleet.queues import queue_depth
+from worker.langfuse_io.client import NO_SDK_RETRIES, build_langfuse_api
+from worker.rubrics.rubric import load_rubrics
 from worker.settings import Settings
-from worker.stack import LocalStack, child_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ def fleet(settings: Settings, env: dict, processes: int, threads: int, jobs: int
     client = redis.Redis.from_url(settings.redis_url)
     outcomes = OutcomeLog(client)
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from worker.cli import main; main()", "worker", "--processes", str(processes),
+        [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", str(processes),
          "--threads", str(threads)], env=child_env(env), stdout=open(log_path, "ab"),
         stderr=subprocess.STDOUT, start_new_session=True)
     samples: list[tuple[float, int]] = []

@@ -5,7 +5,7 @@ calibration examples; same traces, variables, user message and judge as helpfuln
 
 Every figure comes from the token counts the judge emulator reported to the real SDKs (its
 cache accounting follows the providers' rules: a read only for an identical prefix written
-within the TTL and at least the model's minimum cacheable length) priced by worker/prices.json.
+within the TTL and at least the model's minimum cacheable length) priced by worker/accounting/prices.json.
 Requests are rendered from seeded traces (emulators/seed.py) by the worker's own steps. Token
 counts are the emulator's estimate (characters / 4), not the providers' tokenizers.
 
@@ -33,16 +33,16 @@ from pathlib import Path
 from emulators.judge_api import ANTHROPIC_MIN_CACHE, DEFAULTS, OPENAI_MIN_CACHE, JudgeEmulator
 from emulators.judge_verdicts import tokens
 from emulators.seed import generate
+from worker.accounting.pricing import cost_usd
 from worker.batching.providers import batches_for
 from worker.batching.store import Item
 from worker.errors import Unscored
 from worker.judges import build_judge
 from worker.judges.base import Usage
-from worker.pipeline import prepare
-from worker.pricing import cost_usd
-from worker.rubrics import load_rubrics
+from worker.judging.pipeline import prepare
+from worker.langfuse_io.traces import Trace
+from worker.rubrics.rubric import load_rubrics
 from worker.settings import Settings
-from worker.traces import Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 # (name, batch, cache, cold): the four priced columns, then the two cache-miss measurements.
@@ -248,7 +248,7 @@ def main(argv=None) -> None:
                                       "ANTHROPIC_BASE_URL": emu.base_url, "OPENAI_BASE_URL": emu.base_url + "/v1",
                                       "TRACEJUDGE_RUBRICS_DIR": str(args.rubrics)})
         traces = seeded_traces(args.traces, args.seed)
-        print(f"judge cost per 1,000 judged traces ({args.traces} seeded traces; prices from worker/prices.json; "
+        print(f"judge cost per 1,000 judged traces ({args.traces} seeded traces; prices from worker/accounting/prices.json; "
               f"% = share of plain online)")
         results = []
         for title, folder in sets:

@@ -14,3 +14,12 @@ def sample_point(trace_id: str) -> float:
 
 def is_sampled(trace_id: str, rate: float) -> bool:
     return sample_point(trace_id) < rate
+
+
+def quota_scope(rubric, trace_id: str, rate_override: float | None) -> str | None:
+    """The segment key a trace is confined to in the drift cells when only its segment's quota
+    (not the base rate) picked it; None when the base rate would have picked it anyway."""
+    if not rubric.segment_key:
+        return None
+    rate = rubric.sampling_rate if rate_override is None else rate_override
+    return None if is_sampled(trace_id, rate) else rubric.segment_key

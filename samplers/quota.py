@@ -30,7 +30,7 @@ import time
 import redis
 
 from samplers.source import TraceRef
-from worker.rubrics import Rubric
+from worker.rubrics.rubric import Rubric
 
 _PREFIX = "tracejudge:quota:"
 HISTORY_DAYS = 7

@@ -13,10 +13,11 @@ from samplers.dedup import EnqueueOnce
 from samplers.quota import SegmentQuota
 from samplers.selection import select
 from samplers.source import LangfuseTraceSource, TraceRef, is_own_or_internal
-from worker.broker import judge_message
-from worker.budget import Budget
-from worker.outcomes import STATS
-from worker.rubrics import Rubric
+from worker.accounting.budget import Budget
+from worker.accounting.outcomes import STATS
+from worker.alerts.sinks import sinks_for
+from worker.jobs import judge_message
+from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
 
 CURSOR_KEY = "tracejudge:sampler:cursor"
@@ -96,8 +97,6 @@ class Sampler:
 
     def budget_held(self) -> set[str]:
         """Rubric keys whose budget is held now (checked once per pass); the day's alert is queued."""
-        from worker.drift.run import sinks_for
-
         budget = Budget(self.client, self.settings.daily_budget_usd)
         held = budget.held(self.rubrics)
         for state in {s.rubric: s for s in held.values()}.values():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from samplers.hashing import is_sampled
 from samplers.source import TraceRef
-from worker.rubrics import Rubric
+from worker.rubrics.rubric import Rubric
 
 
 def applies(rubric: Rubric, ref: TraceRef) -> bool:
@@ -38,3 +38,4 @@ def select(rubrics: list[Rubric], ref: TraceRef, rate_override: float | None, qu
         if is_sampled(ref.trace_id, rate):
             chosen.append(rubric)
     return chosen
+

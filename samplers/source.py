@@ -10,9 +10,9 @@ import datetime as dt
 from collections.abc import Iterator
 
 from langfuse.api import LangfuseAPI
-from langfuse.api.core.api_error import ApiError
 
-from worker.langfuse_client import NO_SDK_RETRIES, raw_request
+from worker.langfuse_io.client import raw_request
+from worker.langfuse_io.observations import V2OrLegacy, walk_v2
 from worker.retrying import call_with_retries
 
 ROOT_FIELDS = "core,basic,metadata,trace_context"
@@ -38,39 +38,26 @@ def is_own_or_internal(ref: TraceRef) -> bool:
 class LangfuseTraceSource:
     def __init__(self, api: LangfuseAPI):
         self.api = api
-        self.v2_missing = False
+        self.generation = V2OrLegacy()
         self.requests = 0
 
     def iter_roots(self, since: dt.datetime, until: dt.datetime) -> Iterator[TraceRef]:
-        if not self.v2_missing:
-            try:
-                yield from self._iter_v2(since, until)
-                return
-            except ApiError as exc:
-                if exc.status_code != 404:
-                    raise
-                self.v2_missing = True
-        yield from self._iter_legacy(since, until)
+        return self.generation.iterate(lambda: self._iter_v2(since, until), lambda: self._iter_legacy(since, until))
+
+    def _count(self) -> None:
+        self.requests += 1
 
     def _iter_v2(self, since, until) -> Iterator[TraceRef]:
-        cursor = None
-        while True:
-            self.requests += 1
-            page = call_with_retries(lambda: self.api.observations.get_many(
-                is_root_observation=True, from_start_time=since, to_start_time=until,
-                fields=ROOT_FIELDS, limit=V2_PAGE, cursor=cursor, request_options=NO_SDK_RETRIES))
-            for obs in page.data:
-                yield TraceRef(
-                    trace_id=obs.trace_id,
-                    name=getattr(obs, "trace_name", None) or obs.name,
-                    environment=obs.environment,
-                    tags=tuple(getattr(obs, "tags", None) or ()),
-                    metadata=obs.metadata if isinstance(obs.metadata, dict) else {},
-                    timestamp=obs.start_time,
-                )
-            cursor = page.meta.cursor
-            if not cursor or not page.data:
-                return
+        for obs in walk_v2(self.api, fields=ROOT_FIELDS, limit=V2_PAGE, on_request=self._count,
+                           is_root_observation=True, from_start_time=since, to_start_time=until):
+            yield TraceRef(
+                trace_id=obs.trace_id,
+                name=getattr(obs, "trace_name", None) or obs.name,
+                environment=obs.environment,
+                tags=tuple(getattr(obs, "tags", None) or ()),
+                metadata=obs.metadata if isinstance(obs.metadata, dict) else {},
+                timestamp=obs.start_time,
+            )
 
     def _iter_legacy(self, since, until) -> Iterator[TraceRef]:
         page_no = 1

@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from worker import agreement
+from worker.authoring import agreement
 
 
 def lists_from_table(table, levels):

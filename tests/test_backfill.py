@@ -8,10 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from emulators.seed import generate
-from worker.backfill import progress_key, run_backfill, slices
-from worker.cli import main
-from tests.conftest import make_env, utc
-from tests.pipeline_helpers import expected_pairs, sampler_for
+from samplers.backfill import progress_key, run_backfill, slices
+from tests.helpers import expected_pairs, make_env, sampler_for, utc
+from worker.cli.main import main
 
 RATE = 0.2
 

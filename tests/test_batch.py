@@ -2,21 +2,19 @@
 Batches and Files + Batch APIs, results finished exactly like online results."""
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 
 import pytest
 import yaml
 
-from worker.batching import BatchStore, run_batch_cycle
-from worker.batching.cycle import MAX_TRIES, BatchCycle
-from worker.batching.store import SUBMITTED
+from tests.helpers import hand_built_runtime, installed, one_trace
+from worker.accounting.pricing import cost_usd
+from worker.batching.cycle import MAX_TRIES, BatchCycle, run_batch_cycle
+from worker.batching.store import SUBMITTED, BatchStore
 from worker.judges.base import Usage
-from worker.pipeline import judge_one
-from worker.pricing import cost_usd
-from worker.runtime import Runtime
-from tests.pipeline_helpers import one_trace
+from worker.judging.pipeline import judge_one
+from worker.judging.runtime import Runtime
 
 MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4.1-2025-04-14"}
 PROVIDERS = ["anthropic", "openai"]
@@ -40,8 +38,8 @@ def make_rt(settings, redis_client, judge_emu, tmp_path, test_rubrics):
     judge_emu.configure(batch_delay_seconds=DELAY)
 
     def make(provider: str, mode: str = "batch") -> Runtime:
-        return Runtime(dataclasses.replace(settings, rubrics_dir=rubrics_dir(tmp_path, test_rubrics, provider, mode)),
-                       redis_client=redis_client)
+        return hand_built_runtime(settings, redis_client,
+                                  rubrics_dir=rubrics_dir(tmp_path, test_rubrics, provider, mode))
     return make
 
 
@@ -204,12 +202,9 @@ def test_the_batches_cli_shows_pending_work_and_polls(make_rt, langfuse_emu):
 
     from click.testing import CliRunner
 
-    from worker.cli_batches import batches
-    from worker.runtime import set_runtime
+    from worker.cli.batches import batches
 
-    rt = make_rt("anthropic")
-    set_runtime(rt)
-    try:
+    with installed(make_rt("anthropic")) as rt:
         judge_one(rt, trace(langfuse_emu, "9" * 32, "Answer [[quality:0.7]]"), "helpfulness@v1")
         runner = CliRunner()
         status = runner.invoke(batches, ["status", "--json"])
@@ -221,12 +216,10 @@ def test_the_batches_cli_shows_pending_work_and_polls(make_rt, langfuse_emu):
         time.sleep(DELAY * 2)
         assert "scored 1" in runner.invoke(batches, ["poll"]).output
         assert [s["traceId"] for s in langfuse_emu.scores()] == ["9" * 32]
-    finally:
-        set_runtime(None)
 
 
 def test_the_scheduler_tick_runs_a_cycle_only_every_batch_poll_seconds(make_rt, langfuse_emu, runtime):
-    from worker.batching import batch_tick
+    from worker.batching.cycle import batch_tick
 
     assert batch_tick(runtime) is None  # no batch rubric loaded: nothing to do
     rt = make_rt("anthropic")

@@ -3,6 +3,7 @@ dropped, never judged), one alert a day, and a raised cap or a new day judges th
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import threading
 import time
@@ -13,14 +14,17 @@ import pytest
 from click.testing import CliRunner
 
 from samplers.sampler import Sampler
+from tests.helpers import drain, hand_built_runtime, make_env, one_trace, sampler_for, score_pairs, whole_window
+from worker.accounting.budget import ALL, Budget
 from worker.alerts import outbox
-from worker.broker import judge_message
-from worker.budget import ALL, Budget
-from worker.scheduler import budget_tick
-from tests.conftest import drain, make_env
-from tests.pipeline_helpers import one_trace, sampler_for, score_pairs, whole_window
+from worker.fleet.scheduler import budget_tick
+from worker.jobs import judge_message
+from worker.judging.runtime import set_runtime
 
 KEY = "helpfulness@v1"
+# A fixed UTC day for tests that give Budget a time: they pass on any date and across midnight.
+DAY = "2026-11-10"
+NOON = dt.datetime(2026, 11, 10, 12, tzinfo=dt.timezone.utc).timestamp()
 
 
 class AlertReceiver:
@@ -64,41 +68,46 @@ def seed(langfuse_emu, n: int) -> list[str]:
 
 def test_spend_is_counted_once_per_score_id_in_todays_utc_bucket(redis_client):
     budget = Budget(redis_client, global_cap_usd=None)
-    assert budget.record("score-a", "helpfulness", Decimal("0.0125"))
-    assert not budget.record("score-a", "helpfulness", Decimal("0.0125"))  # a redelivered job
-    assert budget.record("score-b", "groundedness", Decimal("0.002"))
-    assert not budget.record("score-c", "helpfulness", Decimal(0))  # nothing spent, nothing counted
-    assert budget.spent() == {ALL: 0.0145, "helpfulness": 0.0125, "groundedness": 0.002}
-    yesterday = time.time() - 86400
+    assert budget.record("score-a", "helpfulness", Decimal("0.0125"), now=NOON)
+    assert not budget.record("score-a", "helpfulness", Decimal("0.0125"), now=NOON)  # a redelivered job
+    assert budget.record("score-b", "groundedness", Decimal("0.002"), now=NOON)
+    assert not budget.record("score-c", "helpfulness", Decimal(0), now=NOON)  # nothing spent, nothing counted
+    assert budget.spent(DAY) == {ALL: 0.0145, "helpfulness": 0.0125, "groundedness": 0.002}
+    yesterday = NOON - 86400
     budget.record("score-d", "helpfulness", Decimal("1"), now=yesterday)
-    assert budget.spent()[ALL] == 0.0145
+    assert budget.spent(DAY)[ALL] == 0.0145
 
 
 def test_a_rubric_is_held_when_its_next_typical_job_would_cross_a_cap(redis_client, runtime):
     rubric = dataclasses.replace(runtime.rubrics[KEY], daily_budget_usd=0.05)
     budget = Budget(redis_client, global_cap_usd=1.0)
     for i in range(3):
-        budget.record(f"s{i}", "helpfulness", Decimal("0.01"))
-    assert budget.state(rubric).held_by is None  # 0.03 spent + 0.01 typical fits under 0.05
-    budget.record("s3", "helpfulness", Decimal("0.015"))
-    state = budget.state(rubric)
+        budget.record(f"s{i}", "helpfulness", Decimal("0.01"), now=NOON)
+    assert budget.state(rubric, budget.day_fields(DAY)).held_by is None  # 0.03 spent + 0.01 typical fits under 0.05
+    budget.record("s3", "helpfulness", Decimal("0.015"), now=NOON)
+    state = budget.state(rubric, budget.day_fields(DAY))
     assert state.spent_usd < 0.05 < state.spent_usd + state.typical_job_usd
     assert state.held_by == "rubric" and state.left_usd == pytest.approx(0.005)
-    assert budget.state(dataclasses.replace(rubric, daily_budget_usd=None)).held_by is None
-    assert Budget(redis_client, global_cap_usd=0.0).state(rubric).held_by == "global"  # a cap of 0 judges nothing
+    assert budget.state(dataclasses.replace(rubric, daily_budget_usd=None), budget.day_fields(DAY)).held_by is None
+    zero_cap = Budget(redis_client, global_cap_usd=0.0)
+    assert zero_cap.state(rubric, zero_cap.day_fields(DAY)).held_by == "global"  # a cap of 0 judges nothing
 
 
 def test_backlog_stops_at_the_cap_rest_is_parked_and_a_raised_cap_judges_it_exactly_once(
         settings, runtime, broker, redis_client, langfuse_emu, judge_emu, receiver):
     trace_ids = seed(langfuse_emu, 12)
-    runtime.settings = dataclasses.replace(settings, alert_webhook_url=receiver.url)
+    # Each change of settings is a new runtime for the worker (its budget takes its caps from
+    # them), installed in place of the fixture's, which puts None back at the end.
+    rt = hand_built_runtime(settings, redis_client, alert_webhook_url=receiver.url)
+    set_runtime(rt)
     broker.enqueue(judge_message(trace_ids[0], KEY))
     drain(broker, redis_client, threads=1)
     one_job = Budget(redis_client, None).spent()[ALL]
     assert one_job > 0
 
     cap = 3.5 * one_job
-    runtime.settings = dataclasses.replace(runtime.settings, daily_budget_usd=cap)
+    rt = hand_built_runtime(rt.settings, redis_client, daily_budget_usd=cap)
+    set_runtime(rt)
     for trace_id in trace_ids[1:]:
         broker.enqueue(judge_message(trace_id, KEY))
     drain(broker, redis_client, threads=1)
@@ -111,24 +120,24 @@ def test_backlog_stops_at_the_cap_rest_is_parked_and_a_raised_cap_judges_it_exac
     assert spent + budget.typical_job_usd("helpfulness") > cap, "judging stopped before the cap was near"
     assert 1 < len(judged) < len(trace_ids)
     assert len(judged) + parked == len(trace_ids), "a job was lost or judged while parked"
-    assert runtime.outcomes.stats()["scored"] == len(judged)
+    assert rt.outcomes.stats()["scored"] == len(judged)
     assert judge_emu.stats()["total_requests"] == len(judged), "a parked job reached the judge"
     alerts = [a for a in receiver.received if a["kind"] == "budget_held"]
-    assert len(alerts) == 1 and alerts[0]["rubric"] == "helpfulness" and alerts[0]["segment"] == "global"
+    assert len(alerts) == 1 and alerts[0]["rubric"] == "helpfulness" and alerts[0]["held_by"] == "global"
     assert not redis_client.hlen(outbox.OUTBOX)
 
     # Still held: the scheduler's tick leaves them parked.
-    held_sampler = sampler_for(runtime.settings, runtime, broker)
+    held_sampler = sampler_for(rt.settings, rt, broker)
     assert budget_tick(held_sampler) == 0 and budget.parked()[KEY] == parked
 
-    raised = dataclasses.replace(runtime.settings, daily_budget_usd=100.0)
-    runtime.settings = raised
-    assert budget_tick(sampler_for(raised, runtime, broker)) == parked
+    rt = hand_built_runtime(rt.settings, redis_client, daily_budget_usd=100.0)
+    set_runtime(rt)
+    assert budget_tick(sampler_for(rt.settings, rt, broker)) == parked
     drain(broker, redis_client, threads=4)
     pairs = score_pairs(langfuse_emu.scores())
     assert len(pairs) == len(set(pairs)) == len(trace_ids)
     assert {t for t, _ in pairs} == set(trace_ids)
-    assert runtime.outcomes.stats()["scored"] == len(trace_ids)
+    assert rt.outcomes.stats()["scored"] == len(trace_ids)
     assert sum(Budget(redis_client, None).parked().values()) == 0
     assert len([a for a in receiver.received if a["kind"] == "budget_held"]) == 1
 
@@ -141,7 +150,7 @@ def test_jobs_in_flight_together_do_not_overshoot_the_cap(settings, runtime, bro
     drain(broker, redis_client, threads=1)
     one_job = Budget(redis_client, None).spent()[ALL]
     cap = 5.5 * one_job
-    runtime.settings = dataclasses.replace(settings, daily_budget_usd=cap)
+    set_runtime(hand_built_runtime(settings, redis_client, daily_budget_usd=cap))  # its budget has the cap
     for trace_id in trace_ids[1:]:
         broker.enqueue(judge_message(trace_id, KEY))
     drain(broker, redis_client, threads=8)
@@ -167,7 +176,7 @@ def test_sampler_holds_back_a_rubric_over_its_cap_and_alerts_once_a_day(
     again = sampler.run_pass(*whole_window())
     assert again.budget_held == 5
     pending = [json.loads(v) for v in redis_client.hgetall(outbox.OUTBOX).values()]
-    assert len(pending) == 1 and pending[0]["kind"] == "budget_held" and pending[0]["segment"] == "rubric"
+    assert len(pending) == 1 and pending[0]["kind"] == "budget_held" and pending[0]["held_by"] == "rubric"
     assert int(redis_client.hget("tracejudge:stats", "sampler_budget_held")) == 10
 
 
@@ -193,12 +202,12 @@ def test_parked_jobs_go_back_on_the_queue_when_a_new_utc_day_starts(redis_client
 
 def test_budget_show_prints_spend_caps_and_parked_jobs_as_json(
         langfuse_emu, judge_emu, redis_url, redis_client, test_rubrics):
-    from worker.cli_budget import budget as budget_group
+    from worker.cli.budget import budget as budget_group
 
-    Budget(redis_client, None).record("job", "helpfulness", Decimal("0.25"))
+    Budget(redis_client, None).record("job", "helpfulness", Decimal("0.25"), now=NOON)
     Budget(redis_client, None).park("score-9", "trace-9", KEY)
     env = make_env(langfuse_emu, judge_emu, redis_url, test_rubrics, TRACEJUDGE_DAILY_BUDGET_USD="1.5")
-    result = CliRunner().invoke(budget_group, ["show", "--json"], env=env)
+    result = CliRunner().invoke(budget_group, ["show", "--day", DAY, "--json"], env=env)
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown["global"] == {"spent_usd": 0.25, "cap_usd": 1.5, "left_usd": 1.25}

@@ -8,10 +8,9 @@ import threading
 
 from emulators.http_base import Emulator
 from emulators.seed import generate
+from tests.helpers import drain, sampler_for, whole_window
 from worker.drift.run import run_drift
 from worker.drift.stats import CellInput, WeekStats, decide, min_n_means
-from tests.conftest import drain
-from tests.pipeline_helpers import sampler_for, whole_window
 
 
 class WebhookReceiver(Emulator):
@@ -29,8 +28,13 @@ class WebhookReceiver(Emulator):
 
 
 def test_one_feature_drops_and_only_that_feature_alerts_once(settings, runtime, broker, redis_client, langfuse_emu):
+    # The seed ends at the last UTC midnight and is checked as of the day before: "this week" is
+    # then exactly the seed's 7 drifted days, and the seed the same traces, at any time of day
+    # (its traffic follows the UTC hour) and even if midnight passes during the test.
+    end = dt.datetime.combine(dt.datetime.now(dt.timezone.utc).date(), dt.time(), dt.timezone.utc)
+    today = (end - dt.timedelta(days=1)).date()
     observations = generate(2600, include_malformed=False, seed=31, drift={"feature": "summarize", "points": 15},
-                            end=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1))
+                            end=end)
     langfuse_emu.load_observations(observations)
     webhook = WebhookReceiver()
     webhook.start()
@@ -43,10 +47,12 @@ def test_one_feature_drops_and_only_that_feature_alerts_once(settings, runtime, 
         drain(broker, redis_client, threads=32, timeout=240)
 
         webhook.fail = True  # a sink failure delays the alert but loses nothing
-        reports, alerts, (sent, pending) = run_drift(s, rubrics, redis_client, lambda t: f"http://ui/trace/{t}")
+        reports, alerts, (sent, pending) = run_drift(s, rubrics, redis_client, lambda t: f"http://ui/trace/{t}",
+                                                     today=today)
         assert sent == 0 and pending == len(alerts) > 0
         webhook.fail = False
-        reports2, alerts2, (sent, pending) = run_drift(s, rubrics, redis_client, lambda t: f"http://ui/trace/{t}")
+        reports2, alerts2, (sent, pending) = run_drift(s, rubrics, redis_client, lambda t: f"http://ui/trace/{t}",
+                                                       today=today)
         assert alerts2 == [] and pending == 0 and sent == len(alerts)
 
         alerting = {r.segment for r in reports if r.decision.status == "alert"}

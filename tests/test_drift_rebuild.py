@@ -9,13 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from emulators.seed import generate
-from tests.conftest import drain, make_env
-from tests.pipeline_helpers import sampler_for, whole_window
-from worker.cli import main
+from tests.helpers import drain, make_env, sampler_for, whole_window
+from worker.accounting.outcomes import OutcomeLog
+from worker.cli.main import main
 from worker.drift import aggregates as agg
 from worker.drift.rebuild import RebuildError, check_since, default_since, rebuild
-from worker.langfuse_client import build_langfuse_api, raw_request
-from worker.outcomes import OutcomeLog
+from worker.langfuse_io.client import build_langfuse_api, raw_request
 
 
 def aggregates_snapshot(client) -> dict:

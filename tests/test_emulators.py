@@ -7,7 +7,7 @@ from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
 from emulators.seed import generate
-from tests.conftest import PK, SK
+from tests.helpers import PK, SK
 
 
 def api(emu, secret=SK):

@@ -6,7 +6,7 @@ import dramatiq
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage
 
-from worker.actors import MAX_FREE_DELAYS, _give_back_retry
+from worker.fleet.actors import MAX_FREE_DELAYS, _give_back_retry
 
 
 def test_free_delays_give_back_the_retry_up_to_the_bound():

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from benchmarks.judge_cost import GOAL, RubricCost, break_even_hit_rate, prefix_tokens, with_output_tokens
+from tests.helpers import REPO
+from worker.accounting.pricing import cost_usd
 from worker.judges.anthropic_judge import AnthropicJudge
 from worker.judges.base import Usage
-from worker.pricing import cost_usd
-from worker.prompt import render
-from worker.rubrics import load_rubrics
+from worker.judging.prompt import render
+from worker.rubrics.rubric import load_rubrics
 
-BENCH_RUBRICS = Path(__file__).resolve().parent.parent / "benchmarks" / "rubrics"
+BENCH_RUBRICS = REPO / "benchmarks" / "rubrics"
 
 
 def test_break_even_hit_rate_puts_the_mixed_cost_exactly_on_the_goal():

@@ -3,18 +3,16 @@
 A judge failure is *unscored with a reason*, never a score; transient faults heal."""
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import pytest
 import yaml
 
 from emulators.seed import MALFORMED, generate
+from tests.helpers import hand_built_runtime, one_trace, openai_rubrics, spy_on
 from worker.errors import TransientError
-from worker.models import model_family, same_family_producers, self_preference_risk
-from worker.pipeline import judge_one
-from worker.runtime import Runtime
-from tests.pipeline_helpers import one_trace, openai_rubrics, spy_on
+from worker.judges.models import model_family, same_family_producers, self_preference_risk
+from worker.judging.pipeline import judge_one
 
 TRACE = "0123456789abcdef0123456789abcdef"
 
@@ -100,12 +98,12 @@ def test_groundedness_needs_a_retrieval_step(runtime, langfuse_emu):
 @pytest.mark.parametrize("body_shape", ["object", "array"])
 def test_score_write_works_with_object_only_and_array_only_servers(settings, redis_client, judge_emu, body_shape):
     from emulators.langfuse_api import LangfuseEmulator
-    from tests.conftest import PK, SK
+    from tests.helpers import PK, SK
 
     emu = LangfuseEmulator(public_key=PK, secret_key=SK, scores_body=body_shape)
     emu.start()
     try:
-        rt = Runtime(dataclasses.replace(settings, langfuse_base_url=emu.base_url), redis_client=redis_client)
+        rt = hand_built_runtime(settings, redis_client, langfuse_base_url=emu.base_url)
         for i in range(3):
             emu.load_observations(one_trace(f"{i:032x}", "Answer [[quality:0.5]]"))
             assert judge_one(rt, f"{i:032x}", "helpfulness@v1").status == "scored"
@@ -131,7 +129,7 @@ def test_malformed_traces_are_scored_or_unscored_with_a_reason(runtime, langfuse
 def test_openai_judge_with_json_schema_or_forced_tool(settings, redis_client, langfuse_emu, judge_emu, tmp_path,
                                                       test_rubrics, json_schema):
     judge_emu.configure(openai_json_schema=json_schema)
-    rt = Runtime(dataclasses.replace(settings, rubrics_dir=openai_rubrics(tmp_path, test_rubrics)), redis_client=redis_client)
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=openai_rubrics(tmp_path, test_rubrics))
     load(langfuse_emu, "Answer [[quality:0.75]]")
     outcome = judge_one(rt, TRACE, "helpfulness@v1")
     assert outcome.status == "scored" and outcome.value == 4
@@ -162,8 +160,8 @@ def variant_rubrics(tmp_path, source, provider: str, score: dict | None = None):
 
 def provider_runtime(provider, settings, redis_client, judge_emu, tmp_path, test_rubrics, score=None):
     judge_emu.configure(openai_json_schema=provider != "openai-forced-tool")
-    return Runtime(dataclasses.replace(settings, rubrics_dir=variant_rubrics(tmp_path, test_rubrics, provider, score)),
-                   redis_client=redis_client)
+    return hand_built_runtime(settings, redis_client,
+                              rubrics_dir=variant_rubrics(tmp_path, test_rubrics, provider, score))
 
 
 def schema_sent(provider: str, body: dict) -> dict | None:
@@ -276,8 +274,8 @@ def test_output_chars_is_the_judged_answer_length(runtime, langfuse_emu):
                                                 ("o3-2025-04-16", None)])
 def test_reasoning_models_get_no_temperature(judge_emu, model, temperature):
     """o-series and gpt-5.x answer 400 to temperature 0: that would leave every trace unscored."""
+    from worker.judges.base import JudgeRequest
     from worker.judges.openai_judge import OpenAIJudge
-    from worker.prompt import JudgeRequest
 
     seen = spy_on(judge_emu)
     request = JudgeRequest(model, 400, "Grade it.", "Answer: fine", {

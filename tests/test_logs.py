@@ -9,13 +9,12 @@ import logging
 import dramatiq
 import pytest
 
+from tests.helpers import drain, hand_built_runtime, installed, make_env, one_trace
 from worker import logs
-from worker.broker import build_broker, judge_message
-from worker.queues import queue_depth
-from worker.runtime import Runtime, set_runtime
+from worker.fleet.broker import build_broker
+from worker.fleet.queues import queue_depth
+from worker.jobs import judge_message
 from worker.settings import Settings
-from tests.conftest import drain, make_env
-from tests.pipeline_helpers import one_trace
 
 SECRETS = {"LANGFUSE_SECRET_KEY": "sk-lf-0000-wrong-secret-value",
            "ANTHROPIC_API_KEY": "sk-ant-api03-xyz-very-secret",
@@ -67,16 +66,15 @@ def test_a_job_failing_on_bad_credentials_never_logs_a_secret(
     langfuse_emu.load_observations(one_trace("trace-auth", "Reset it under Settings."))
     env = make_env(langfuse_emu, judge_emu, redis_url, test_rubrics, TRACEJUDGE_MAX_JOB_RETRIES=0, **SECRETS)
     settings = Settings.from_env(env)
-    logs.register_settings_secrets(settings)  # as worker/fleet.py does at start-up
-    set_runtime(Runtime(settings, redis_client=redis_client))
-    broker = build_broker(settings)
-    dramatiq.set_broker(broker)
-    try:
-        broker.enqueue(judge_message("trace-auth", "helpfulness@v1"))
-        drain(broker, redis_client, threads=2)
-    finally:
-        broker.close()
-        set_runtime(None)
+    logs.register_settings_secrets(settings)  # as worker/fleet/boot.py does at start-up
+    with installed(hand_built_runtime(settings, redis_client)):
+        broker = build_broker(settings)
+        dramatiq.set_broker(broker)
+        try:
+            broker.enqueue(judge_message("trace-auth", "helpfulness@v1"))
+            drain(broker, redis_client, threads=2)
+        finally:
+            broker.close()
     assert queue_depth(redis_client).dead == 1  # it really failed (401 from Langfuse)
     text = captured.getvalue()
     for value in SECRETS.values():

@@ -16,19 +16,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.broker import judge_message
-from worker.budget import ALL, Budget
-from worker.metrics import RATELIMIT_WAIT_SECONDS, RATELIMIT_WAITS
-from worker.queues import queue_depth
-from worker.stack import child_env, stop_group
-from tests.conftest import REPO, make_env
-from tests.pipeline_helpers import one_trace, sampler_for, whole_window
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from emulators.stack import child_env, stop_group
+from tests.helpers import REPO, free_port, make_env, one_trace, sampler_for, whole_window
+from worker.accounting.budget import ALL, Budget
+from worker.fleet.metrics import RATELIMIT_WAIT_SECONDS, RATELIMIT_WAITS
+from worker.fleet.queues import queue_depth
+from worker.jobs import judge_message
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -82,7 +75,7 @@ def fleet(settings, runtime, broker, redis_client, langfuse_emu, judge_emu, redi
                    dramatiq_prom_db=tmp_path / "prom", dramatiq_prom_host="127.0.0.1")
     log_path = tmp_path / "worker.log"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from worker.cli import main; main()", "worker", "--processes", "2", "--threads", "4"],
+        [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", "2", "--threads", "4"],
         env=child_env(env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield report.enqueued, port, proc, log_path, tmp_path / "prom"
@@ -167,7 +160,7 @@ def test_status_prints_queues_budget_sampler_rate_limit_waits_and_outcomes(
         settings, runtime, broker, redis_client, langfuse_emu, judge_emu, redis_url, test_rubrics):
     from click.testing import CliRunner
 
-    from worker.cli import main
+    from worker.cli.main import main
 
     for i in range(3):
         broker.enqueue(judge_message(f"status-trace-{i}", "helpfulness@v1"))
@@ -200,7 +193,7 @@ def test_status_prints_queues_budget_sampler_rate_limit_waits_and_outcomes(
 def test_status_without_redis_exits_with_one_line(langfuse_emu, judge_emu, test_rubrics):
     from click.testing import CliRunner
 
-    from worker.cli import main
+    from worker.cli.main import main
 
     env = make_env(langfuse_emu, judge_emu, f"redis://127.0.0.1:{free_port()}/0", test_rubrics)
     result = CliRunner().invoke(main, ["status"], env=env)
@@ -209,7 +202,7 @@ def test_status_without_redis_exits_with_one_line(langfuse_emu, judge_emu, test_
 
 
 def test_a_fleet_starts_with_an_empty_metrics_dir_and_leaves_a_busy_ports_files_alone(tmp_path):
-    from worker.metrics import prepare_metrics_dir
+    from worker.fleet.metrics import prepare_metrics_dir
 
     prom = tmp_path / "prom"
     prom.mkdir()

@@ -8,13 +8,12 @@ import pytest
 
 from emulators.openapi_check import validate_request
 from emulators.seed import MALFORMED, generate, late_output_update
-from worker.broker import build_broker
-from worker.pipeline import OutputNotYetArrived, judge_one
-from worker.queues import dead_letters, queue_depth, requeue_dead
-from worker.runtime import Runtime, set_runtime
-from worker.scheduler import Lease
-from tests.conftest import drain
-from tests.pipeline_helpers import one_trace
+from tests.helpers import drain, hand_built_runtime, installed, one_trace
+from worker.errors import OutputNotYetArrived
+from worker.fleet.broker import build_broker
+from worker.fleet.queues import dead_letters, queue_depth, requeue_dead
+from worker.fleet.scheduler import Lease
+from worker.judging.pipeline import judge_one
 
 
 def test_a_young_trace_without_output_waits_and_is_judged_on_its_final_output(runtime, langfuse_emu):
@@ -46,14 +45,12 @@ def test_only_one_scheduler_holds_the_lease(redis_client):
 def test_exhausted_jobs_land_in_dead_letters_with_their_reason_and_can_be_retried(
         settings, redis_client, langfuse_emu, judge_emu):
     fast = dataclasses.replace(settings, max_job_retries=1)
-    rt = Runtime(fast, redis_client=redis_client)
-    set_runtime(rt)
-    try:
+    with installed(hand_built_runtime(fast, redis_client)) as rt:
         broker = build_broker(fast)
         dramatiq.set_broker(broker)
         trace_id = "d" * 32
         langfuse_emu.load_observations(one_trace(trace_id, "Answer [[judge:500]]"))
-        from worker.broker import judge_message
+        from worker.jobs import judge_message
 
         broker.enqueue(judge_message(trace_id, "helpfulness@v1"))
         drain(broker, redis_client, timeout=90)
@@ -67,8 +64,6 @@ def test_exhausted_jobs_land_in_dead_letters_with_their_reason_and_can_be_retrie
         drain(broker, redis_client, timeout=60)
         assert queue_depth(redis_client).dead == 0 and len(langfuse_emu.scores()) == 1
         assert rt.outcomes.stats()["retries_exhausted"] == 0
-    finally:
-        set_runtime(None)
 
 
 def test_spec_checker_rejects_what_a_real_server_rejects():
@@ -83,7 +78,7 @@ def test_spec_checker_rejects_what_a_real_server_rejects():
 
 
 def test_drift_runs_when_due_and_not_again_until_the_interval_passed(redis_client):
-    from worker.scheduler import DRIFT_LAST_RUN, drift_due
+    from worker.fleet.scheduler import DRIFT_LAST_RUN, drift_due
 
     assert drift_due(redis_client, 86400, now=1000.0)
     redis_client.set(DRIFT_LAST_RUN, 1000.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import one_trace
 from worker.errors import TransientError
-from worker.pipeline import judge_one
-from tests.pipeline_helpers import one_trace
+from worker.judging.pipeline import judge_one
 
 
 def test_a_failed_write_is_retried_without_judging_again(runtime, langfuse_emu, judge_emu, monkeypatch):

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from emulators.seed import generate
-from tests.conftest import drain
-from tests.pipeline_helpers import expected_pairs, sampled_roots, sampler_for, score_pairs, whole_window
+from tests.helpers import (
+    drain,
+    expected_pairs,
+    hand_built_runtime,
+    installed,
+    sampled_roots,
+    sampler_for,
+    score_pairs,
+    whole_window,
+)
 
 RATE = 0.1
 
@@ -92,9 +100,8 @@ def test_legacy_traces_fallback_when_the_server_has_no_v2(rated_settings, redis_
     import dramatiq
 
     from emulators.langfuse_api import LangfuseEmulator
-    from worker.broker import build_broker
-    from worker.runtime import Runtime, set_runtime
-    from tests.conftest import PK, SK
+    from tests.helpers import PK, SK
+    from worker.fleet.broker import build_broker
 
     old = LangfuseEmulator(public_key=PK, secret_key=SK, v2_observations=False)
     old.start()
@@ -102,15 +109,13 @@ def test_legacy_traces_fallback_when_the_server_has_no_v2(rated_settings, redis_
         settings = dataclasses.replace(rated_settings, langfuse_base_url=old.base_url)
         observations = generate(300, include_malformed=False, seed=3)
         old.load_observations(observations)
-        rt = Runtime(settings, redis_client=redis_client)
-        set_runtime(rt)
-        broker = build_broker(settings)
-        dramatiq.set_broker(broker)
-        report = sampler_for(settings, rt, broker).run_pass(*whole_window())
-        drain(broker, redis_client)
-        assert report.enqueued == 2 * sampled_roots(observations, RATE)
-        assert set(score_pairs(old.scores())) == expected_pairs(observations, RATE)
-        assert old.violations() == []
+        with installed(hand_built_runtime(settings, redis_client)) as rt:
+            broker = build_broker(settings)
+            dramatiq.set_broker(broker)
+            report = sampler_for(settings, rt, broker).run_pass(*whole_window())
+            drain(broker, redis_client)
+            assert report.enqueued == 2 * sampled_roots(observations, RATE)
+            assert set(score_pairs(old.scores())) == expected_pairs(observations, RATE)
+            assert old.violations() == []
     finally:
-        set_runtime(None)
         old.stop()

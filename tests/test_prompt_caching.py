@@ -3,7 +3,6 @@ and by OpenAI (automatically), the emulator accounts for it as the real APIs do,
 uses the cache prices of the one price table."""
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from decimal import Decimal
@@ -11,11 +10,10 @@ from decimal import Decimal
 import pytest
 import yaml
 
+from tests.helpers import hand_built_runtime, one_trace
+from worker.accounting.pricing import cost_usd, price_table
 from worker.judges.base import Usage
-from worker.pipeline import judge_one
-from worker.pricing import cost_usd, price_table
-from worker.runtime import Runtime
-from tests.pipeline_helpers import one_trace
+from worker.judging.pipeline import judge_one
 
 
 def long_prompt_rubrics(tmp_path, source, *, provider="anthropic", model="claude-sonnet-4-6", repeat=10):
@@ -47,8 +45,7 @@ def priced(model: str, meta: dict) -> Decimal:
 
 def test_the_second_call_reads_the_cached_system_prompt_and_costs_less(settings, redis_client, langfuse_emu,
                                                                         tmp_path, test_rubrics):
-    rt = Runtime(dataclasses.replace(settings, rubrics_dir=long_prompt_rubrics(tmp_path, test_rubrics)),
-                 redis_client=redis_client)
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=long_prompt_rubrics(tmp_path, test_rubrics))
     first, second = judged(rt, langfuse_emu, "1" * 32), judged(rt, langfuse_emu, "2" * 32)
     assert first["judge_cache_write_tokens"] >= 2048 and first["judge_cache_read_tokens"] == 0
     assert second["judge_cache_read_tokens"] == first["judge_cache_write_tokens"]
@@ -71,8 +68,7 @@ def test_a_prefix_below_the_model_minimum_is_not_cached(runtime, langfuse_emu, j
 def test_the_cache_is_written_again_after_its_ttl(settings, redis_client, langfuse_emu, judge_emu, tmp_path,
                                                   test_rubrics):
     judge_emu.configure(cache_ttl_seconds=0.3)
-    rt = Runtime(dataclasses.replace(settings, rubrics_dir=long_prompt_rubrics(tmp_path, test_rubrics)),
-                 redis_client=redis_client)
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=long_prompt_rubrics(tmp_path, test_rubrics))
     first = judged(rt, langfuse_emu, "5" * 32)
     time.sleep(0.5)
     second = judged(rt, langfuse_emu, "6" * 32)
@@ -83,8 +79,8 @@ def test_the_cache_is_written_again_after_its_ttl(settings, redis_client, langfu
 def test_openai_caches_long_prompts_on_its_own_and_the_cost_uses_cached_prices(settings, redis_client, langfuse_emu,
                                                                                tmp_path, test_rubrics):
     model = "gpt-4.1-2025-04-14"
-    rt = Runtime(dataclasses.replace(settings, rubrics_dir=long_prompt_rubrics(
-        tmp_path, test_rubrics, provider="openai", model=model)), redis_client=redis_client)
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=long_prompt_rubrics(
+        tmp_path, test_rubrics, provider="openai", model=model))
     first, second = judged(rt, langfuse_emu, "7" * 32), judged(rt, langfuse_emu, "8" * 32)
     assert first["judge_cache_read_tokens"] == 0
     cached = second["judge_cache_read_tokens"]

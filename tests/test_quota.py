@@ -8,8 +8,8 @@ from samplers.hashing import is_sampled
 from samplers.quota import SegmentQuota
 from samplers.selection import select
 from samplers.source import TraceRef
-from tests.conftest import REPO
-from worker.rubrics import load_rubrics
+from tests.helpers import REPO
+from worker.rubrics.rubric import load_rubrics
 
 BASE_RATE = 0.01
 DAY0 = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
@@ -118,7 +118,7 @@ def test_decisions_are_deterministic_across_replicas_and_rescans(redis_client, r
 
 
 def test_rubrics_that_do_not_apply_do_not_count_the_trace(redis_client, rubric):
-    from worker.rubrics import AppliesTo
+    from worker.rubrics.rubric import AppliesTo
 
     only_summaries = dataclasses.replace(rubric, applies_to=AppliesTo(trace_names=("summarize",)))
     assert select([only_summaries], ref("chat-1", 0), None, SegmentQuota(redis_client)) == []

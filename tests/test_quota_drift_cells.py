@@ -6,9 +6,9 @@ import dataclasses
 import itertools
 
 from samplers.hashing import is_sampled
+from tests.helpers import one_trace
 from worker.drift import aggregates as agg
-from worker.pipeline import judge_one
-from tests.pipeline_helpers import one_trace
+from worker.judging.pipeline import judge_one
 
 
 def _cells_of(redis_client, trace_id: str) -> set[str]:

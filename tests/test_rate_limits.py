@@ -17,20 +17,26 @@ import redis
 from langfuse.api.core.api_error import ApiError
 
 from emulators.seed import generate
-from tests.conftest import drain, make_env
-from tests.pipeline_helpers import expected_pairs, sampler_for, score_pairs, whole_window
-from worker.judges.anthropic_judge import AnthropicJudge
-from worker.langfuse_client import NO_SDK_RETRIES, build_langfuse_api
-from worker.prompt import JudgeRequest
+from emulators.stack import child_env
+from tests.helpers import drain, expected_pairs, hand_built_runtime, make_env, sampler_for, score_pairs, whole_window
 from worker.errors import TransientError
-from worker.queues import queue_depth
+from worker.fleet.queues import queue_depth
+from worker.judges.anthropic_judge import AnthropicJudge
+from worker.judges.base import JudgeRequest
+from worker.judging.runtime import set_runtime
+from worker.langfuse_io.client import NO_SDK_RETRIES, build_langfuse_api
 from worker.rate_limits import (
-    LANGFUSE_KEY, Limit, RateLimitedJudge, RateLimiter, RateLimitWait, RedisBackend, judge_key)
+    LANGFUSE_KEY,
+    Limit,
+    RateLimitedJudge,
+    RateLimiter,
+    RateLimitWait,
+    RedisBackend,
+    judge_key,
+)
 from worker.rate_limits.backends.redis import WAITS
 from worker.rate_limits.status import status_lines
 from worker.retrying import call_with_retries
-from worker.runtime import Runtime, set_runtime
-from worker.stack import child_env
 
 MODEL = "claude-sonnet-4-6"
 
@@ -225,8 +231,8 @@ def test_ten_percent_judge_429s_lower_the_effective_limit_and_lose_nothing(
     langfuse_emu.load_observations(observations)
     judge_emu.configure(fault_rate_429=0.1, retry_after=1)
     settings = dataclasses.replace(settings, sample_rate=0.1, judge_requests_per_minute=1000)
-    limited = Runtime(settings, redis_client=redis_client)
-    set_runtime(limited)
+    limited = hand_built_runtime(settings, redis_client)
+    set_runtime(limited)  # in place of the fixture's, which puts None back at the end
     expected = expected_pairs(observations, 0.1)
     sampler_for(settings, limited, broker).run_pass(*whole_window())
     drain(broker, redis_client, threads=8, timeout=120)
@@ -251,7 +257,7 @@ def test_two_worker_processes_never_exceed_60_judge_requests_in_any_60_seconds(
     log_path = tmp_path / "worker.log"
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from worker.cli import main; main()", "worker", "--processes", "2",
+            [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", "2",
              "--threads", "8"], env=child_env(env), stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True)
     try:

@@ -3,13 +3,12 @@ import json
 
 import pytest
 
-from worker.pipeline import judge_one
-from worker.redaction import luhn_valid, redact
-from worker.rubrics import load_rubrics
-from worker.traces import Trace
-from worker.variables import map_variables
-from tests.conftest import REPO
-from tests.pipeline_helpers import one_trace, spy_on
+from tests.helpers import REPO, one_trace, spy_on
+from worker.judging.pipeline import judge_one
+from worker.judging.redaction import luhn_valid, redact
+from worker.judging.variables import map_variables
+from worker.langfuse_io.traces import Trace
+from worker.rubrics.rubric import load_rubrics
 
 RUBRICS = load_rubrics(REPO / "rubrics")
 TRACE_ID = "0123456789abcdef0123456789abcdef"

@@ -10,10 +10,12 @@ import redis
 from dramatiq.message import Message
 from dramatiq.middleware import Retries
 
-from worker.broker import JUDGE_ACTOR, build_broker
-from worker.durable_retries import DurableRetries, use_durable_retries
+from emulators.stack import start_redis, stop
+from tests.helpers import free_port
+from worker.fleet.broker import build_broker
+from worker.fleet.durable_retries import DurableRetries, use_durable_retries
+from worker.jobs import JUDGE_ACTOR
 from worker.redis_client import connect
-from worker.stack import free_port, start_redis, stop
 
 
 def test_a_client_rides_out_a_redis_restart(tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from worker.cli import main
+from worker.cli.main import main
 
 ENV = {"LANGFUSE_PUBLIC_KEY": "", "LANGFUSE_SECRET_KEY": "", "TRACEJUDGE_MAX_VARIABLE_CHARS": "300"}
 

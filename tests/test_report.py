@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import zlib
@@ -18,15 +17,14 @@ import pytest
 from click.testing import CliRunner
 
 from emulators.seed import generate
-from tests.conftest import REPO, drain, make_env
-from tests.pipeline_helpers import sampler_for, whole_window
-from worker.cli_report import report
+from tests.helpers import REPO, drain, free_port, make_env, sampler_for, whole_window
+from worker.accounting.outcomes import OutcomeLog
+from worker.cli.report import report
 from worker.drift import aggregates as agg
 from worker.drift.check import run_check
 from worker.drift.run import run_drift
 from worker.judges.base import Usage
-from worker.outcomes import OutcomeLog
-from worker.rubrics import load_rubrics
+from worker.rubrics.rubric import load_rubrics
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT_KEEP = REPO / "benchmarks" / "results" / "report.png"
@@ -207,9 +205,7 @@ def test_bad_out_path_and_unknown_rubric_are_one_line_errors(redis_client, env, 
 
 
 def test_unreachable_redis_is_a_one_line_error_without_the_password(env, tmp_path):
-    with socket.socket() as sock:  # a port nothing listens on once closed
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     code, output = _run({**env, "REDIS_URL": f"redis://:s3cret-pw@127.0.0.1:{port}/0"}, "--out", str(tmp_path / "r.html"))
     assert code == 1 and f"cannot read Redis at redis://127.0.0.1:{port}/0" in output
     assert "s3cret-pw" not in output and len(output.strip().splitlines()) == 1

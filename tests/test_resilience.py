@@ -9,17 +9,16 @@ import sys
 import time
 
 from emulators.seed import generate
-from worker.queues import queue_depth
-from worker.stack import child_env
-from tests.conftest import drain, make_env
-from tests.pipeline_helpers import expected_pairs, sampled_roots, sampler_for, score_pairs, whole_window
+from emulators.stack import child_env
+from tests.helpers import drain, expected_pairs, make_env, sampled_roots, sampler_for, score_pairs, whole_window
+from worker.fleet.queues import queue_depth
 
 RATE = 0.1
 
 
 def start_worker(env: dict, log_path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", "from worker.cli import main; main()", "worker", "--processes", "1",
+        [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", "1",
          "--threads", "16"], env=child_env(env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
         start_new_session=True)
 

@@ -5,10 +5,10 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import REPO
-from worker.cli import main
+from tests.helpers import REPO
+from worker.cli.main import main
 from worker.errors import ConfigError
-from worker.rubrics import load_rubrics, version_sha256
+from worker.rubrics.rubric import load_rubrics, version_sha256
 
 PIPELINE = ("helpfulness", "groundedness")
 
@@ -278,14 +278,15 @@ def test_the_worked_example_in_the_rubrics_readme_passes_lint(rubrics):
 def test_a_judge_near_its_end_of_life_warns_and_past_it_fails(rubrics):
     import datetime as dt
 
-    from worker.rubric_lint import lint as run_lint
+    from worker.authoring.lint import lint as run_lint
 
     yaml_file = rubrics / "groundedness" / "v1" / "rubric.yaml"
     line = edit(yaml_file, "  model: claude-sonnet-4-6", "  model: claude-sonnet-4-5-20250929")
-    near = run_lint(rubrics, today=dt.date(2026, 11, 10))
+    eol = {"claude-sonnet-4-5-20250929": dt.date(2026, 11, 30)}
+    near = run_lint(rubrics, today=dt.date(2026, 11, 10), end_of_life=eol)
     assert any(str(p).startswith(f"{yaml_file}:{line}: ") and "end of life on 2026-11-30" in p.message
                for p in near.of("warning")), near.problems
     assert not [p for p in near.errors if p.path == str(yaml_file)]
-    past = run_lint(rubrics, today=dt.date(2026, 12, 1))
+    past = run_lint(rubrics, today=dt.date(2026, 11, 30), end_of_life=eol)
     assert any(str(p).startswith(f"{yaml_file}:{line}: ") and "reached end of life" in p.message
                for p in past.errors), past.problems

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from worker import cli_rubric_test
+from tests.helpers import PK, REPO, SK
+from worker.authoring.examples import examples_path, levels, load_examples, reference_label_of
+from worker.cli import rubric_test as cli_rubric_test
 from worker.errors import ConfigError
-from worker.examples import examples_path, levels, load_examples, reference_label_of
-from worker.rubrics import load_rubrics
-from worker.variables import map_variables
+from worker.judging.variables import map_variables
+from worker.rubrics.rubric import load_rubrics
 
-REPO = Path(__file__).resolve().parent.parent
 STARTERS = ("helpfulness", "groundedness", "instruction_following", "safety")
 QUALITY_FOR_SCORE = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.75, 5: 1.0}
 QUALITY_FOR_LABEL = {"pass": 1.0, "partial": 0.5, "fail": 0.0}
@@ -122,7 +122,7 @@ def test_linear_weights_option_changes_the_kappa(rubrics_dir, judge_emu):
 
 
 def test_the_command_is_reachable_as_tracejudge_rubrics_test():
-    from worker.cli import main
+    from worker.cli.main import main
 
     result = CliRunner().invoke(main, ["rubrics", "test", "--help"])
     assert result.exit_code == 0, result.output
@@ -231,7 +231,7 @@ def test_unscored_examples_are_counted_by_reason_and_left_out_of_agreement(rubri
 def test_nothing_reaches_langfuse(rubrics_dir, judge_emu, langfuse_emu):
     write_examples(rubrics_dir, "helpfulness", numeric_examples(NUMERIC_PAIRS[:4]))
     result = run(rubrics_dir, judge_emu, "helpfulness", LANGFUSE_BASE_URL=langfuse_emu.base_url,
-                 LANGFUSE_PUBLIC_KEY="pk-lf-test", LANGFUSE_SECRET_KEY="sk-lf-test")
+                 LANGFUSE_PUBLIC_KEY=PK, LANGFUSE_SECRET_KEY=SK)
     assert result.exit_code == 0, result.output
     assert judge_emu.stats()["total_requests"] == 4
     assert langfuse_emu.requests() == [] and langfuse_emu.scores() == []
@@ -337,7 +337,7 @@ def test_an_example_becomes_a_trace_with_its_named_observations():
     row = example(1, "Refunds within 30 days.", 5, question="Refund window?",
                   observations=[{"name": "retrieval", "output": [{"doc_id": "kb-0", "text": "30 days."}]}])
     path_line = json.dumps(row)
-    from worker.examples import parse_example
+    from worker.authoring.examples import parse_example
 
     trace = parse_example(path_line, rubric.scale, "x:1").to_trace()
     variables, _ = map_variables(trace, rubric, 12000)

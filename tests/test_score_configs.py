@@ -3,7 +3,6 @@
 Small rubrics are written to tmp folders so each data type, a shared scale and a changed scale
 are each tested on purpose. The emulator validates scores against their config as the server does.
 """
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -11,14 +10,12 @@ import pytest
 import yaml
 from langfuse.api.core.api_error import ApiError
 
+from tests.helpers import REPO, hand_built_runtime, one_trace
 from worker.errors import ConfigError
-from worker.langfuse_client import build_langfuse_api, raw_request
-from worker.pipeline import judge_one
-from worker.rubrics import load_rubrics
-from worker.runtime import Runtime
-from worker.score_configs import ScoreConfigs, config_name_problem
-from tests.conftest import REPO
-from tests.pipeline_helpers import one_trace
+from worker.judging.pipeline import judge_one
+from worker.langfuse_io.client import build_langfuse_api, raw_request
+from worker.langfuse_io.score_configs import ScoreConfigs, config_name_problem
+from worker.rubrics.rubric import load_rubrics
 
 NUMERIC = {"type": "numeric", "min": 1, "max": 5, "integer": True}
 WIDER = {"type": "numeric", "min": 0, "max": 10, "integer": True}
@@ -42,10 +39,6 @@ def write_rubric(root: Path, name: str, version: int, score: dict, description: 
     return root
 
 
-def runtime_for(settings, redis_client, root: Path) -> Runtime:
-    return Runtime(dataclasses.replace(settings, rubrics_dir=root), redis_client=redis_client)
-
-
 def score_one(rt, emu, rubric_key: str, n: int = 0, quality: float = 0.8) -> dict:
     trace_id = f"{n:032x}"
     emu.load_observations(one_trace(trace_id, f"Open Settings > Security. [[quality:{quality}]]"))
@@ -67,7 +60,7 @@ def score_one(rt, emu, rubric_key: str, n: int = 0, quality: float = 0.8) -> dic
 ])
 def test_each_score_carries_the_config_of_its_rubric_scale(settings, redis_client, langfuse_emu, tmp_path,
                                                            score, expected):
-    rt = runtime_for(settings, redis_client, write_rubric(tmp_path, "quality_check", 1, score,
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=write_rubric(tmp_path, "quality_check", 1, score,
                                                           "Does the answer resolve the request?"))
     written = score_one(rt, langfuse_emu, "quality_check@v1")
     config = langfuse_emu.store.configs[written["configId"]]
@@ -83,7 +76,7 @@ def test_each_score_carries_the_config_of_its_rubric_scale(settings, redis_clien
 def test_versions_with_the_same_scale_share_one_config(settings, redis_client, langfuse_emu, tmp_path):
     root = write_rubric(tmp_path, "tone", 1, NUMERIC)
     write_rubric(root, "tone", 2, NUMERIC, "Is the tone right? (reworded prompt)")
-    rt = runtime_for(settings, redis_client, root)
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=root)
     first, second = score_one(rt, langfuse_emu, "tone@v1", 1), score_one(rt, langfuse_emu, "tone@v2", 2)
     assert first["configId"] == second["configId"]
     assert len(langfuse_emu.store.configs) == 1
@@ -93,7 +86,7 @@ def test_a_changed_scale_gets_a_new_config_and_both_versions_keep_scoring(settin
                                                                           tmp_path):
     root = write_rubric(tmp_path, "tone", 1, NUMERIC)
     write_rubric(root, "tone", 2, WIDER)
-    rt = runtime_for(settings, redis_client, root)
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=root)
     v1 = score_one(rt, langfuse_emu, "tone@v1", 1, quality=1.0)
     v2 = score_one(rt, langfuse_emu, "tone@v2", 2, quality=1.0)
     assert (v1["value"], v2["value"]) == (5, 10)  # 10 is valid only under the v2 config
@@ -110,7 +103,7 @@ def test_a_server_refusing_a_second_config_per_name_is_a_clear_config_error(sett
     langfuse_emu.store.unique_config_names = True  # plays the older server release
     root = write_rubric(tmp_path, "tone", 1, NUMERIC)
     write_rubric(root, "tone", 2, WIDER)
-    rt = runtime_for(settings, redis_client, root)
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=root)
     score_one(rt, langfuse_emu, "tone@v1", 1)
     with pytest.raises(ConfigError) as err:
         rt.score_configs.config_id(rt.rubrics["tone@v2"])
@@ -123,7 +116,7 @@ def test_an_existing_matching_config_is_found_and_an_archived_one_is_not_reused(
     archived["isArchived"] = True
     other_scale = langfuse_emu.store.create_config({"name": "tone", "dataType": "NUMERIC", "minValue": 0, "maxValue": 100})
     made_in_ui = langfuse_emu.store.create_config({"name": "tone", "dataType": "NUMERIC", "minValue": 1, "maxValue": 5})
-    rt = runtime_for(settings, redis_client, write_rubric(tmp_path, "tone", 1, NUMERIC))
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=write_rubric(tmp_path, "tone", 1, NUMERIC))
     assert score_one(rt, langfuse_emu, "tone@v1")["configId"] == made_in_ui["id"]
     assert len(langfuse_emu.store.configs) == 3 and other_scale["id"] != made_in_ui["id"]
 
@@ -201,7 +194,7 @@ def test_an_archived_config_refuses_new_scores_and_categories_are_checked(api, l
 
 def test_a_forgotten_config_is_looked_up_again_and_an_archived_one_replaced(settings, redis_client, langfuse_emu,
                                                                             tmp_path):
-    rt = runtime_for(settings, redis_client, write_rubric(tmp_path, "tone", 1, NUMERIC))
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=write_rubric(tmp_path, "tone", 1, NUMERIC))
     first = score_one(rt, langfuse_emu, "tone@v1", 1)["configId"]
     langfuse_emu.store.configs[first]["isArchived"] = True  # someone archived it in the UI
     rt.score_configs.forget(rt.rubrics["tone@v1"])

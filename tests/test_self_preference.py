@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from worker import pipeline
-from worker.pipeline import judge_one
-from tests.pipeline_helpers import one_trace
+from tests.helpers import one_trace
+from worker.judging import pipeline
+from worker.judging.pipeline import judge_one
 
 
 def _with_generation(observations: list[dict], model: str) -> list[dict]:

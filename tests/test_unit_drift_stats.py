@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from worker.drift.stats import (CellInput, WeekRate, WeekStats, benjamini_hochberg, decide, min_n_means,
-                                min_n_rates, proportion_drop_p, welch_drop_p)
+from worker.drift.stats import (
+    CellInput,
+    WeekRate,
+    WeekStats,
+    benjamini_hochberg,
+    decide,
+    min_n_means,
+    min_n_rates,
+    proportion_drop_p,
+    welch_drop_p,
+)
 
 
 def week(values) -> WeekStats:

@@ -3,8 +3,8 @@ import hashlib
 from samplers.hashing import is_sampled, sample_point
 from samplers.selection import applies, select
 from samplers.source import TraceRef, is_own_or_internal
-from worker.rubrics import AppliesTo, load_rubrics
-from tests.conftest import REPO
+from tests.helpers import REPO
+from worker.rubrics.rubric import AppliesTo, load_rubrics
 
 
 def contract_u(trace_id: str) -> float:

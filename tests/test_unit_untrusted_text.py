@@ -3,12 +3,12 @@ import json
 
 import pytest
 
+from tests.helpers import REPO
 from worker.errors import Unscored
-from worker.prompt import render
-from worker.rubrics import load_rubrics
-from worker.traces import Trace
-from worker.variables import as_text, map_variables, select, truncate
-from tests.conftest import REPO
+from worker.judging.prompt import render
+from worker.judging.variables import as_text, map_variables, select, truncate
+from worker.langfuse_io.traces import Trace
+from worker.rubrics.rubric import load_rubrics
 
 RUBRICS = load_rubrics(REPO / "rubrics")
 

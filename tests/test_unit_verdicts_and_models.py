@@ -3,13 +3,13 @@ from decimal import Decimal
 
 import pytest
 
+from worker.accounting.pricing import cost_usd
 from worker.errors import ConfigError, VerdictError
 from worker.judges.base import JudgeReply, Usage
-from worker.models import check_judge_model, is_pinned
-from worker.pricing import cost_usd
-from worker.scales import Scale
-from worker.scores import score_id_for
-from worker.verdict import parse_verdict
+from worker.judges.models import check_judge_model, end_of_life_table, is_pinned
+from worker.judging.verdict import parse_verdict
+from worker.langfuse_io.scores import score_id_for
+from worker.rubrics.scales import Scale
 
 NUMERIC = Scale.from_dict({"type": "numeric", "min": 1, "max": 5, "integer": True}, "t")
 LABELS = Scale.from_dict({"type": "categorical", "labels": {"pass": 1, "partial": 0.5, "fail": 0}}, "t")
@@ -68,16 +68,44 @@ def test_pinned_models(provider, model, pinned):
 
 def test_floating_model_refused_unless_allowed():
     with pytest.raises(ConfigError, match="not pinned"):
-        check_judge_model("openai", "gpt-4o", allow_floating=False)
-    assert check_judge_model("openai", "gpt-4o", allow_floating=True)
+        check_judge_model("openai", "gpt-4o", allow_floating=False, today=dt.date(2026, 1, 1))
+    assert check_judge_model("openai", "gpt-4o", allow_floating=True, today=dt.date(2026, 1, 1))
 
 
-def test_end_of_life_warns_within_30_days_and_fails_after():
-    warn = check_judge_model("anthropic", "claude-sonnet-4-5-20250929", allow_floating=False, today=dt.date(2026, 11, 10))
-    assert any("end of life" in w for w in warn)
-    with pytest.raises(ConfigError, match="end of life"):
-        check_judge_model("anthropic", "claude-sonnet-4-5-20250929", allow_floating=False, today=dt.date(2026, 12, 1))
-    assert check_judge_model("anthropic", "claude-sonnet-4-6", allow_floating=False, today=dt.date(2026, 11, 10)) == []
+EOL = {"claude-sonnet-4-5-20250929": dt.date(2026, 11, 30)}
+
+
+@pytest.mark.parametrize("today, outcome", [
+    (dt.date(2026, 10, 30), "ok"),        # 31 days before: no warning yet
+    (dt.date(2026, 10, 31), "warns"),     # 30 days before
+    (dt.date(2026, 11, 29), "warns"),     # the last day it may judge
+    (dt.date(2026, 11, 30), "fails"),     # its end of life
+    (dt.date(2027, 1, 1), "fails"),
+])
+def test_end_of_life_warns_within_30_days_and_fails_from_that_day(today, outcome):
+    check = lambda: check_judge_model("anthropic", "claude-sonnet-4-5-20250929", allow_floating=False,  # noqa: E731
+                                      today=today, end_of_life=EOL)
+    if outcome == "fails":
+        with pytest.raises(ConfigError, match="reached end of life on 2026-11-30"):
+            check()
+        return
+    warnings = check()
+    assert any("reaches end of life on 2026-11-30" in w for w in warnings) == (outcome == "warns"), warnings
+
+
+def test_a_model_without_end_of_life_never_warns():
+    assert check_judge_model("anthropic", "claude-sonnet-4-6", allow_floating=False, today=dt.date(2026, 11, 29),
+                             end_of_life=EOL) == []
+
+
+def test_retired_models_stay_known_after_the_sdk_drops_them(monkeypatch):
+    """The anthropic SDK's table loses a model once it is retired; ours keeps its date."""
+    import anthropic._data as sdk_data
+
+    monkeypatch.setattr(sdk_data, "DEPRECATED_MODELS", {"claude-opus-4-5": "January 22nd, 2027"})
+    table = end_of_life_table()
+    assert table["claude-sonnet-4-5-20250929"] == dt.date(2026, 11, 30)
+    assert table["claude-opus-4-5"] == dt.date(2027, 1, 22)
 
 
 def test_cost_uses_the_price_table_per_token_kind():

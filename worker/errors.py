@@ -56,3 +56,7 @@ class VerdictError(TraceJudgeError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class OutputNotYetArrived(TraceJudgeError):
+    """The trace has no output yet but is young: the job retries later (it burns no retry)."""

@@ -17,6 +17,8 @@ import sys
 import time
 from urllib.parse import urlparse
 
+from worker.jobs import RubricKey
+
 _SECRET = re.compile(r"(sk-lf-[\w-]+|pk-lf-[\w-]+|sk-ant-[\w-]+|sk-[A-Za-z0-9_-]{16,})")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _JOB: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tracejudge_job", default=None)
@@ -60,8 +62,8 @@ def job_context(trace_id: str, rubric_key: str):
 
 
 def job_fields(trace_id: str, rubric_key: str) -> dict:
-    name, _, version = str(rubric_key).partition("@v")
-    return {"trace_id": trace_id, "rubric": name, "rubric_version": int(version) if version.isdigit() else None}
+    key = RubricKey.parse(rubric_key)
+    return {"trace_id": trace_id, "rubric": key.name, "rubric_version": key.version or None}
 
 
 def set_job(fields: dict | None) -> contextvars.Token:

@@ -165,6 +165,28 @@ class Settings:
         return settings
 
 
+    @classmethod
+    def for_author_tools(cls, rubrics_dir: Path, env: Mapping[str, str] | None = None) -> "Settings":
+        """Settings for the author tools (render --file, test): they never call Langfuse, so its
+        keys may be missing; everything else (judge keys, redaction, variable budget) as configured."""
+        env = {**(os.environ if env is None else env), "TRACEJUDGE_RUBRICS_DIR": str(rubrics_dir)}
+        for name in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+            if not env.get(name, "").strip():
+                env[name] = "unused-by-author-tools"
+        return cls.from_env(env)
+
+
+def rubrics_dir_for(path: str | Path | None, env: Mapping[str, str] | None = None) -> Path:
+    """The rubrics folder of an author tool: ``--dir``, else TRACEJUDGE_RUBRICS_DIR, else the default."""
+    env = os.environ if env is None else env
+    return Path(path or env.get("TRACEJUDGE_RUBRICS_DIR", "").strip() or _default_rubrics_dir())
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment, for the fleet processes a command starts."""
+    return dict(os.environ)
+
+
 def _default_rubrics_dir() -> Path:
     local = Path("rubrics")
     return local if local.is_dir() else _PACKAGED_RUBRICS

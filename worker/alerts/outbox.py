@@ -7,15 +7,16 @@ import logging
 
 import redis
 
+from worker.alerts.kinds import Alert, from_json
 from worker.alerts.sinks import Sink
 
 OUTBOX = "tracejudge:alerts:outbox"
 log = logging.getLogger("tracejudge.alerts")
 
 
-def enqueue(client: redis.Redis, alert: dict, sinks: list[Sink]) -> None:
+def enqueue(client: redis.Redis, alert: Alert, sinks: list[Sink]) -> None:
     for sink in sinks:
-        client.hset(OUTBOX, f"{sink.name}:{alert['id']}", json.dumps(alert))
+        client.hset(OUTBOX, f"{sink.name}:{alert.id}", json.dumps(alert.as_json()))
 
 
 def deliver(client: redis.Redis, sinks: list[Sink]) -> tuple[int, int]:
@@ -28,7 +29,7 @@ def deliver(client: redis.Redis, sinks: list[Sink]) -> tuple[int, int]:
         if sink is None:
             continue  # that sink is not configured in this process; keep the alert
         try:
-            sink.send(json.loads(raw))
+            sink.send(from_json(json.loads(raw)))
         except Exception as exc:  # boundary: any sink failure keeps the alert for the next run
             log.error("alert delivery failed; kept in the outbox", extra={"sink": sink_name, "error": str(exc)[:300]})
             continue

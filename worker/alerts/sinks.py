@@ -4,17 +4,20 @@ A sink raises on failure; the outbox (outbox.py) keeps the alert and retries it 
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import httpx
 
+from worker.alerts.kinds import Alert, BudgetHeld, DriftAlert, UnscoredRise
 from worker.retrying import call_with_retries
+from worker.settings import Settings
 
 
 class Sink(Protocol):
     name: str
 
-    def send(self, alert: dict) -> None: ...
+    def send(self, alert: Alert) -> None: ...
 
 
 def _post(url: str, body: dict, timeout: float = 10.0) -> None:
@@ -26,13 +29,15 @@ def _post(url: str, body: dict, timeout: float = 10.0) -> None:
 
 
 class WebhookSink:
+    """Generic JSON webhook: the alert as the outbox keeps it (``Alert.as_json``)."""
+
     name = "webhook"
 
     def __init__(self, url: str):
         self.url = url
 
-    def send(self, alert: dict) -> None:
-        _post(self.url, alert)
+    def send(self, alert: Alert) -> None:
+        _post(self.url, alert.as_json())
 
 
 class SlackSink:
@@ -43,7 +48,7 @@ class SlackSink:
     def __init__(self, url: str):
         self.url = url
 
-    def send(self, alert: dict) -> None:
+    def send(self, alert: Alert) -> None:
         _post(self.url, slack_message(alert))
 
 
@@ -56,41 +61,81 @@ class PagerDutySink:
         self.routing_key = routing_key
         self.url = url
 
-    def send(self, alert: dict) -> None:
-        _post(self.url, {
-            "routing_key": self.routing_key,
-            "event_action": "trigger",
-            "dedup_key": f"tracejudge:{alert['cell']}",
-            "payload": {
-                "summary": alert["title"][:1024],
-                "source": "tracejudge",
-                "severity": "warning",
-                "component": alert["rubric"],
-                "group": alert["segment"],
-                "class": alert["kind"],
-                "custom_details": {k: alert[k] for k in ("prev", "curr", "drop_points", "q_value", "owner")},
-            },
-            "links": [{"href": t["url"], "text": f"trace {t['trace_id']} ({t['points']:.0f})"}
-                      for t in alert["bottom_traces"][:5]],
-        })
+    def send(self, alert: Alert) -> None:
+        _post(self.url, pagerduty_event(alert, self.routing_key))
 
 
-def slack_message(alert: dict) -> dict:
-    lines = "\n".join(f"• <{t['url']}|{t['trace_id'][:12]}> {t['points']:.0f} pts" for t in alert["bottom_traces"][:20])
-    prev, curr = alert["prev"], alert["curr"]
-    return {
-        "text": alert["title"],
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": alert["title"][:150]}},
-            {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": f"*Rubric*\n{alert['rubric']} v{alert['version']}"},
-                {"type": "mrkdwn", "text": f"*Cell*\n{alert['segment']}"},
-                {"type": "mrkdwn", "text": f"*Last week*\n{prev['mean']:.1f} (n={prev['n']})"},
-                {"type": "mrkdwn", "text": f"*This week*\n{curr['mean']:.1f} (n={curr['n']})"},
-                {"type": "mrkdwn", "text": f"*Drop*\n{alert['drop_points']:.1f} points"},
-                {"type": "mrkdwn", "text": f"*q-value*\n{alert['q_value']:.2g}"},
-            ]},
-            {"type": "section", "text": {"type": "mrkdwn", "text": "*Lowest-scoring traces this week*\n" + (lines or "none")}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"owner: {alert['owner']} · judge {alert['judge_model']}"}]},
-        ],
-    }
+def sinks_for(settings: Settings) -> list[Sink]:
+    """The sinks the settings configure (none: alerts wait in the outbox)."""
+    sinks: list[Sink] = []
+    if settings.alert_webhook_url:
+        sinks.append(WebhookSink(settings.alert_webhook_url))
+    if settings.slack_webhook_url:
+        sinks.append(SlackSink(settings.slack_webhook_url))
+    if settings.pagerduty_routing_key:
+        sinks.append(PagerDutySink(settings.pagerduty_routing_key, settings.pagerduty_events_url))
+    return sinks
+
+
+# -- Slack ---------------------------------------------------------------------------------
+
+def _slack_text(text: str) -> str:
+    """Slack mrkdwn control characters escaped, so a client-supplied id cannot forge a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _field(label: str, value: str) -> dict:
+    return {"type": "mrkdwn", "text": f"*{label}*\n{value}"}
+
+
+def slack_message(alert: Alert) -> dict:
+    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": alert.title[:150]}}]
+    if isinstance(alert, DriftAlert):
+        fields = [_field("Rubric", f"{_slack_text(alert.rubric)} v{alert.version}"),
+                  _field("Cell", _slack_text(alert.segment))]
+        if isinstance(alert, UnscoredRise):
+            rate = alert.unscored_rate
+            fields += [_field("Unscored last week", f"{100 * (rate.get('prev') or 0):.1f}% (n={alert.prev.n})"),
+                       _field("Unscored this week", f"{100 * (rate.get('curr') or 0):.1f}% (n={alert.curr.n})")]
+        else:
+            fields += [_field("Last week", f"{alert.prev.mean:.1f} (n={alert.prev.n})"),
+                       _field("This week", f"{alert.curr.mean:.1f} (n={alert.curr.n})"),
+                       _field("Drop", f"{alert.drop_points:.1f} points")]
+        if alert.q_value is not None:
+            fields.append(_field("q-value", f"{alert.q_value:.2g}"))
+        lines = "\n".join(f"• <{_slack_text(t.url)}|{_slack_text(t.trace_id[:12])}> {t.points:.0f} pts"
+                          for t in alert.bottom_traces[:20])
+        blocks += [{"type": "section", "fields": fields},
+                   {"type": "section", "text": {"type": "mrkdwn",
+                                                "text": "*Lowest-scoring traces this week*\n" + (lines or "none")}},
+                   {"type": "context", "elements": [{"type": "mrkdwn", "text": f"owner: {_slack_text(alert.owner)} · "
+                                                     f"judge {_slack_text(alert.judge_model)}"}]}]
+    elif isinstance(alert, BudgetHeld):
+        scope = "fleet" if alert.held_by == "global" else "rubric"
+        blocks += [{"type": "section", "fields": [
+            _field("Rubric", _slack_text(alert.rubric)), _field("Cap", f"{scope} ${alert.cap_usd:.4f} a day"),
+            _field("Spent", f"${alert.spent_usd:.4f} on {alert.day} (UTC)"),
+            _field("Typical job", f"${alert.typical_job_usd:.4f}")]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "queued jobs are parked until the next UTC "
+                                              "day or a raised cap (`tracejudge budget unpark`)"}]}]
+    return {"text": alert.title, "blocks": blocks}
+
+
+# -- PagerDuty -----------------------------------------------------------------------------
+
+def pagerduty_event(alert: Alert, routing_key: str) -> dict:
+    payload: dict = {"summary": alert.title[:1024], "source": "tracejudge", "severity": "warning",
+                     "component": alert.rubric, "class": alert.kind}
+    links: list[dict] = []
+    if isinstance(alert, DriftAlert):
+        payload["group"] = alert.segment
+        payload["custom_details"] = {"prev": dataclasses.asdict(alert.prev), "curr": dataclasses.asdict(alert.curr),
+                                     "drop_points": alert.drop_points, "q_value": alert.q_value,
+                                     "unscored_rate": alert.unscored_rate, "owner": alert.owner}
+        links = [{"href": t.url, "text": f"trace {t.trace_id} ({t.points:.0f})"} for t in alert.bottom_traces[:5]]
+    elif isinstance(alert, BudgetHeld):
+        payload["group"] = alert.held_by
+        payload["custom_details"] = {"day": alert.day, "spent_usd": alert.spent_usd, "cap_usd": alert.cap_usd,
+                                     "typical_job_usd": alert.typical_job_usd}
+    return {"routing_key": routing_key, "event_action": "trigger", "dedup_key": f"tracejudge:{alert.cell}",
+            "payload": payload, "links": links}

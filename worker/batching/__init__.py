@@ -3,11 +3,5 @@ or the OpenAI Batch API at half price, for work that can wait hours.
 
 A job renders its request as usual and defers it to a Redis store (store.py); a batch cycle
 (cycle.py) submits what is pending, polls what was submitted, and finishes every result with
-the online path's own steps (worker/pipeline.py). providers.py speaks the two batch APIs.
+the online path's own steps (worker/judging). providers.py speaks the two batch APIs.
 """
-from __future__ import annotations
-
-from worker.batching.cycle import BatchCycleSummary, batch_tick, run_batch_cycle
-from worker.batching.store import BatchStore
-
-__all__ = ["BatchCycleSummary", "BatchStore", "batch_tick", "run_batch_cycle"]

@@ -14,12 +14,13 @@ import time
 import uuid
 from collections import Counter
 
-from worker import metrics
 from worker.batching.providers import batches_for
 from worker.batching.store import PROVIDERS, BatchStore, Item
-from worker.budget import Budget
 from worker.errors import TraceJudgeError, Unscored
-from worker.pipeline import Prepared, finish_scored, finish_unscored, verdict_or_repair
+from worker.judging.finish import finish_scored, finish_unscored
+from worker.judging.outcome import Prepared
+from worker.judging.pipeline import verdict_or_repair
+from worker.judging.runtime import Runtime
 from worker.retrying import as_transient, call_with_retries, status_of
 
 log = logging.getLogger("tracejudge.batching")
@@ -44,7 +45,7 @@ class BatchCycleSummary:
                 f"in {c['batches_submitted']} batches")
 
 
-def run_batch_cycle(rt) -> BatchCycleSummary:
+def run_batch_cycle(rt: Runtime) -> BatchCycleSummary:
     """Poll submitted batches, finish their results, submit pending requests (one cycle fleet-wide)."""
     token = uuid.uuid4().hex
     if not rt.redis.set(LOCK, token, nx=True, px=LOCK_TTL_MS):
@@ -65,7 +66,7 @@ _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPI
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
-def _renew(rt, token: str) -> bool:
+def _renew(rt: Runtime, token: str) -> bool:
     if rt.redis.eval(_RENEW, 1, LOCK, token, LOCK_TTL_MS):
         return True
     log.warning("batch cycle lock lost while collecting: submissions wait for the next cycle")
@@ -75,7 +76,7 @@ def _renew(rt, token: str) -> bool:
 LAST_CYCLE = "tracejudge:batch:last_cycle"
 
 
-def batch_tick(rt, now: float | None = None) -> BatchCycleSummary | None:
+def batch_tick(rt: Runtime, now: float | None = None) -> BatchCycleSummary | None:
     """For the scheduler's tick: ``run_batch_cycle`` when a batch rubric is loaded and
     ``batch_poll_seconds`` have passed since the last cycle (kept in Redis, so a scheduler that
     takes over keeps the cadence); None when not due."""
@@ -93,11 +94,10 @@ def batch_tick(rt, now: float | None = None) -> BatchCycleSummary | None:
 
 
 class BatchCycle:
-    def __init__(self, rt):
+    def __init__(self, rt: Runtime):
         self.rt = rt
         self.store = BatchStore(rt.redis)
         self.summary = BatchCycleSummary()
-        self.budget = Budget(rt.redis, rt.settings.daily_budget_usd)
         self._apis: dict[str, object] = {}
 
     def api(self, provider: str):
@@ -191,15 +191,8 @@ class BatchCycle:
         else:
             outcome = finish_scored(self.rt, rubric, _prepared(item), verdict, item.usage_total, item.calls,
                                     item.repair is not None, batch=True)
-        self.summary.counts[outcome.status] += 1
-        self._account(rubric, outcome)
+        self.summary.counts[outcome.status] += 1  # metrics and spend: recorded by finish_*
         self.store.forget(score_id)
-
-    def _account(self, rubric, outcome) -> None:
-        """What the actor does for an online job: the day's spend (at batch prices) and metrics."""
-        metrics.record_outcome(outcome, None)  # no per-job latency: the batch took hours
-        if outcome.cost:
-            self.budget.record(outcome.score_id, rubric.name, outcome.cost)
 
     # -- submissions ------------------------------------------------------------------------
     def submit(self) -> None:
@@ -209,7 +202,7 @@ class BatchCycle:
                 continue
             api = self.api(provider)
             items = [i for i in (self.store.item(s) for s in ids) if i is not None]
-            held = self.budget.held(self.rt.rubrics.values())  # over budget: wait, as parked jobs do
+            held = self.rt.budget.held(self.rt.rubrics.values())  # over budget: wait, as parked jobs do
             ready = []
             for item in items:
                 if self.rt.outcomes.is_done(item.score_id):

@@ -17,8 +17,7 @@ import time
 
 import redis
 
-from worker.judges.base import JudgeReply, Usage
-from worker.prompt import JudgeRequest
+from worker.judges.base import JudgeReply, JudgeRequest, Usage
 
 ITEMS = "tracejudge:batch:items"
 PENDING = "tracejudge:batch:pending:"
@@ -84,7 +83,7 @@ class BatchStore:
         self._defer = client.register_script(_DEFER)
 
     def defer(self, job, judge) -> bool:
-        """Keep a prepared job (worker.pipeline.Prepared) for the next batch; False if already kept."""
+        """Keep a prepared job (worker.judging.pipeline.Prepared) for the next batch; False if already kept."""
         item = Item(job.score_id, job.trace_id, job.rubric_key, judge.provider,
                     dataclasses.asdict(job.request), job.facts, job.metadata,
                     job.timestamp.isoformat() if job.timestamp else None,

@@ -11,8 +11,8 @@ import datetime as dt
 
 import redis
 
-from worker.outcomes import Op
-from worker.rubrics import Rubric
+from worker.accounting.outcomes import Op
+from worker.rubrics.rubric import Rubric
 
 PREFIX = "tracejudge:agg:"
 CELLS = PREFIX + "cells"

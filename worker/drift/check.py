@@ -12,9 +12,16 @@ import json
 import redis
 
 from worker.drift import aggregates as agg
-from worker.drift.stats import (CellDecision, CellInput, WeekRate, WeekStats, benjamini_hochberg, decide,
-                                proportion_drop_p)
-from worker.rubrics import Rubric
+from worker.drift.stats import (
+    CellDecision,
+    CellInput,
+    WeekRate,
+    WeekStats,
+    benjamini_hochberg,
+    decide,
+    proportion_drop_p,
+)
+from worker.rubrics.rubric import Rubric
 
 STATE = "tracejudge:alerts:state"
 DEFAULT_THRESHOLD = 5.0

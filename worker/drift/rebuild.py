@@ -20,13 +20,14 @@ from decimal import Decimal
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
+from worker.accounting.outcomes import DONE_TTL_SECONDS, OutcomeLog
 from worker.drift.aggregates import scored_ops
 from worker.errors import TraceJudgeError, TransientError
-from worker.langfuse_client import NO_SDK_RETRIES
-from worker.outcomes import DONE_TTL_SECONDS, OutcomeLog
+from worker.jobs import format_rubric_key
+from worker.langfuse_io.client import NO_SDK_RETRIES
+from worker.langfuse_io.scores import score_id_for
 from worker.retrying import call_with_retries
-from worker.rubrics import Rubric
-from worker.scores import score_id_for
+from worker.rubrics.rubric import Rubric
 
 PAGE_LIMIT = 100  # the endpoint's maximum
 # A day short of the markers' lifetime, so a marker written at the edge is still there.
@@ -114,7 +115,7 @@ def _ops_for(score, rubrics: dict[str, Rubric]) -> tuple[str | None, list, str]:
     version, sha = metadata.get("rubric_version"), metadata.get("rubric_sha256")
     if not isinstance(version, int) or isinstance(version, bool) or not isinstance(sha, str):
         return "no rubric_version/rubric_sha256 in metadata", [], score.id
-    rubric = rubrics.get(f"{score.name}@v{version}")
+    rubric = rubrics.get(format_rubric_key(score.name, version))
     if rubric is None:
         return "rubric version not loaded", [], score.id
     trace_id = _trace_id(score.subject)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import anthropic
 
-from worker.judges.base import JudgeReply, Usage
-from worker.prompt import JudgeRequest
+from worker.judges.base import JudgeReply, JudgeRequest, Usage
 
 CACHE_CONTROL = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.25x input to write
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-from worker.prompt import JudgeRequest
-
 
 @dataclasses.dataclass
 class Usage:
@@ -29,6 +27,17 @@ class JudgeReply:
     detail: str = ""
     # Provider-specific assistant turn, replayed when asking for a repair.
     assistant_turn: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeRequest:
+    model: str
+    max_tokens: int
+    system: str | None  # static per rubric version: the cacheable prefix
+    user: str
+    schema: dict
+    tool_name: str
+    tool_description: str
 
 
 class Judge(Protocol):

@@ -2,14 +2,12 @@
 on servers that lack ``response_format: json_schema``."""
 from __future__ import annotations
 
-import re
-
 import json
+import re
 
 import openai
 
-from worker.judges.base import JudgeReply, Usage
-from worker.prompt import JudgeRequest
+from worker.judges.base import JudgeReply, JudgeRequest, Usage
 
 
 class OpenAIJudge:

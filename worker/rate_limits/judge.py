@@ -1,8 +1,7 @@
 """A judge behind the fleet-wide limiter, with the same ``ask(request, repair)`` as any Judge."""
 from __future__ import annotations
 
-from worker.judges.base import Judge, JudgeReply
-from worker.prompt import JudgeRequest
+from worker.judges.base import Judge, JudgeReply, JudgeRequest
 from worker.rate_limits.limiter import Limit, RateLimiter
 from worker.retrying import is_throttle, retry_after_of
 

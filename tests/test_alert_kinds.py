@@ -1,0 +1,94 @@
+"""Each alert kind has its own fields, and every sink renders every kind with them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker.alerts import outbox
+from worker.alerts.kinds import BudgetHeld, QualityDrop, TraceLink, UnscoredRise, Week, from_json
+from worker.alerts.sinks import pagerduty_event, slack_message
+
+
+def drop(**over) -> QualityDrop:
+    fields = dict(id="a1", title="helpfulness v1 dropped 7.5 points for feature=summarize", cell="c1",
+                  rubric="helpfulness", owner="team-x", route=None, version=1, judge_model="claude-sonnet-4-6",
+                  segment="feature=summarize", prev=Week(80.0, 300), curr=Week(72.5, 310), drop_points=7.5,
+                  p_value=0.0001, q_value=0.002, unscored_rate={"prev": 0.01, "curr": 0.02},
+                  bottom_traces=[TraceLink("t-1", 12.0, "http://ui/trace/t-1")])
+    return QualityDrop(**{**fields, **over})
+
+
+def rise() -> UnscoredRise:
+    d = drop()
+    return UnscoredRise(**{**d.__dict__, "title": "helpfulness v1: unscored rate rose to 9.0%",
+                           "unscored_rate": {"prev": 0.01, "curr": 0.09}})
+
+
+def budget() -> BudgetHeld:
+    return BudgetHeld(id="b1", title="helpfulness: judging paused", cell="budget:helpfulness", rubric="helpfulness",
+                      owner="unowned", route=None, day="2026-12-01", held_by="rubric", spent_usd=4.9876,
+                      cap_usd=5.0, typical_job_usd=0.002)
+
+
+def slack_text(message: dict) -> str:
+    return json.dumps(message["blocks"])
+
+
+def test_a_budget_alert_shows_spend_and_cap_not_drift_figures():
+    text = slack_text(slack_message(budget()))
+    assert "$4.9876 on 2026-12-01" in text and "$5.0000 a day" in text
+    assert "Last week" not in text and "Drop" not in text and "n=0" not in text
+    event = pagerduty_event(budget(), "rk")
+    assert event["payload"]["custom_details"] == {"day": "2026-12-01", "spent_usd": 4.9876, "cap_usd": 5.0,
+                                                  "typical_job_usd": 0.002}
+    assert event["payload"]["group"] == "rubric" and event["links"] == []
+
+
+def test_a_quality_drop_shows_both_weeks_and_the_lowest_traces():
+    text = slack_text(slack_message(drop()))
+    assert "80.0 (n=300)" in text and "72.5 (n=310)" in text and "7.5 points" in text
+    assert "<http://ui/trace/t-1|t-1>" in text
+    event = pagerduty_event(drop(), "rk")
+    assert event["dedup_key"] == "tracejudge:c1" and event["payload"]["class"] == "quality_drop"
+    assert event["links"] == [{"href": "http://ui/trace/t-1", "text": "trace t-1 (12)"}]
+
+
+def test_an_unscored_rise_shows_the_unscored_rates_not_a_score_drop():
+    text = slack_text(slack_message(rise()))
+    assert "1.0% (n=300)" in text and "9.0% (n=310)" in text
+    assert "Drop" not in text
+    assert pagerduty_event(rise(), "rk")["payload"]["class"] == "unscored_rise"
+
+
+def test_a_client_supplied_trace_id_cannot_forge_a_slack_link():
+    alert = drop(bottom_traces=[TraceLink("x>|<http://evil", 3.0, "http://ui/trace/x%3E%7C%3Chttp%3A%2F%2Fevil")])
+    text = slack_text(slack_message(alert))
+    assert "<http://evil" not in text and "x&gt;|&lt;http" in text
+
+
+@pytest.mark.parametrize("alert", [drop(), rise(), budget()], ids=["drop", "rise", "budget"])
+def test_an_alert_reads_back_from_the_outbox_as_its_own_kind(alert, redis_client):
+    class Keep:
+        name = "keep"
+        got: list = []
+
+        def send(self, a):
+            self.got.append(a)
+
+    sink = Keep()
+    outbox.enqueue(redis_client, alert, [sink])
+    assert outbox.deliver(redis_client, [sink]) == (1, 0)
+    assert sink.got == [alert] and type(sink.got[0]) is type(alert)
+
+
+def test_an_outbox_entry_written_before_the_kinds_existed_still_reads():
+    old = {"id": "b1", "kind": "budget_held", "title": "t", "rubric": "helpfulness", "version": "",
+           "cell": "budget:helpfulness", "segment": "global", "day": "2026-11-30",
+           "spent_usd": 5.0, "cap_usd": 5.0, "typical_job_usd": 0.01, "owner": "unowned", "route": None,
+           "judge_model": "", "prev": {"mean": 0.0, "n": 0}, "curr": {"mean": 0.0, "n": 0}, "drop_points": 0.0,
+           "p_value": None, "q_value": 1.0, "unscored_rate": None, "bottom_traces": []}
+    alert = from_json(old)
+    assert isinstance(alert, BudgetHeld) and alert.held_by == "global" and alert.cap_usd == 5.0
+    with pytest.raises(ValueError, match="unknown alert kind"):
+        from_json({"kind": "nonsense"})

@@ -1,0 +1,93 @@
+"""The alerts tracejudge sends, one type per kind, each with the fields that kind has.
+
+Drift gives ``QualityDrop`` and ``UnscoredRise`` (one cell of one rubric version); the budget
+gives ``BudgetHeld``. The outbox stores an alert as JSON (``as_json``) and reads it back with
+``from_json``; the webhook sink posts that same JSON, the other sinks render each kind their way.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+
+@dataclasses.dataclass(frozen=True)
+class Week:
+    mean: float | None
+    n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceLink:
+    trace_id: str
+    points: float
+    url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    kind: ClassVar[str]
+    id: str
+    title: str
+    cell: str  # what the alert is about, deduplicated per sink (PagerDuty's dedup key)
+    rubric: str
+    owner: str
+    route: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftAlert(Alert):
+    """One drift cell: a rubric version x judge model x segment, this week against last."""
+
+    version: int
+    judge_model: str
+    segment: str
+    prev: Week
+    curr: Week
+    drop_points: float
+    p_value: float | None
+    q_value: float | None
+    unscored_rate: dict  # {"prev": rate, "curr": rate}
+    bottom_traces: list[TraceLink]
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityDrop(DriftAlert):
+    kind: ClassVar[str] = "quality_drop"
+
+
+@dataclasses.dataclass(frozen=True)
+class UnscoredRise(DriftAlert):
+    kind: ClassVar[str] = "unscored_rise"
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetHeld(Alert):
+    """A rubric's (or the fleet's) daily judge budget is spent: its jobs are parked."""
+
+    kind: ClassVar[str] = "budget_held"
+    day: str
+    held_by: str  # "global" | "rubric"
+    spent_usd: float
+    cap_usd: float
+    typical_job_usd: float
+
+
+KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, UnscoredRise, BudgetHeld)}
+
+
+def from_json(raw: dict[str, Any]) -> Alert:
+    """The alert an outbox entry holds (unknown keys are ignored, so older entries still read)."""
+    cls = KINDS.get(raw.get("kind", ""))
+    if cls is None:
+        raise ValueError(f"unknown alert kind {raw.get('kind')!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in raw.items() if k in names}
+    if issubclass(cls, DriftAlert):
+        values["prev"], values["curr"] = Week(**raw["prev"]), Week(**raw["curr"])
+        values["bottom_traces"] = [TraceLink(**t) for t in raw.get("bottom_traces") or []]
+    if cls is BudgetHeld and "held_by" not in values:  # written before the kinds: the scope sat in "segment"
+        values["held_by"] = raw.get("segment") or "rubric"
+    return cls(**values)

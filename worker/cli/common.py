@@ -1,0 +1,44 @@
+"""What every ``tracejudge`` command shares: settings from the environment, our errors as one
+line with exit status 1, the date judges are checked against, and picking a rubric version."""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+
+import click
+
+from worker.errors import TraceJudgeError
+
+
+def reports_errors(fn):
+    """Turn our own errors into a one-line message and exit status 1 (click's ClickException)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TraceJudgeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def _settings():
+    from worker.settings import Settings
+
+    return Settings.from_env()
+
+
+def utc_today() -> dt.date:
+    """The date a command checks judges' end of life against."""
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def pick_rubric(loaded: dict, wanted: str):
+    """``name@vN`` exactly, or a name for its newest loaded version; a usage error otherwise."""
+    if wanted in loaded:
+        return loaded[wanted]
+    versions = [r for r in loaded.values() if r.name == wanted]
+    if not versions:
+        raise click.UsageError(f"no rubric {wanted!r}; known: {', '.join(sorted(loaded))}")
+    return max(versions, key=lambda r: r.version)

@@ -1,0 +1,93 @@
+"""``tracejudge drift``: the week-over-week check, its table, and alert delivery."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from worker.errors import TraceJudgeError
+
+
+def _rebuild(settings, rubrics, client, since) -> None:
+    import datetime as dt
+    import sys
+
+    from worker.accounting.outcomes import OutcomeLog
+    from worker.drift.rebuild import check_since, default_since, rebuild
+    from worker.langfuse_io.client import build_langfuse_api
+
+    now = dt.datetime.now(dt.timezone.utc)
+    since = check_since(since, now) if since is not None else default_since(now)
+    span = (now - since).total_seconds()
+    # Pages come newest first and the response has no totals: progress is how far back in
+    # time the pages have reached.
+    with click.progressbar(length=int(span), label="rebuild", file=sys.stderr, show_eta=False,
+                           item_show_func=lambda r: r and f"{r.read} read, {r.added} added") as bar:
+        def on_page(result):
+            reached = 0 if result.oldest is None else int(min(span, (now - result.oldest).total_seconds()))
+            bar.update(max(0, reached - bar.pos), result)
+
+        result = rebuild(build_langfuse_api(settings), OutcomeLog(client), rubrics, since, on_page)
+        bar.update(int(span) - bar.pos, result)
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skipped.items())) or "none"
+    click.echo(f"rebuilt from {result.read} score(s) since {since.isoformat(timespec='seconds')}: "
+               f"{result.added} added, {result.already_counted} already counted; skipped: {skipped}")
+
+
+def _fmt(x, spec=".1f"):
+    return "-" if x is None else format(x, spec)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Run the check now (the scheduler runs it daily).")
+@click.option("--json", "as_json", is_flag=True, help="Print every cell as JSON instead of a table.")
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild the aggregates from the scores in Langfuse (after a Redis loss), then stop.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+              help="With --rebuild: scores written since this UTC time (default: 89 days ago, the most allowed).")
+def drift(once, as_json, rebuild, since):
+    """Compare the last 7 days with the 7 before for every rubric x segment cell; alert on drops.
+
+    With --rebuild, re-add the scores of ours in Langfuse to the aggregates instead; scores
+    already counted (live or by an earlier rebuild) are skipped, so it is safe to rerun."""
+    import redis
+
+    from worker.drift.run import run_drift
+    from worker.langfuse_io.links import trace_linker
+    from worker.rubrics.rubric import load_rubrics
+    from worker.settings import Settings
+
+    if once == rebuild:
+        raise click.UsageError("give exactly one of --once or --rebuild")
+    if since is not None and not rebuild:
+        raise click.UsageError("--since goes with --rebuild")
+    try:
+        settings = Settings.from_env()
+        rubrics = load_rubrics(settings.rubrics_dir)
+        client = redis.Redis.from_url(settings.redis_url)
+        if rebuild:
+            _rebuild(settings, rubrics, client, since)
+            return
+        reports, alerts, (sent, pending) = run_drift(settings, rubrics, client, trace_linker(settings))
+    except TraceJudgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"cells": [r.as_dict() for r in reports], "alerts": [a.as_json() for a in alerts],
+                               "delivered": sent, "pending": pending}, default=str, indent=1))
+        return
+    click.echo(f"{'rubric':<24}{'segment':<36}{'last wk':>9}{'n':>6}{'this wk':>9}{'n':>6}{'drop':>7}{'q':>9}  status")
+    for r in reports:
+        d = r.decision
+        status = d.status
+        if d.status == "insufficient_data":
+            status += (f" (has n={d.n_have}, needs n={d.n_needed} a week)" if d.n_needed
+                       else f" (has n={d.n_have}, needs 2+ a week)")
+        if r.explained_by:
+            status += " by " + ", ".join(r.explained_by)
+        if r.unscored_alert:
+            status += f"; unscored rate {100 * r.unscored_rate_prev:.1f}% -> {100 * r.unscored_rate_curr:.1f}%"
+        if r.new_alert:
+            status += "  [ALERT SENT]"
+        click.echo(f"{r.rubric + ' v' + str(r.version):<24}{r.segment[:35]:<36}{_fmt(d.prev_mean):>9}{d.n_prev:>6}"
+                   f"{_fmt(d.curr_mean):>9}{d.n_curr:>6}{_fmt(d.drop):>7}{_fmt(d.q, '.2g'):>9}  {status}")
+    click.echo(f"{len(alerts)} new alert(s); delivered {sent}, {pending} waiting in the outbox")

@@ -1,0 +1,138 @@
+"""``tracejudge sample | backfill | scheduler | worker``: the commands that run the fleet."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import sys
+import threading
+
+import click
+
+from worker.cli.common import _settings, reports_errors
+
+
+def _iso(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2026-11-20T00:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _sampler(settings):
+    from worker.fleet.scheduler import build_sampler
+
+    return build_sampler(settings)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="One pass over the window, then exit (else: run continuously).")
+@click.option("--since", callback=_iso, help="Window start, ISO 8601 (default: one sample interval before --until).")
+@click.option("--until", callback=_iso, help="Window end, exclusive (default: now minus TRACEJUDGE_SETTLE_SECONDS).")
+@reports_errors
+def sample(once, since, until):
+    """Pick traces by the deterministic hash and enqueue them for judging."""
+    settings = _settings()
+    sampler = _sampler(settings)
+    if not once:
+        if since or until:
+            raise click.UsageError("--since/--until need --once (continuous mode follows its cursor)")
+        _run_scheduler(sampler, settings)
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    until = until or now - dt.timedelta(seconds=settings.settle_seconds)
+    since = since or until - dt.timedelta(seconds=settings.sample_interval_seconds)
+    if since >= until:
+        raise click.UsageError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+    report = sampler.run_pass(since, until)
+    click.echo(f"scanned {report.scanned} traces, selected {report.selected}, enqueued {report.enqueued} "
+               f"({report.already_enqueued} already enqueued, {report.excluded} excluded) "
+               f"in {report.requests} Langfuse requests")
+
+
+@click.command()
+@click.option("--since", callback=_iso, required=True, help="Window start, ISO 8601.")
+@click.option("--until", callback=_iso, required=True, help="Window end, ISO 8601, exclusive.")
+@click.option("--rubric", "rubric_names", multiple=True, metavar="NAME[@vN]",
+              help="Only these rubrics (repeatable; default: every loaded rubric version).")
+@reports_errors
+def backfill(since, until, rubric_names):
+    """Judge a past window (same sampling, dedup and budget as the sampler), with a progress bar.
+
+    Resumable: after Ctrl-C or a crash, run the same command again; finished time slices are
+    skipped."""
+    from samplers.backfill import run_backfill, slices
+
+    if since >= until:
+        raise click.UsageError("--since must be before --until")
+    sampler = _sampler(_settings())
+    if rubric_names:
+        known = {r.key: r for r in sampler.rubrics}
+        chosen = [r for r in sampler.rubrics if r.key in rubric_names or r.name in rubric_names]
+        unknown = [n for n in rubric_names if n not in known and n not in {r.name for r in sampler.rubrics}]
+        if unknown:
+            raise click.UsageError(f"unknown rubric {', '.join(unknown)}; loaded: {', '.join(sorted(known))}")
+        sampler.rubrics = chosen
+    with click.progressbar(length=len(slices(since, until)), label="backfill", show_eta=True, show_pos=True,
+                           file=sys.stderr) as bar:
+        try:
+            report, skipped = run_backfill(sampler, since, until, on_slice=lambda i, r: bar.update(1))
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: run the same command again to resume (finished slices are kept)", err=True)
+            sys.exit(130)
+    click.echo(report.line() + (f"; {skipped} slices already done by an earlier run" if skipped else ""))
+
+
+def _run_scheduler(sampler, settings):
+    from worker.fleet.scheduler import run_fleet_scheduler
+    from worker.logs import configure_logging
+
+    configure_logging()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_fleet_scheduler(sampler, settings, stop)
+
+
+@click.command()
+@reports_errors
+def scheduler():
+    """Periodic sampler ticks and the daily drift check (the Procfile's `scheduler`).
+
+    A Redis lease keeps one scheduler active fleet-wide; run it on several hosts for failover."""
+    settings = _settings()
+    _run_scheduler(_sampler(settings), settings)
+
+
+@click.command()
+@click.option("--processes", "-p", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", "-t", default=32, show_default=True, type=click.IntRange(1, 512),
+              help="Threads per process; processes x threads judge calls can be in flight.")
+@reports_errors
+def worker(processes, threads):
+    """The dramatiq worker fleet (the Procfile's `worker`).
+
+    Prometheus metrics of all its processes are served on TRACEJUDGE_METRICS_PORT (0: off)."""
+    from worker.jobs import JUDGE_QUEUE
+    from worker.judging.runtime import Runtime
+    from worker.settings import process_environment
+
+    settings = _settings()
+    rt = Runtime(settings)  # fail here, with one line, rather than in every forked process
+    rt.score_configs.ensure(rt.rubrics.values())  # every active version has its config before a score
+    env = process_environment()  # what the fleet processes get, with the metrics directory set up
+    if settings.metrics_port:
+        from worker.fleet.metrics import prepare_metrics_dir
+
+        if not prepare_metrics_dir(settings.metrics_port, env):
+            # Another fleet on this host serves that port: run without metrics rather than not at all.
+            click.echo(f"warning: metrics port {settings.metrics_port} is in use; this fleet serves no metrics "
+                       f"(set TRACEJUDGE_METRICS_PORT to a free port, or 0)", err=True)
+            env["TRACEJUDGE_METRICS_PORT"] = "0"
+    args = [sys.executable, "-m", "dramatiq", "worker.fleet.boot", "--processes", str(processes),
+            "--threads", str(threads), "--queues", JUDGE_QUEUE, "--skip-logging",
+            "--worker-shutdown-timeout", "60000"]
+    os.execve(sys.executable, args, env)

@@ -1,0 +1,150 @@
+"""``tracejudge rubrics ...``: author tools."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from worker.cli.common import pick_rubric, utc_today
+from worker.cli.rubric_test import test
+from worker.errors import TraceJudgeError
+
+
+@click.group()
+def rubrics():
+    """Author tools: lint and release rubric versions, render the exact judge prompt for a trace."""
+
+
+def _rubrics_dir(path):
+    from worker.settings import rubrics_dir_for
+
+    return rubrics_dir_for(path)
+
+
+@rubrics.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Rubrics folder (default: TRACEJUDGE_RUBRICS_DIR or rubrics/).")
+@click.option("--allow-floating-models", is_flag=True, help="Accept judge aliases such as *-latest (a warning instead of an error).")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+def lint(directory, allow_floating_models, strict):
+    """Check every rubric version and report ALL problems as path:line: message.
+
+    YAML and schema, template variables, filters and unsafe constructs, the scale, a pinned,
+    priced and current judge, released versions unchanged (rubrics.lock), labelled examples.
+    Exits 1 when there is an error.
+    """
+    from worker.authoring.lint import lint as run_lint
+
+    report = run_lint(_rubrics_dir(directory), today=utc_today(), allow_floating_models=allow_floating_models)
+    errors, warnings, notes = report.errors, report.of("warning"), report.of("note")
+    for problem in errors:
+        click.echo(_shown(problem))
+    for problem in warnings:
+        click.echo(_shown(problem, "warning"))
+    for problem in notes:
+        click.echo(_shown(problem, "note"))
+    failed = {p.path for p in errors}
+    for key, rubric in sorted(report.rubrics.items()):
+        bad = any(path.startswith(str(rubric.path.parent)) for path in failed)
+        state = "released" if report.released.get(key) == rubric.sha256 else "unreleased"
+        click.echo(f"{'ERR' if bad else 'ok '} {key:<28} {rubric.scale.describe():<28} "
+                   f"judge {rubric.judge.provider}:{rubric.judge.model}  {state}  sha256 {rubric.sha256[:12]}")
+    click.echo(f"{len(errors)} error(s), {len(warnings)} warning(s)")
+    if errors or (strict and warnings):
+        sys.exit(1)
+
+
+def _shown(problem, label: str | None = None) -> str:
+    """path:line: message, with the path relative to the working folder when it is inside it."""
+    path = problem.path
+    try:
+        path = os.path.relpath(path)
+        path = problem.path if path.startswith("..") else path
+    except ValueError:
+        pass
+    where = path if problem.line is None else f"{path}:{problem.line}"
+    return f"{where}: {label + ': ' if label else ''}{problem.message}"
+
+
+@rubrics.command()
+@click.argument("version")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Rubrics folder (default: TRACEJUDGE_RUBRICS_DIR or rubrics/).")
+def release(version, directory):
+    """Freeze VERSION (name@vN): record its sha256 in rubrics.lock.
+
+    From then on `lint` fails if any file of that folder changes: change a released rubric by
+    adding the next version. Refuses a version with lint errors, and never overwrites a
+    different sha256 already in the lock.
+    """
+    from worker.authoring.lint import lint as run_lint
+    from worker.authoring.lock import release as record
+
+    root = _rubrics_dir(directory)
+    report = run_lint(root, today=utc_today())
+    name, _, number = version.partition("@")
+    folder = str(root / name / number)
+    blocking = [p for p in report.errors if p.path.startswith(folder) and not p.path.endswith("rubrics.lock")]
+    if blocking:
+        for problem in blocking:
+            click.echo(_shown(problem), err=True)
+        raise click.ClickException(f"{version} has {len(blocking)} lint error(s): fix them before releasing")
+    try:
+        sha, new = record(root, version)
+    except TraceJudgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{'released' if new else 'already released'} {version}  sha256 {sha}")
+
+
+@rubrics.command()
+@click.argument("rubric")
+@click.option("--trace", "trace_id", help="A trace id, read from Langfuse (LANGFUSE_* settings).")
+@click.option("--file", "trace_file", type=click.Path(exists=True, dir_okay=False),
+              help="A trace as JSON: {id, name, input, output, metadata, observations: [...]}.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False))
+def render(rubric, trace_id, trace_file, directory):
+    """Show the exact prompt and output schema the judge would get for a trace.
+
+    RUBRIC is name@vN, or a name for its newest version.
+    """
+    from worker.judging.prompt import render as render_prompt
+    from worker.judging.variables import map_variables
+    from worker.langfuse_io.traces import Trace
+    from worker.rubrics.rubric import load_rubrics
+
+    if bool(trace_id) == bool(trace_file):
+        raise click.UsageError("give exactly one of --trace ID or --file trace.json")
+    try:
+        loaded = load_rubrics(_rubrics_dir(directory))
+        chosen = pick_rubric(loaded, rubric)
+        from worker.settings import Settings
+
+        # --trace reads Langfuse, so it needs the full settings; --file needs no Langfuse keys.
+        settings = Settings.from_env() if trace_id else Settings.for_author_tools(_rubrics_dir(directory))
+        if trace_file:
+            try:
+                raw = json.loads(Path(trace_file).read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise click.ClickException(f"{trace_file}: not a JSON trace ({exc})") from None
+            trace = Trace.from_dict(raw)
+        else:
+            from worker.langfuse_io.client import build_langfuse_api
+            from worker.langfuse_io.traces import TraceReader
+
+            trace = TraceReader(build_langfuse_api(settings, limited=False)).fetch(trace_id)
+        variables, hygiene = map_variables(trace, chosen, settings.max_variable_chars, redact=settings.redact_pii)
+        request = render_prompt(chosen, variables)
+    except TraceJudgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"# {chosen.key}  judge {chosen.judge.provider}:{chosen.judge.model}  max_tokens {chosen.judge.max_tokens}")
+    click.echo(f"# variables (truncated {hygiene.truncated_chars} chars, neutralised {hygiene.neutralised} markers)")
+    for name, value in variables.items():
+        click.echo(f"## {name} ({len(value)} chars)\n{value[:400]}{'…' if len(value) > 400 else ''}")
+    if request.system:
+        click.echo(f"\n# system\n{request.system}")
+    click.echo(f"\n# user\n{request.user}")
+    click.echo(f"\n# output schema (tool {request.tool_name})\n{json.dumps(request.schema, indent=2)}")
+
+
+rubrics.add_command(test)

@@ -1,0 +1,93 @@
+"""``tracejudge status``: what the fleet is doing, read from Redis (text or ``--json``)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import click
+
+from worker.cli.budget import budget_lines
+from worker.cli.common import _settings, reports_errors
+
+
+def status_report(settings, client, rubrics: dict) -> dict:
+    from samplers.sampler import CURSOR_KEY, LAST_PASS_KEY
+    from worker.accounting.budget import Budget
+    from worker.accounting.outcomes import OutcomeLog
+    from worker.cli.budget import budget_summary
+    from worker.fleet.metrics import RATELIMIT_WAIT_SECONDS, RATELIMIT_WAITS
+    from worker.fleet.queues import queue_depth
+
+    depth = queue_depth(client)
+    stats = OutcomeLog(client).stats()
+    cursor = client.get(CURSOR_KEY)
+    cursor_at = dt.datetime.fromisoformat(cursor.decode()) if cursor else None
+    last = {k.decode(): v.decode() for k, v in client.hgetall(LAST_PASS_KEY).items()}
+    waits = {k.decode(): int(float(v)) for k, v in client.hgetall(RATELIMIT_WAITS).items()}
+    waited = {k.decode(): round(float(v), 3) for k, v in client.hgetall(RATELIMIT_WAIT_SECONDS).items()}
+    tokens = {kind: stats.get(f"{kind}_tokens", 0) for kind in ("input", "output", "cache_read", "cache_write")}
+    return {
+        "queue": {"ready": depth.ready, "in_flight": depth.unacked, "delayed": depth.delayed,
+                  "dead_letters": depth.dead},
+        "budget": budget_summary(Budget(client, settings.daily_budget_usd), rubrics),
+        "sampler": {"cursor": cursor_at.isoformat() if cursor_at else None,
+                    "lag_seconds": round((dt.datetime.now(dt.timezone.utc) - cursor_at).total_seconds(), 1)
+                    if cursor_at else None,
+                    "last_pass_at": last.get("at"), "last_pass": last.get("line"),
+                    **{k: stats.get(f"sampler_{k}", 0) for k in ("scanned", "excluded", "selected", "budget_held")},
+                    "enqueued": stats.get("enqueued", 0)},
+        "rate_limit_waits": {key: {"waits": n, "seconds": waited.get(key, 0.0)} for key, n in sorted(waits.items())},
+        "outcomes": {k: stats.get(k, 0) for k in ("scored", "unscored", "not_applicable", "retries_exhausted")},
+        "unscored_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
+                               if k.startswith("unscored:") and k.count(":") == 1},
+        "judge": {"calls": stats.get("judge_calls", 0), "tokens": tokens,
+                  "cost_usd": round(stats.get("cost_microusd", 0) / 1_000_000, 6)},
+    }
+
+
+def render_text(report: dict) -> str:
+    q, s, b, j = report["queue"], report["sampler"], report["budget"], report["judge"]
+    lines = [f"queue: {q['ready']} ready, {q['in_flight']} in flight, {q['delayed']} delayed, "
+             f"{q['dead_letters']} dead letters",
+             f"sampler cursor: {s['cursor'] or 'not set'}"
+             + (f" (lag {s['lag_seconds']:.0f}s)" if s["lag_seconds"] is not None else ""),
+             f"sampler totals: scanned {s['scanned']}, selected {s['selected']}, enqueued {s['enqueued']}, "
+             f"excluded {s['excluded']}, held back by budget {s['budget_held']}"]
+    if s["last_pass"]:
+        lines.append(f"last pass ({s['last_pass_at']}): {s['last_pass']}")
+    lines += budget_lines(b)
+    o = report["outcomes"]
+    lines.append(f"outcomes: {o['scored']} scored, {o['unscored']} unscored, {o['not_applicable']} not applicable, "
+                 f"{o['retries_exhausted']} retries exhausted")
+    for reason, n in report["unscored_by_reason"].items():
+        lines.append(f"  unscored {reason}: {n}")
+    t = j["tokens"]
+    lines.append(f"judge: {j['calls']} calls, tokens in {t['input']} / out {t['output']} / cache read "
+                 f"{t['cache_read']} / cache write {t['cache_write']}, cost ${j['cost_usd']:.4f}")
+    if report["rate_limit_waits"]:
+        lines.append("rate-limit waits: " + ", ".join(
+            f"{k} {v['waits']} ({v['seconds']:.1f}s)" for k, v in report["rate_limit_waits"].items()))
+    else:
+        lines.append("rate-limit waits: none")
+    return "\n".join(lines)
+
+
+def print_status(settings, as_json: bool) -> None:
+    import redis
+
+    from worker.rubrics.rubric import load_rubrics
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        report = status_report(settings, client, load_rubrics(settings.rubrics_dir))
+    except redis.RedisError as exc:  # the URL may hold a password: name the error, not the URL
+        raise click.ClickException(f"cannot read the fleet's state from Redis (REDIS_URL): {exc}") from None
+    click.echo(json.dumps(report, indent=2) if as_json else render_text(report))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@reports_errors
+def status(as_json):
+    """Queue depths, dead letters, budget, sampler cursor and lag, rate-limit waits, outcomes."""
+    print_status(_settings(), as_json)

@@ -1,0 +1,119 @@
+"""The last steps of a job, shared by online and batch judging: write → count → account.
+
+``finish_scored`` keeps the verdict in Redis until its score is written and counted, so a
+write that fails transiently is retried from it: a trace is never judged (and paid for) twice,
+and its score never changes. ``finish_unscored`` records a trace as unscored with a reason.
+Both end in ``account``: metrics and the day's spend, once per finished job, whichever path
+judged it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+from decimal import Decimal
+
+from samplers.hashing import quota_scope
+from worker.accounting import job_metrics
+from worker.accounting.pricing import cost_usd
+from worker.drift.aggregates import scored_ops, unscored_ops
+from worker.errors import Unscored
+from worker.judges.base import Usage
+from worker.judging.outcome import Outcome, Prepared
+from worker.judging.runtime import Runtime
+from worker.judging.verdict import Verdict
+from worker.rubrics.rubric import Rubric
+
+log = logging.getLogger("tracejudge.pipeline")
+PENDING_WRITE = "tracejudge:pending-write:"  # a judged verdict not yet written and counted
+_PENDING_TTL = 7 * 24 * 3600
+
+
+def finish_scored(rt: Runtime, rubric: Rubric, job: Prepared, verdict: Verdict, usage: Usage, calls: int,
+                  repaired: bool, *, batch: bool = False, started: float | None = None) -> Outcome:
+    """Write the score (deterministic id: a repeat is an upsert) and count it exactly once."""
+    cost = cost_usd(rubric.judge.model, usage, batch=batch)
+    body = score_body(job, rubric, verdict, usage, cost, calls, repaired, batch=batch)
+    body["configId"] = rt.score_configs.config_id(rubric)
+    pending = {"body": body, "usage": dataclasses.asdict(usage), "calls": calls, "cost": str(cost),
+               "metadata": job.metadata, "timestamp": job.timestamp.isoformat() if job.timestamp else None,
+               "batch": batch}
+    rt.redis.set(PENDING_WRITE + job.score_id, json.dumps(pending, default=str), ex=_PENDING_TTL)
+    return write_and_count(rt, rubric, job.score_id, pending, started=started)
+
+
+def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict, *,
+                    started: float | None = None) -> Outcome:
+    """Write a kept verdict and count it (also the retry of a write that failed after judging)."""
+    body, usage, calls = pending["body"], Usage(**pending["usage"]), pending["calls"]
+    cost, metadata = Decimal(pending["cost"]), pending["metadata"]
+    timestamp = dt.datetime.fromisoformat(pending["timestamp"]) if pending["timestamp"] else None
+    try:
+        rt.scores.write(body)
+    except Unscored as exc:  # the server refused this score for good
+        if "config" in exc.detail.lower():
+            rt.score_configs.forget(rubric)  # an archived or changed config: the next score finds a new one
+        rt.redis.delete(PENDING_WRITE + score_id)
+        return finish_unscored(rt, rubric, score_id, body["traceId"], exc, usage, calls, metadata, timestamp,
+                               batch=pending["batch"], started=started)
+    only_key = rubric.segment_key if body["metadata"].get("sampled_by_quota") else None
+    extra = scored_ops(rubric, body["traceId"], metadata, timestamp, body["value"], int(cost * 1_000_000), only_key)
+    rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, extra)
+    rt.redis.delete(PENDING_WRITE + score_id)
+    outcome = Outcome(body["traceId"], rubric.key, score_id, "scored", value=body["value"], usage=usage, cost=cost)
+    return account(rt, rubric, outcome, started)
+
+
+def finish_unscored(rt: Runtime, rubric: Rubric, score_id: str, trace_id: str, exc: Unscored, usage: Usage,
+                    calls: int, metadata: dict, timestamp, *, batch: bool = False,
+                    started: float | None = None) -> Outcome:
+    cost = cost_usd(rubric.judge.model, usage, batch=batch)
+    extra = [] if exc.reason == "not_applicable" else unscored_ops(rubric, metadata, timestamp, exc.reason,
+                                                                    quota_scope(rubric, trace_id, rt.settings.sample_rate))
+    rt.outcomes.unscored(score_id, rubric.key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
+    log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric.key, "reason": exc.reason,
+                                "detail": exc.detail[:200]})
+    outcome = Outcome(trace_id, rubric.key, score_id, "unscored", exc.reason, usage=usage, cost=cost)
+    return account(rt, rubric, outcome, started)
+
+
+def account(rt: Runtime, rubric: Rubric, outcome: Outcome, started: float | None) -> Outcome:
+    """Metrics and the day's spend of one finished job, online or batch alike (a batch result
+    has no latency of its own: ``started`` is None)."""
+    job_metrics.record_outcome(outcome, None if started is None else time.monotonic() - started)
+    if outcome.cost:
+        rt.budget.record(outcome.score_id, rubric.name, outcome.cost)
+    return outcome
+
+
+def score_body(job: Prepared, rubric: Rubric, verdict: Verdict, usage: Usage, cost: Decimal, calls: int,
+               repaired: bool, *, batch: bool = False) -> dict:
+    metadata = {
+        "rubric_version": rubric.version,
+        "rubric_sha256": rubric.sha256,
+        "judge_provider": rubric.judge.provider,
+        "judge_model": rubric.judge.model,
+        "judge_mode": "batch" if batch else "online",
+        "judge_input_tokens": usage.input_tokens,
+        "judge_output_tokens": usage.output_tokens,
+        "judge_cache_read_tokens": usage.cache_read_tokens,
+        "judge_cache_write_tokens": usage.cache_write_tokens,
+        "judge_calls": calls,
+        "judge_cost_usd": float(round(cost, 8)),
+        "repaired": repaired,
+        **job.facts["metadata"],
+    }
+    body = {
+        "id": job.score_id,
+        "traceId": job.trace_id,
+        "name": rubric.name,
+        "value": verdict.value,
+        "dataType": rubric.scale.data_type,
+        "comment": verdict.reasoning[:4000],
+        "metadata": metadata,
+    }
+    if job.facts.get("environment"):
+        body["environment"] = job.facts["environment"]
+    return body

@@ -1,0 +1,65 @@
+"""Score write-back: synchronous, with a deterministic id, so a retry is an upsert.
+
+Servers differ in what POST /api/public/scores takes: the official spec (server 4.x) one
+object answered 200, newer servers (what SDK 5 targets) an array answered 202/207. We send
+the spec's object first and switch, once per process, when the server rejects that shape.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+from langfuse.api import LangfuseAPI
+from langfuse.api.core.api_error import ApiError
+
+from worker.errors import Unscored
+from worker.langfuse_io.client import NO_SDK_RETRIES, raw_request
+from worker.retrying import call_with_retries
+
+_NAMESPACE = uuid.UUID("6f1c0b52-2a55-4d0e-9a53-7d5f3c1e2b10")
+_ENVIRONMENT = re.compile(r"^(?!langfuse)[a-z0-9_-]{1,40}$")
+
+
+def score_id_for(trace_id: str, rubric_name: str, rubric_version: int) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{trace_id}|{rubric_name}|v{rubric_version}"))
+
+
+def valid_environment(env: str | None) -> str | None:
+    return env if env and _ENVIRONMENT.match(env) else None
+
+
+class ScoreWriter:
+    def __init__(self, api: LangfuseAPI):
+        self.api = api
+        self.shape = "object"  # or "array", learnt from the server
+
+    def write(self, body: dict) -> None:
+        call_with_retries(lambda: self._write_once(body))
+
+    def _write_once(self, body: dict) -> None:
+        try:
+            self._send(self.shape, body)
+        except ApiError as exc:
+            if exc.status_code not in (400, 405, 415, 422):
+                raise
+            other = "array" if self.shape == "object" else "object"
+            try:
+                self._send(other, body)
+            except ApiError as second:
+                if second.status_code in (400, 422):
+                    raise Unscored("score_rejected", _brief(exc.body) + " / " + _brief(second.body)) from None
+                raise
+            self.shape = other
+
+    def _send(self, shape: str, body: dict) -> None:
+        if shape == "object":
+            raw_request(self.api, "POST", "api/public/scores", json=body)
+            return
+        result = self.api.scores.create(request=[body], request_options=NO_SDK_RETRIES)
+        if getattr(result, "rejected", 0):
+            raise Unscored("score_rejected", "; ".join(e.message for e in result.errors)[:300])
+
+
+def _brief(body) -> str:
+    text = body if isinstance(body, str) else str(body)
+    return text[:300]

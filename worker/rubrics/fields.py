@@ -1,0 +1,270 @@
+"""The fields of rubric.yaml: what each section may hold, and its parser.
+
+Each parser reads one section of a ``RubricDoc`` and records every problem with its line,
+returning a usable value (or None) so the rest of the file is still checked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from worker.errors import ConfigError
+from worker.rubrics.doc import RubricDoc
+from worker.rubrics.scales import Scale
+
+_SOURCES = ("input", "output", "metadata", "observation", "trace")
+_OBSERVATION_FIELDS = ("input", "output", "metadata", "model", "type", "level", "statusMessage")
+# Names the templates' render context already uses (worker/judging/prompt.py): a variable may not hide them.
+RESERVED_NAMES = ("rubric", "scale")
+
+# Keys the format knows; anything else is a warning (most likely a typo that silently does nothing).
+_KNOWN = {
+    (): {"name", "version", "description", "owner", "score", "applies_to", "sampling", "variables",
+         "judge", "budget", "template"},
+    ("owner",): {"team", "alert_route", "drift_threshold_points"},
+    ("applies_to",): {"environments", "trace_names", "tags", "metadata", "observations"},
+    ("sampling",): {"rate", "min_per_segment"},
+    ("sampling", "min_per_segment"): {"key", "per_day"},
+    ("judge",): {"provider", "model", "max_tokens", "mode"},
+    ("budget",): {"daily_usd"},
+}
+_SCALE_KEYS = {"numeric": {"type", "min", "max", "integer", "direction"},
+               "categorical": {"type", "labels", "direction"},
+               "boolean": {"type", "direction"}}
+_VARIABLE_KEYS = {"from", "path", "name", "field", "required"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variable:
+    name: str
+    source: str  # input | output | metadata | observation | trace
+    paths: tuple[str, ...] = ("$",)  # JSONPath selections, first that resolves wins
+    observation: str | None = None  # observation name, for source=observation
+    field: str = "output"  # observation field, for source=observation
+    required: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeSpec:
+    provider: str  # anthropic | openai
+    model: str
+    max_tokens: int = 1024
+    mode: str = "online"  # online | batch (Anthropic Message Batches / OpenAI Batch API, for work that can wait)
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliesTo:
+    environments: tuple[str, ...] = ()
+    trace_names: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
+    observations: tuple[str, ...] = ()  # named observations the trace must have (checked by the worker)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and value not in (float("inf"), float("-inf"))
+
+
+def _mapping(doc: RubricDoc, keys: tuple, value) -> dict:
+    if not isinstance(value, dict):
+        doc.error(keys, f"{'.'.join(keys)} must be a mapping")
+        return {}
+    return value
+
+
+def _warn_unknown_keys(doc: RubricDoc) -> None:
+    for keys, allowed in _KNOWN.items():
+        section = doc.data
+        for k in keys:
+            section = section.get(k) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            for key in section:
+                if key not in allowed:
+                    where = ".".join(map(str, keys + (key,)))
+                    doc.warn(keys + (key,), f"unknown key '{where}' is ignored (known here: {', '.join(sorted(allowed))})")
+
+
+def _owner(doc: RubricDoc, raw) -> dict:
+    if raw is None:
+        doc.warn(("owner",), "no owner: drift alerts for this rubric go to 'unowned' with no alert route")
+        return {}
+    owner = _mapping(doc, ("owner",), raw)
+    for key in ("team", "alert_route"):
+        if key in owner and not isinstance(owner[key], str):
+            doc.error(("owner", key), f"owner.{key} must be a string")
+    threshold = owner.get("drift_threshold_points")
+    if threshold is not None and (not _is_number(threshold) or not 0 < threshold <= 100):
+        doc.error(("owner", "drift_threshold_points"),
+                  "owner.drift_threshold_points must be a number in (0, 100]: the smallest drop worth an alert, on 0-100")
+    return owner
+
+
+def _scale(doc: RubricDoc, raw) -> Scale | None:
+    where = str(doc.path)
+    labels = raw.get("labels") if isinstance(raw, dict) else None
+    for label in labels if isinstance(labels, dict) else ():
+        if not isinstance(label, str):
+            # YAML 1.1 reads yes/no/on/off/true/false and bare numbers as non-strings.
+            doc.error(("score", "labels"), f"label {label!r} is not a string: quote it in the YAML")
+            return None
+    try:
+        scale = Scale.from_dict(raw, where)
+    except ConfigError as exc:
+        message = str(exc).removeprefix(f"{where}: ")
+        doc.error(_scale_key_named(doc, message), message)
+        return None
+    kind = scale.kind
+    for key in raw:
+        if key not in _SCALE_KEYS[kind]:
+            doc.warn(("score", key), f"score.{key} means nothing on a {kind} scale and is ignored")
+    if "direction" not in raw:
+        doc.warn(("score", "type"), "score.direction not set: assuming higher_is_better (drift alerts on drops)")
+    if kind == "numeric":
+        for key in ("min", "max"):
+            if not _is_number(raw[key]):
+                doc.error(("score", key), f"score.{key} must be a finite number")
+        if scale.integer and not (float(scale.minimum).is_integer() and float(scale.maximum).is_integer()):
+            doc.error(("score", "integer"), "an integer scale needs whole-number min and max")
+        if "integer" in raw and not isinstance(raw["integer"], bool):
+            doc.error(("score", "integer"), "score.integer must be true or false")
+    if kind == "categorical":
+        _check_labels(doc, raw["labels"])
+    return scale
+
+
+def _scale_key_named(doc: RubricDoc, message: str) -> tuple:
+    """Scale.from_dict names the key it rejects in its message; point at that key's line."""
+    for token in re.findall(r"score\.(\w+)|'([^']+)'|label (\S+) ", message):
+        name = next(t for t in token if t).strip("'\"")
+        for keys in (("score", name), ("score", "labels", name)):
+            if keys in doc.lines:
+                return keys
+    return ("score",)
+
+
+def _check_labels(doc: RubricDoc, labels: dict) -> None:
+    seen_values: dict[float, str] = {}
+    seen_names: dict[str, str] = {}
+    for label, value in labels.items():
+        keys = ("score", "labels", label)
+        if isinstance(value, bool):
+            doc.error(keys, f"label {label!r} needs a number as its value, not {str(value).lower()}")
+            continue
+        if not _is_number(value):
+            doc.error(keys, f"label {label!r} needs a finite number as its value")
+            continue
+        if label != label.strip() or not label.strip():
+            doc.error(keys, f"label {label!r} has surrounding spaces or is empty")
+        folded = label.strip().casefold()
+        if folded in seen_names:
+            doc.error(keys, f"labels {seen_names[folded]!r} and {label!r} differ only in case or spaces: "
+                      "a judge cannot tell them apart")
+        seen_names.setdefault(folded, label)
+        if float(value) in seen_values:
+            doc.error(keys, f"labels {seen_values[float(value)]!r} and {label!r} have the same value {value}: "
+                      "drift and agreement could not tell them apart")
+        seen_values.setdefault(float(value), label)
+
+
+def _applies_to(doc: RubricDoc, raw) -> AppliesTo:
+    raw = _mapping(doc, ("applies_to",), raw)
+
+    def names(key):
+        value = raw.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            doc.error(("applies_to", key), f"applies_to.{key} must be a list of strings")
+            return ()
+        return tuple(value)
+
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, (str, int, float, bool)) for v in metadata.values()):
+        doc.error(("applies_to", "metadata"), "applies_to.metadata must map metadata keys to plain values")
+        metadata = {}
+    return AppliesTo(names("environments"), names("trace_names"), names("tags"),
+                     tuple((str(k), str(v)) for k, v in metadata.items()), names("observations"))
+
+
+def _sampling(doc: RubricDoc, raw) -> tuple[float, str | None, int]:
+    raw = _mapping(doc, ("sampling",), raw)
+    rate = raw.get("rate", 0.01)
+    if not _is_number(rate) or not 0 <= rate <= 1:
+        doc.error(("sampling", "rate"), "sampling.rate must be a number within 0..1")
+        rate = 0.0
+    quota = raw.get("min_per_segment") or {}
+    if not isinstance(quota, dict) or (quota and not (isinstance(quota.get("key"), str) and quota["key"]
+                                                      and _is_int(quota.get("per_day")) and quota["per_day"] > 0)):
+        doc.error(("sampling", "min_per_segment"),
+                  "sampling.min_per_segment needs 'key' (a trace metadata key) and 'per_day' (a positive integer)")
+        return float(rate), None, 0
+    return float(rate), quota.get("key"), int(quota.get("per_day", 0))
+
+
+def _judge(doc: RubricDoc, raw) -> JudgeSpec | None:
+    raw = _mapping(doc, ("judge",), raw)
+    ok = True
+    provider = raw.get("provider")
+    if provider not in ("anthropic", "openai"):
+        doc.error(("judge", "provider"), "judge.provider must be anthropic or openai")
+        ok = False
+    model = raw.get("model")
+    if not isinstance(model, str) or not model:
+        doc.error(("judge", "model"), "judge.model is required (a pinned snapshot id)")
+        ok = False
+    max_tokens = raw.get("max_tokens", 1024)
+    if not _is_int(max_tokens) or max_tokens < 64:
+        doc.error(("judge", "max_tokens"), "judge.max_tokens must be an integer of at least 64 (reasoning comes first)")
+        ok = False
+    mode = raw.get("mode", "online")
+    if mode not in ("online", "batch"):
+        doc.error(("judge", "mode"), "judge.mode must be online or batch")
+        ok = False
+    return JudgeSpec(provider, model, max_tokens, mode) if ok else None
+
+
+def _variables(doc: RubricDoc, raw) -> tuple[Variable, ...]:
+    if not isinstance(raw, dict) or not raw:
+        doc.error(("variables",), "'variables' must map variable names to trace fields")
+        return ()
+    out = []
+    for name, spec in raw.items():
+        keys = ("variables", name)
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            doc.error(keys, f"variable name {name!r} must be snake_case")
+            continue
+        if name in RESERVED_NAMES:
+            doc.error(keys, f"variable name {name!r} would hide the template's own '{name}' (pick another name)")
+        if isinstance(spec, str):
+            spec = {"from": spec}
+        if not isinstance(spec, dict):
+            doc.error(keys, f"variables.{name} must be a source name or a mapping with 'from'")
+            continue
+        for key in spec:
+            if key not in _VARIABLE_KEYS:
+                doc.warn(keys + (key,), f"unknown key 'variables.{name}.{key}' is ignored "
+                         f"(known: {', '.join(sorted(_VARIABLE_KEYS))})")
+        source = spec.get("from")
+        if source not in _SOURCES:
+            doc.error(keys + ("from",), f"variables.{name}.from must be one of {', '.join(_SOURCES)}")
+            continue
+        field = spec.get("field", "output")
+        if source == "observation":
+            if not isinstance(spec.get("name"), str) or not spec["name"]:
+                doc.error(keys, f"variables.{name} reads an observation: give its 'name'")
+            if field not in _OBSERVATION_FIELDS:
+                doc.error(keys + ("field",), f"variables.{name}.field must be one of {', '.join(_OBSERVATION_FIELDS)}")
+        elif "name" in spec or "field" in spec:
+            doc.warn(keys, f"variables.{name}: 'name' and 'field' only apply to from: observation")
+        paths = spec.get("path", "$")
+        paths = tuple(paths) if isinstance(paths, list) else (paths,)
+        if not paths or not all(isinstance(p, str) and p.startswith("$") for p in paths):
+            doc.error(keys + ("path",), f"variables.{name}.path must be a JSONPath starting with $ (or a list of them)")
+        required = spec.get("required", True)
+        if not isinstance(required, bool):
+            doc.error(keys + ("required",), f"variables.{name}.required must be true or false")
+        out.append(Variable(name, source, paths, spec.get("name"), str(field), bool(required)))
+    return tuple(out)

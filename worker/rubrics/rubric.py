@@ -1,0 +1,195 @@
+"""The rubric format: one folder per rubric, one immutable folder per version.
+
+    rubrics/<name>/v<N>/rubric.yaml   metadata: scale, applicability, variables, judge
+    rubrics/<name>/v<N>/user.j2       the judge's user message (Jinja2, sandboxed)
+    rubrics/<name>/v<N>/system.j2     optional static system prompt (cacheable prefix)
+    rubrics/<name>/examples.jsonl     labelled examples (outside v<N>/: adding one never changes a version)
+    rubrics/repair.j2                 the one repair request sent after an invalid verdict
+    rubrics/rubrics.lock              sha256 of every released version (see README.md)
+
+A version's sha256 covers every file in its folder, so an edit is visible in every score.
+
+This module (with rubric_doc.py and rubric_fields.py) is the one parser of rubric.yaml; every
+problem it finds names the file and line (see rubric_doc.py). Released versions: rubric_lock.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+
+from worker.jobs import format_rubric_key
+from worker.rubrics.doc import Problems, RubricDoc
+
+# AppliesTo, JudgeSpec and Variable are part of a Rubric, so they are importable from here too.
+from worker.rubrics.fields import (
+    AppliesTo,
+    JudgeSpec,
+    Variable,
+    _applies_to,
+    _is_int,
+    _is_number,
+    _judge,
+    _mapping,
+    _owner,
+    _sampling,
+    _scale,
+    _variables,
+    _warn_unknown_keys,
+)
+from worker.rubrics.scales import Scale
+
+_VERSION_DIR = re.compile(r"^v(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rubric:
+    name: str
+    version: int
+    description: str
+    owner: dict
+    scale: Scale
+    applies_to: AppliesTo
+    sampling_rate: float
+    variables: tuple[Variable, ...]
+    judge: JudgeSpec
+    user_template: str
+    system_template: str | None
+    repair_template: str | None
+    sha256: str
+    path: Path
+    # Per-segment quota: a segment (trace metadata key = value) with little traffic gets its rate
+    # raised so it still yields this many judged traces a day. It never lowers the rate.
+    segment_key: str | None = None
+    min_per_segment_day: int = 0
+    daily_budget_usd: float | None = None  # this rubric's own daily judge spend cap
+
+    @property
+    def key(self) -> str:
+        return format_rubric_key(self.name, self.version)
+
+
+def version_dirs(root: Path, problems: Problems) -> list[Path]:
+    """Every ``<name>/v<N>/`` folder under ``root``, in name and version order."""
+    root = Path(root)
+    if not root.is_dir():
+        problems.add(root, None, "rubrics folder not found")
+        return []
+    found = []
+    for rubric_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        versions = sorted((d for d in rubric_dir.iterdir() if d.is_dir() and _VERSION_DIR.match(d.name)),
+                          key=lambda d: int(d.name[1:]))
+        if not versions:
+            problems.add(rubric_dir, None, "no version folder (expected v1/, v2/, ...)")
+        found += versions
+    if not found and not problems.errors:
+        problems.add(root, None, "no rubrics found")
+    return found
+
+
+def load_rubrics(root: Path, problems: Problems | None = None) -> dict[str, Rubric]:
+    """Every rubric version under ``root``, by key ``name@vN``.
+
+    Without ``problems`` the first error is raised as a ConfigError naming file and line;
+    with it, every problem is collected and only the versions without errors are returned.
+    """
+    own = problems is None
+    problems = Problems() if own else problems
+    repair = Path(root) / "repair.j2"
+    repair_text = repair.read_text() if repair.is_file() else None
+    rubrics: dict[str, Rubric] = {}
+    for version_dir in version_dirs(root, problems):
+        rubric, _ = read_version(version_dir, repair_text, problems)
+        if rubric is not None:
+            rubrics[rubric.key] = rubric
+    if own:
+        problems.raise_errors()
+    return rubrics
+
+
+def version_sha256(version_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in version_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(file.relative_to(version_dir).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def load_version(version_dir: Path, repair_text: str | None = None) -> Rubric:
+    problems = Problems()
+    rubric, _ = read_version(version_dir, repair_text, problems)
+    problems.raise_errors()
+    return rubric
+
+
+def read_version(version_dir: Path, repair_text: str | None,
+                 problems: Problems) -> tuple[Rubric | None, RubricDoc]:
+    """One version folder; the Rubric is None when it has errors (all of them are in ``problems``)."""
+    meta_path = Path(version_dir) / "rubric.yaml"
+    doc = RubricDoc(meta_path, problems)
+    errors_before = len(problems.errors)
+    try:
+        doc.parse(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.add(meta_path, None, "missing")
+        return None, doc
+    except UnicodeDecodeError as exc:
+        problems.add(meta_path, None, f"not UTF-8 ({exc.reason})")
+        return None, doc
+    if doc.data is None and len(problems.errors) > errors_before:
+        return None, doc  # not YAML at all; a duplicate key still leaves data worth checking
+    if not isinstance(doc.data, dict):
+        doc.error((), "must be a mapping of the rubric's fields (see rubrics/README.md)")
+        return None, doc
+    rubric = _build(doc, Path(version_dir), repair_text)
+    return (rubric if len(problems.errors) == errors_before else None), doc
+
+
+def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric | None:
+    raw = doc.data
+    errors_before = len(doc.problems.errors)
+    _warn_unknown_keys(doc)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        doc.error(("name",), "'name' is required (a string: the score name in Langfuse)")
+    elif name != version_dir.parent.name:
+        doc.error(("name",), f"name {name!r} differs from its folder {version_dir.parent.name!r}")
+    version = raw.get("version")
+    if not _is_int(version):
+        doc.error(("version",), "'version' is required (an integer)")
+    elif version_dir.name != f"v{version}":
+        doc.error(("version",), f"version {version} does not match its folder {version_dir.name!r}")
+    description = raw.get("description")
+    if not isinstance(description, str) or not description.strip():
+        doc.error(("description",), "'description' is required (a string; the judge and the score config show it)")
+    owner = _owner(doc, raw.get("owner"))
+    scale = _scale(doc, raw.get("score"))
+    applies = _applies_to(doc, raw.get("applies_to") or {})
+    rate, segment_key, per_day = _sampling(doc, raw.get("sampling") or {})
+    variables = _variables(doc, raw.get("variables"))
+    judge = _judge(doc, raw.get("judge"))
+    budget = _mapping(doc, ("budget",), raw.get("budget") or {}).get("daily_usd")
+    if budget is not None and (not _is_number(budget) or budget < 0):
+        doc.error(("budget", "daily_usd"), "budget.daily_usd must be a non-negative number (USD a day)")
+        budget = None
+    template = raw.get("template", "user.j2")
+    user_file = version_dir / str(template)
+    if not isinstance(template, str) or Path(template).name != template:
+        doc.error(("template",), "template must be a file name inside the version folder")
+    elif not user_file.is_file():
+        doc.error(("template",), f"template {template} not found in {version_dir}")
+    if len(doc.problems.errors) > errors_before:
+        return None
+    system_file = version_dir / "system.j2"
+    local_repair = version_dir / "repair.j2"
+    return Rubric(
+        name=name, version=version, description=description.strip(), owner=owner, scale=scale,
+        applies_to=applies, sampling_rate=rate, variables=variables, judge=judge,
+        user_template=user_file.read_text(),
+        system_template=system_file.read_text() if system_file.is_file() else None,
+        repair_template=local_repair.read_text() if local_repair.is_file() else repair_text,
+        sha256=version_sha256(version_dir), path=version_dir,
+        segment_key=segment_key, min_per_segment_day=per_day,
+        daily_budget_usd=None if budget is None else float(budget),
+    )
