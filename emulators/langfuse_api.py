@@ -1,11 +1,30 @@
-"""Langfuse public API emulator: the endpoints tracejudge uses, from the official spec.
+"""Langfuse public API emulator: the endpoints tracejudge uses, from the official spec, with
+modes that answer as the real server does (harsher than the spec).
 
-Basic auth; v2 observations with cursor and field groups; legacy traces (switchable off, like
-a v4 server); scores as one object (the spec) or an array (newer servers); v3 scores; score
-configs. Every /api/public request is checked against the official OpenAPI spec: a violation
-is answered 400 and recorded. Faults: 500/429 rates, latency, down, and scripted failures.
+Basic auth; v2 observations with cursor and field groups; legacy traces; scores as one object
+(the spec) or an array (newer servers); v3 scores; score configs (PATCH archives). Every
+/api/public request is checked against the official OpenAPI spec: a violation is answered
+400 and recorded. Faults (configure / POST /_emulator/config): 500/429 rates, latency, down,
+scripted failures, and ingestion_suspended (Cloud over quota: writes answer 403).
 
-    python -m emulators.langfuse_api --port 8787 [--seed-file traces.jsonl]
+Modes (constructor keywords; set_modes()/set_generation() or POST /_emulator/modes at run time):
+- generation="spec" (default, the spec's kinder behaviour), "v3" (v2 observations answer 404
+  "only available in a Langfuse v4 write mode"), "v4-dual" (both read families), "v4-events"
+  (v4's default write mode events_only: legacy GET /traces, /traces/{id} and /scores answer 404
+  "not available ... in events_only mode", before auth). Any generation but "spec" also serves
+  the off-spec GET /api/public/scores (v1 list) and defaults the next two modes to "server".
+- legacy_fields="spec"|"server": "server" applies the legacy `fields` groups as the server's
+  coreSelect does: metadata, input and output only with `io` (emulators/langfuse_legacy.py).
+- observation_order="spec"|"server": "server" orders v2 observations start_time DESC with the
+  server's tie-breaks and the legacy trace's observations latest-ingested first.
+- score_checks="sync" (default: a config violation is a 400) or "async": POST /scores answers
+  200 {id} once the body's shape is valid; the config checks run on a background thread
+  `score_check_delay_s` later and a failing score is silently not stored
+  (emulators/langfuse_async_scores.py). drain_scores() waits for them; dropped_scores() lists
+  what was dropped and why.
+See emulators/langfuse_modes.py for where in the server source each behaviour was read.
+
+    python -m emulators.langfuse_api --port 8787 [--seed-file traces.jsonl] [--generation v4-events]
 """
 from __future__ import annotations
 
@@ -17,31 +36,80 @@ import threading
 import time
 from collections import Counter
 
+from emulators import langfuse_legacy as legacy
+from emulators.langfuse_admin import admin_route
 from emulators import langfuse_routes as routes
 from emulators.http_base import Emulator, Reply, is_invalid, serve_until_signalled
+from emulators.langfuse_async_scores import DeferredScoreChecks
+from emulators.langfuse_modes import (GENERATIONS, INGESTION_SUSPENDED, WRITE_PATHS, Modes, is_server_only,
+                                      reject_if_events_only, reject_if_no_v2)
 from emulators.langfuse_store import PROJECT_ID, Invalid, Store
 from emulators.openapi_check import validate_request
 
 DEPRECATION = {"message": "This endpoint is deprecated on Langfuse Cloud; use GET /api/public/v2/observations.",
                "replacement": "/api/public/v2/observations", "sunsetAt": "2026-11-16T00:00:00Z"}
+SCORES_DEPRECATION = {"message": "On Langfuse Cloud, Langfuse v3 is deprecated and this endpoint will be removed "
+                                 "on November 16, 2026. Use GET /api/public/v3/scores instead.",
+                      "replacement": "GET /api/public/v3/scores", "sunsetAt": "2026-11-16"}
 FAULT_KEYS = {"fault_rate_500": 0.0, "fault_rate_429": 0.0, "retry_after": 1, "latency_ms": 0, "down": False,
-              "fail_next": []}
+              "fail_next": [], "ingestion_suspended": False}
 
 
 class LangfuseEmulator(Emulator):
     def __init__(self, public_key="pk-lf-local", secret_key="sk-lf-local", host="127.0.0.1", port=0, *,
-                 legacy_traces=True, v2_observations=True, scores_body="both", seed=0):
+                 legacy_traces=True, v2_observations=True, scores_body="both", seed=0, generation="spec",
+                 score_checks="sync", observation_order=None, legacy_fields=None, score_check_delay_s=0.0,
+                 trace_size_limit_bytes=legacy.TRACE_SIZE_LIMIT_BYTES):
         super().__init__(host, port)
         if scores_body not in ("object", "array", "both"):
             raise ValueError("scores_body must be object, array or both")
         self.auth = "Basic " + base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
         self.legacy_traces, self.v2_observations, self.scores_body = legacy_traces, v2_observations, scores_body
+        self.modes = Modes(generation, score_checks, observation_order, legacy_fields)
+        self.score_check_delay_s, self.trace_size_limit_bytes = score_check_delay_s, trace_size_limit_bytes
         self.seed = seed
         self._lock = threading.Lock()
+        self.deferred: DeferredScoreChecks | None = None
         self.reset()
+
+    # -- modes -------------------------------------------------------------------------------
+    def set_modes(self, **changes) -> dict:
+        """Switch modes while clients run (a server upgraded under them); None re-derives a mode."""
+        unknown = set(changes) - {"generation", "score_checks", "observation_order", "legacy_fields"}
+        if unknown:
+            raise ValueError(f"unknown modes {sorted(unknown)}")
+        current = self.modes
+        merged = {"generation": current.generation, "score_checks": current.score_checks,
+                  "observation_order": current.observation_order, "legacy_fields": current.legacy_fields} | changes
+        self.modes = Modes(**merged)  # one assignment: a request sees the old modes or the new ones
+        return self.modes.view()
+
+    def set_generation(self, generation: str) -> dict:
+        return self.set_modes(generation=generation)
+
+    def archive_config(self, config_id: str, archived: bool = True) -> dict:
+        """What PATCH /api/public/score-configs/{id} {"isArchived": true} does, from Python."""
+        return routes.score_configs(self.store, "PATCH", f"/api/public/score-configs/{config_id}", {},
+                                    {"isArchived": archived})[1]
+
+    def drain_scores(self, timeout: float = 10.0) -> bool:
+        return self.deferred.drain(timeout)
+
+    def dropped_scores(self) -> list[dict]:
+        return self.deferred.dropped()
+
+    def dropped_score_counts(self) -> dict[str, int]:
+        return self.deferred.dropped_counts()
+
+    def stop(self) -> None:
+        self.deferred.close()
+        super().stop()
 
     # -- admin / inspection -----------------------------------------------------------------
     def reset(self) -> None:
+        if self.deferred is not None:
+            self.deferred.close()
+        self.deferred = DeferredScoreChecks(self.score_check_delay_s)
         self.store = Store()
         self.faults = {k: (list(v) if isinstance(v, list) else v) for k, v in FAULT_KEYS.items()}
         self.rng = random.Random(self.seed)
@@ -124,38 +192,24 @@ class LangfuseEmulator(Emulator):
         raise Reply(status, {"message": f"emulated {status}"})
 
     def _admin(self, method, path, body):
-        route = (method, path)
-        if route == ("POST", "/_emulator/observations"):
-            try:
-                return 200, {"loaded": self.store.load(body if isinstance(body, list) else [])}, {}
-            except Invalid as exc:
-                raise Reply(400, {"message": str(exc)}) from None
-        if route == ("POST", "/_emulator/config"):
-            try:
-                self.configure(**(body or {}))
-            except ValueError as exc:
-                raise Reply(400, {"message": str(exc)}) from None
-            return 200, self.faults, {}
-        if route == ("POST", "/_emulator/reset"):
-            self.reset()
-            return 200, {"ok": True}, {}
-        views = {"/_emulator/scores": self.scores, "/_emulator/score-writes": self.score_writes,
-                 "/_emulator/requests": self.requests, "/_emulator/violations": self.violations,
-                 "/_emulator/stats": self.stats}
-        if method == "GET" and path in views:
-            return 200, views[path](), {}
-        raise Reply(404, {"message": "no such admin route"})
+        return admin_route(self, method, path, body)
 
     def _public(self, method, path, query, headers, body):
+        modes = self.modes  # one snapshot per request, so a switch mid-request cannot mix generations
+        reject_if_events_only(modes, method, path, DEPRECATION)
         if headers.get("Authorization") != self.auth:
             raise Reply(401, {"message": "Invalid credentials"})
         if is_invalid(body):
             raise Invalid("request body is not valid JSON")
-        problems = validate_request(method, path, query, body)
+        # An off-spec route the server answers has no spec to check; its server schema ignores
+        # unknown parameters.
+        problems = [] if is_server_only(modes, method, path) else validate_request(method, path, query, body)
         if problems:
             with self._lock:
                 self._violations.append({"method": method, "path": path, "query": query, "problems": problems})
             raise Reply(400, {"message": "Invalid request data", "error": problems})
+        if method == "POST" and path in WRITE_PATHS and self.faults["ingestion_suspended"]:
+            raise Reply(403, dict(INGESTION_SUSPENDED))
         q = {k: v[-1] for k, v in query.items()}
         if path == "/api/public/health":
             return 200, {"status": "OK", "version": "4.16.0"}
@@ -165,29 +219,46 @@ class LangfuseEmulator(Emulator):
         if path == "/api/public/v2/observations":
             if not self.v2_observations:
                 raise Reply(404, {"message": "not found"})
-            return 200, routes.observations_v2(self.store, q, query)
+            reject_if_no_v2(modes)
+            return 200, routes.observations_v2(self.store, q, query, modes.order)
         if path.startswith("/api/public/traces"):
             if not self.legacy_traces:
                 raise Reply(404, {"message": "not found"})
-            if path == "/api/public/traces":
-                return 200, routes.traces_list(self.store, q, query) | {"_deprecation": DEPRECATION}
-            return 200, routes.trace_get(self.store, path.rsplit("/", 1)[-1]) | {"_deprecation": DEPRECATION}
+            return 200, self._legacy_trace_read(modes, path, q, query) | {"_deprecation": DEPRECATION}
         if path == "/api/public/scores" and method == "POST":
-            return self._post_scores(body)
+            return self._post_scores(body, modes)
+        if path == "/api/public/scores" and method == "GET":  # only reached in a server generation
+            return 200, legacy.scores_v1(self.store, q, query) | {"_deprecation": SCORES_DEPRECATION}
         if path == "/api/public/v3/scores":
             return 200, routes.scores_v3(self.store, q)
         if path.startswith("/api/public/score-configs"):
             return routes.score_configs(self.store, method, path, q, body)
         raise Reply(404, {"message": f"{method} {path} is not emulated"})
 
-    def _post_scores(self, body):
+    def _legacy_trace_read(self, modes: Modes, path: str, q: dict, query: dict) -> dict:
+        server = modes.fields == "server"
+        if path == "/api/public/traces":
+            return (legacy.traces_list if server else routes.traces_list)(self.store, q, query)
+        trace_id = path.rsplit("/", 1)[-1]
+        if server:
+            return legacy.trace_get(self.store, trace_id, q, order=modes.order, size_limit=self.trace_size_limit_bytes)
+        return routes.trace_get(self.store, trace_id, modes.order)
+
+    def _write_score(self, body, modes: Modes) -> str:
+        if modes.score_checks == "async":
+            item = self.store.accept_score(body)
+            self.deferred.submit(self.store, body, item)
+            return item["id"]
+        return self.store.upsert_score(body)
+
+    def _post_scores(self, body, modes: Modes):
         if isinstance(body, list):
             if self.scores_body == "object":
                 raise Invalid("Expected object, received array")
             errors = []
             for item in body:
                 try:
-                    self.store.upsert_score(item)
+                    self._write_score(item, modes)
                 except Invalid as exc:
                     errors.append({"message": str(exc)})
             if errors:
@@ -195,7 +266,7 @@ class LangfuseEmulator(Emulator):
             return 202, {"message": "Accepted"}
         if self.scores_body == "array":
             raise Invalid("Expected array, received object")
-        return 200, {"id": self.store.upsert_score(body)}
+        return 200, {"id": self._write_score(body, modes)}
 
 
 def main(argv=None) -> None:
@@ -208,10 +279,13 @@ def main(argv=None) -> None:
     parser.add_argument("--no-legacy-traces", action="store_true")
     parser.add_argument("--no-v2-observations", action="store_true")
     parser.add_argument("--scores-body", choices=("object", "array", "both"), default="both")
+    parser.add_argument("--generation", choices=GENERATIONS, default="spec")
+    parser.add_argument("--score-checks", choices=("sync", "async"), default="sync")
     args = parser.parse_args(argv)
     emulator = LangfuseEmulator(args.public_key, args.secret_key, args.host, args.port,
                                 legacy_traces=not args.no_legacy_traces, v2_observations=not args.no_v2_observations,
-                                scores_body=args.scores_body)
+                                scores_body=args.scores_body, generation=args.generation,
+                                score_checks=args.score_checks)
     if args.seed_file:
         with open(args.seed_file) as fh:
             emulator.load_observations([json.loads(line) for line in fh if line.strip()])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 from emulators.http_base import Reply
 from emulators.langfuse_store import GROUPS, Invalid, Store, decode_cursor, encode_cursor, is_root, parse_time
@@ -63,7 +64,7 @@ def _matches_filter(obs: dict, cond: dict) -> bool:
     return ops[op]()
 
 
-def observations_v2(store: Store, q: dict, query: dict) -> dict:
+def observations_v2(store: Store, q: dict, query: dict, order: str = "spec") -> dict:
     if q.get("parseIoAsJson") == "true":
         raise Invalid("parseIoAsJson is no longer supported; input and output are returned as raw strings")
     limit = int(q.get("limit", 50))
@@ -95,6 +96,8 @@ def observations_v2(store: Store, q: dict, query: dict) -> dict:
         if not all(_matches_filter(obs, c) for c in conditions):
             continue
         selected.append(obs)
+    if order == "server":
+        return _server_ordered_page(selected, q, limit, groups, expand)
     # newest first, ties by id: a stable order, so a cursor walk sees each item once
     selected.sort(key=lambda o: (-o["_start"].timestamp(), o["id"]))
     if q.get("cursor"):
@@ -106,6 +109,26 @@ def observations_v2(store: Store, q: dict, query: dict) -> dict:
     if len(selected) > limit:
         last = page[-1]
         meta["cursor"] = encode_cursor({"t": last["_start"].timestamp(), "id": last["id"]})
+    return {"data": [_view(o, groups, expand) for o in page], "meta": meta}
+
+
+def _server_key(obs: dict) -> tuple:
+    # events.ts orderByForObservationsQuery: start_time DESC, xxHash32(trace_id) DESC, span_id DESC
+    # (crc32 stands in for xxHash32: what matters is that ties do not follow the id ascending).
+    return obs["_start"].timestamp(), zlib.crc32(obs["traceId"].encode()), obs["id"]
+
+
+def _server_ordered_page(selected: list[dict], q: dict, limit: int, groups: set[str], expand: set[str]) -> dict:
+    selected.sort(key=_server_key, reverse=True)
+    if q.get("cursor"):
+        after = decode_cursor(q["cursor"])
+        last = (after["t"], after.get("h", 0), after["id"])
+        selected = [o for o in selected if _server_key(o) < last]
+    page = selected[:limit]
+    meta = {}
+    if len(selected) > limit:
+        t, h, obs_id = _server_key(page[-1])
+        meta["cursor"] = encode_cursor({"t": t, "h": h, "id": obs_id})
     return {"data": [_view(o, groups, expand) for o in page], "meta": meta}
 
 
@@ -124,7 +147,8 @@ def _trace(root: dict, observations: list[dict] | None = None) -> dict:
     return trace
 
 
-def traces_list(store: Store, q: dict, query: dict) -> dict:
+def select_traces(store: Store, q: dict, query: dict) -> tuple[list[dict], list[dict], dict]:
+    """The legacy list's filters, order and page: (this page's roots, all matching roots, meta)."""
     page, limit = int(q.get("page", 1)), int(q.get("limit", 50))
     if page < 1 or not 1 <= limit <= 1000:
         raise Invalid("page starts at 1; limit is 1..1000")
@@ -146,6 +170,12 @@ def traces_list(store: Store, q: dict, query: dict) -> dict:
     roots.sort(key=lambda r: (r["_start"], r["traceId"]) if field == "timestamp" else (str(r.get(field)), r["traceId"]),
                reverse=direction != "asc")
     chunk = roots[(page - 1) * limit: page * limit]
+    meta = {"page": page, "limit": limit, "totalItems": len(roots), "totalPages": (len(roots) + limit - 1) // limit}
+    return chunk, roots, meta
+
+
+def traces_list(store: Store, q: dict, query: dict) -> dict:
+    chunk, _, meta = select_traces(store, q, query)
     fields = set((q.get("fields") or "core,io").split(","))
     data = []
     for root in chunk:
@@ -153,15 +183,14 @@ def traces_list(store: Store, q: dict, query: dict) -> dict:
         if "io" not in fields:
             trace["input"] = trace["output"] = None
         data.append(trace)
-    return {"data": data, "meta": {"page": page, "limit": limit, "totalItems": len(roots),
-                                   "totalPages": (len(roots) + limit - 1) // limit}}
+    return {"data": data, "meta": meta}
 
 
-def trace_get(store: Store, trace_id: str) -> dict:
+def trace_get(store: Store, trace_id: str, order: str = "spec") -> dict:
     root = store.roots_by_trace().get(trace_id)
     if root is None:
         raise Reply(404, {"message": f"Trace {trace_id} not found"})
-    return _trace(root, store.trace_observations(trace_id))
+    return _trace(root, store.trace_observations(trace_id, order))
 
 
 def _score_v3(score: dict, fields: set[str]) -> dict:
@@ -183,7 +212,10 @@ def scores_v3(store: Store, q: dict) -> dict:
     if not 1 <= limit <= 100:
         raise Invalid("limit must be between 1 and 100")
     fields = set((q.get("fields") or "").split(","))
-    lists = {k: set(q[k].split(",")) for k in ("id", "name", "source", "dataType", "environment", "configId") if q.get(k)}
+    # comma lists, trimmed and without empty items, as the server's optionalCommaSeparatedStringArray
+    lists = {k: {v.strip() for v in q[k].split(",") if v.strip()}
+             for k in ("id", "name", "source", "dataType", "environment", "configId", "traceId") if q.get(k)}
+    lists = {k: vals for k, vals in lists.items() if vals}
     since = parse_time(q["fromTimestamp"]) if q.get("fromTimestamp") else None
     until = parse_time(q["toTimestamp"]) if q.get("toTimestamp") else None
     with store.lock:
@@ -192,8 +224,6 @@ def scores_v3(store: Store, q: dict) -> dict:
     for s in rows:
         if any(str(s.get(k) if k != "source" else s[k].upper()) not in {v.upper() if k == "source" else v for v in vals}
                for k, vals in lists.items()):
-            continue
-        if q.get("traceId") and s.get("traceId") != q["traceId"]:
             continue
         stamp = parse_time(s["timestamp"])
         if (since and stamp < since) or (until and stamp >= until):

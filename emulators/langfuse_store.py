@@ -33,6 +33,14 @@ class Invalid(Exception):
     """A request the real server answers 400."""
 
 
+class Dropped(Invalid):
+    """A score the ingestion worker drops silently after the 200 (validateAndInflateScore)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -67,6 +75,8 @@ class Store:
         self.scores: dict[str, dict] = {}
         self.writes: Counter = Counter()
         self.configs: dict[str, dict] = {}
+        # The order observations were ingested in: the legacy trace read sorts by it (event_ts).
+        self._ingested = 0
         # Current servers allow several configs per name; one older release refused a second
         # config with the same name and data type. Tests switch this on to play that server.
         self.unique_config_names = False
@@ -82,6 +92,8 @@ class Store:
                 row.setdefault("type", "SPAN")
                 row.setdefault("isRootObservation", not row.get("parentObservationId"))
                 row["_start"] = parse_time(row["startTime"])
+                self._ingested += 1
+                row["_ingested"] = self._ingested
                 row["updatedAt"] = now_iso()
                 row.setdefault("createdAt", row["updatedAt"])
                 self.observations[row["id"]] = row
@@ -97,14 +109,30 @@ class Store:
                         roots[obs["traceId"]] = obs
             return roots
 
-    def trace_observations(self, trace_id: str) -> list[dict]:
+    def trace_observations(self, trace_id: str, order: str = "spec") -> list[dict]:
+        """"spec": by start time. "server": the legacy read's ORDER BY event_ts DESC, i.e. the
+        latest ingested first (getObservationsForTrace, repositories/observations.ts)."""
         with self.lock:
-            return sorted((o for o in self.observations.values() if o["traceId"] == trace_id),
-                          key=lambda o: (o["_start"], o["id"]))
+            rows = [o for o in self.observations.values() if o["traceId"] == trace_id]
+        if order == "server":
+            return sorted(rows, key=lambda o: o["_ingested"], reverse=True)
+        return sorted(rows, key=lambda o: (o["_start"], o["id"]))
 
     # -- scores --------------------------------------------------------------------------------
     def upsert_score(self, body: dict) -> str:
-        item = self._validated_score(body)
+        return self._store_score(self._validated_score(body))
+
+    def accept_score(self, body: dict) -> dict:
+        """What POST /scores checks before its 200: the body's shape, not the config."""
+        return self._validated_score(body, defer_config=True)
+
+    def settle_score(self, body: dict, item: dict) -> str:
+        """The ingestion worker's validateAndInflateScore, then the insert; raises Dropped."""
+        if item["configId"]:
+            item = self._inflated_from_config(body, item)
+        return self._store_score(item)
+
+    def _store_score(self, item: dict) -> str:
         with self.lock:
             existing = self.scores.get(item["id"])
             if existing is not None:
@@ -113,7 +141,7 @@ class Store:
             self.writes[item["id"]] += 1
         return item["id"]
 
-    def _validated_score(self, body: dict) -> dict:
+    def _validated_score(self, body: dict, *, defer_config: bool = False) -> dict:
         if not isinstance(body, dict):
             raise Invalid("a score must be a JSON object")
         if body.get("source") == "EVAL":
@@ -125,9 +153,13 @@ class Store:
         config_id = body.get("configId")
         if body.get("source") == "ANNOTATION" and not config_id and data_type != "CORRECTION":
             raise Invalid("ANNOTATION scores need a configId")
-        if config_id:
+        if config_id and defer_config:
+            if data_type == "CORRECTION":
+                raise Invalid("CORRECTION scores cannot reference a config")
+        elif config_id:
             data_type = self._checked_against_config(body, config_id)
-        data_type = data_type or ("CATEGORICAL" if isinstance(value, str) else "NUMERIC")
+        if not (config_id and defer_config):
+            data_type = data_type or ("CATEGORICAL" if isinstance(value, str) else "NUMERIC")
         if data_type == "NUMERIC" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise Invalid("NUMERIC scores need a number")
         if data_type == "BOOLEAN" and (isinstance(value, bool) or value not in (0, 1)):
@@ -136,6 +168,8 @@ class Store:
             raise Invalid(f"{data_type} scores need a string")
         if data_type == "TEXT" and not 1 <= len(value) <= 500:
             raise Invalid("TEXT scores need 1 to 500 characters")
+        if data_type is None and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+            raise Invalid("value must be a number or a string")
         stamp = now_iso()
         return {"id": body.get("id") or str(uuid.uuid4()), "projectId": PROJECT_ID, "name": body["name"],
                 "value": value, "dataType": data_type, "source": body.get("source") or "API",
@@ -167,6 +201,29 @@ class Store:
         if data_type == "CATEGORICAL" and value not in [c["label"] for c in config.get("categories") or []]:
             raise Invalid(f"value {value!r} is not a category of the config")
         return data_type
+
+    def _inflated_from_config(self, body: dict, item: dict) -> dict:
+        """packages/shared/src/server/ingestion/validateAndInflateScore.ts, in its order."""
+        with self.lock:
+            config = self.configs.get(item["configId"])
+            config = dict(config) if config else None
+        if config is None:
+            raise Dropped("config_not_found",
+                          "The configId you provided does not match a valid config in this project")
+        declared = body.get("dataType")
+        if declared and declared != config["dataType"]:
+            raise Dropped("data_type_mismatch",
+                          f"Data type mismatch based on config: expected {config['dataType']}, got {declared}")
+        if config["isArchived"]:
+            raise Dropped("config_archived", "Config is archived and cannot be used to create new scores. "
+                                             "Please restore the config first.")
+        # The worker overrides the body's name with the config's before checking, so a name
+        # mismatch is not dropped: the score is stored under the config's name.
+        value, data_type = item["value"], config["dataType"]
+        problem = _against_config(value, data_type, config)
+        if problem:
+            raise Dropped("value_invalid", f"Ingested score body not valid against provided config: {problem}")
+        return {**item, "name": config["name"], "dataType": data_type}
 
     # -- score configs -------------------------------------------------------------------------
     def create_config(self, body: dict) -> dict:
@@ -204,3 +261,26 @@ class Store:
                       "createdAt": stamp, "updatedAt": stamp}
             self.configs[config["id"]] = config
         return config
+
+
+def _against_config(value, data_type: str, config: dict) -> str | None:
+    """ScorePropsAgainstConfig (packages/shared/src/features/scores/interfaces/ingestion/validation.ts)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if data_type == "NUMERIC":
+        if not number:
+            return "value - expected number"
+        if config.get("maxValue") is not None and value > config["maxValue"]:
+            return f"Value exceeds maximum value of {config['maxValue']} defined in config"
+        if config.get("minValue") is not None and value < config["minValue"]:
+            return f"Value is below minimum value of {config['minValue']} defined in config"
+    elif data_type == "CATEGORICAL":
+        if not isinstance(value, str):
+            return "value - expected string"
+        if value not in [c["label"] for c in config.get("categories") or []]:
+            return f"Value {value} does not map to a valid category. Pass a valid category value."
+    elif data_type == "BOOLEAN":
+        if not number or value not in (0, 1):
+            return "Value must be either 0 or 1"
+    elif data_type == "TEXT" and not (isinstance(value, str) and 1 <= len(value) <= 500):
+        return "value - expected a string of 1 to 500 characters"
+    return None
