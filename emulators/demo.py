@@ -105,7 +105,8 @@ def wait_for_drain(client: redis.Redis, honcho: subprocess.Popen, scan_target: d
             bar.update(min(done, bar.length) - bar.pos)
             cursor = client.get(CURSOR_KEY)
             scanned = cursor and dt.datetime.fromisoformat(cursor.decode()) >= scan_target
-            if scanned and client.exists(LAST_PASS_KEY) and queue_depth(client).outstanding == 0 and done >= enqueued:
+            if (scanned and client.exists(LAST_PASS_KEY) and queue_depth(client).outstanding == 0 and done >= enqueued
+                    and outcomes.waiting() == 0):  # every written score read back (the scheduler confirms them)
                 return True
             time.sleep(0.5)
     echo(f"timed out after {timeout:.0f} s with work still queued")
@@ -127,7 +128,11 @@ def summary(stack: LocalStack, client: redis.Redis, started: float, echo) -> Non
     echo(f"traces scanned        {stats.get('sampler_scanned', 0)} (with overlap re-scans) "
          f"({stats.get('sampler_excluded', 0)} excluded: langfuse-* environments and tracejudge's own)")
     echo(f"sampled (trace x rubric) {stats.get('sampler_selected', 0)}, enqueued {stats.get('enqueued', 0)}")
-    echo(f"scored                {stats.get('scored', 0)}")
+    confirmed = stats.get("confirmed", 0)
+    wait = (f", {stats.get('confirm_wait_ms', 0) / confirmed / 1000:.1f} s from write to read-back, "
+            f"{stats.get('confirm_requests', 0) / confirmed:.3f} Langfuse reads per score" if confirmed else "")
+    echo(f"scored                {stats.get('scored', 0)} ({confirmed} confirmed by reading them back from Langfuse"
+         f"{wait}; {stats.get('missing', 0)} missing, {OutcomeLog(client).waiting()} unconfirmed)")
     echo(f"unscored              {stats.get('unscored', 0)}"
          + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(unscored.items())) + ")" if unscored else ""))
     echo(f"not applicable        {stats.get('not_applicable', 0)} (e.g. groundedness on a trace without retrieval)")

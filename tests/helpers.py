@@ -61,11 +61,14 @@ def utc(**delta) -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc) - dt.timedelta(**delta)
 
 
-def drain(broker, client, *, threads: int = 8, timeout: float = 60.0) -> None:
-    """Run a real dramatiq worker in this process until the judge queue is empty."""
+def drain(broker, client, *, threads: int = 8, timeout: float = 60.0, confirm: bool = True) -> None:
+    """Run a real dramatiq worker in this process until the judge queue is empty; then, as the
+    scheduler would, read the written scores back from Langfuse (``confirm``), so they count in
+    the drift aggregates."""
     import dramatiq
 
     from worker.fleet.queues import queue_depth
+    from worker.judging.runtime import get_runtime
 
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=50)
     worker.start()
@@ -77,6 +80,15 @@ def drain(broker, client, *, threads: int = 8, timeout: float = 60.0) -> None:
             time.sleep(0.05)
     finally:
         worker.stop()
+    if confirm:
+        confirm_all(get_runtime())
+
+
+def confirm_all(rt) -> None:
+    """What the scheduler's next tick does: read back every score written so far."""
+    from worker.judging.confirm import GRACE_SECONDS, confirm_writes
+
+    confirm_writes(rt, now=time.time() + GRACE_SECONDS)
 
 
 # -- runtimes ------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import dataclasses
 import itertools
 
 from samplers.hashing import is_sampled
-from tests.helpers import one_trace
+from tests.helpers import confirm_all, one_trace
 from worker.drift import aggregates as agg
 from worker.judging.pipeline import judge_one
 
@@ -29,6 +29,7 @@ def test_a_quota_picked_trace_counts_only_in_its_segment_cells(runtime, langfuse
     for trace_id in (by_quota, by_base):
         langfuse_emu.load_observations(one_trace(trace_id, "Open Settings > Security > Reset password."))
         assert judge_one(runtime, trace_id, key).status == "scored"
+    confirm_all(runtime)  # drift counts a score once Langfuse returned it
     assert _cells_of(redis_client, by_quota) == {"tenant=acme", "feature=support-chat|tenant=acme"}
     assert _cells_of(redis_client, by_base) == {"all", "feature=support-chat", "tenant=acme",
                                                 "feature=support-chat|tenant=acme"}

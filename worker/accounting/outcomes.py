@@ -2,6 +2,10 @@
 
 A job is redelivered after a crash between writing its score and its ack; the ``done``
 marker makes the second pass skip the judge call and keeps every counter exact.
+
+A written score (``scored``) is not yet a stored one: it waits in ``UNCONFIRMED`` with the
+drift aggregates its confirmation adds, until worker/judging/confirm.py reads it back from
+Langfuse (``confirmed``, once per score id under its own marker) or gives up (``missing``).
 """
 from __future__ import annotations
 
@@ -16,7 +20,11 @@ from worker.judges.base import Usage
 STATS = "tracejudge:stats"
 UNSCORED_LOG = "tracejudge:unscored"
 EXHAUSTED = "tracejudge:exhausted"
+UNCONFIRMED = "tracejudge:unconfirmed"  # zset: score id -> when it is due for a read-back
+UNCONFIRMED_ITEMS = "tracejudge:unconfirmed:items"  # hash: score id -> {rubric, body, ops, written_at}
+MISSING_LOG = "tracejudge:missing"
 _DONE = "tracejudge:done:"
+_CONFIRMED = "tracejudge:confirmed:"
 DONE_TTL_SECONDS = 90 * 24 * 3600  # a rebuild may only reach back this far (see drift/rebuild.py)
 _DONE_TTL = DONE_TTL_SECONDS
 _UNSCORED_LOG_MAX = 10_000
@@ -30,6 +38,10 @@ for i = 3, #ARGV, 4 do
   if op == 'hincrby' then redis.call('HINCRBY', key, a, b)
   elseif op == 'hincrbyfloat' then redis.call('HINCRBYFLOAT', key, a, b)
   elseif op == 'sadd' then redis.call('SADD', key, a)
+  elseif op == 'zadd' then redis.call('ZADD', key, b, a)
+  elseif op == 'zrem' then redis.call('ZREM', key, a)
+  elseif op == 'hset' then redis.call('HSET', key, a, b)
+  elseif op == 'hdel' then redis.call('HDEL', key, a)
   elseif op == 'lpush' then
     redis.call('LPUSH', key, a)
     redis.call('LTRIM', key, 0, tonumber(b) - 1)
@@ -53,9 +65,38 @@ class OutcomeLog:
         return bool(self.client.exists(_DONE + score_id))
 
     def scored(self, score_id: str, rubric_key: str, usage: Usage, cost: Decimal, calls: int,
-               extra: list[Op] = ()) -> bool:
+               body: dict, on_confirm: list[Op] = ()) -> bool:
+        """A score Langfuse accepted: counted as written, and waiting for its read-back with the
+        ops (drift aggregates) that only its confirmation applies."""
         fields = {"scored": 1, f"scored:{rubric_key}": 1, **_usage_fields(usage, cost, calls)}
-        return self._apply(score_id, "scored", fields, None, extra)
+        now = time.time()
+        item = json.dumps({"rubric": rubric_key, "body": body, "ops": [list(op) for op in on_confirm],
+                           "written_at": now}, default=str)
+        waiting = [("zadd", UNCONFIRMED, score_id, now), ("hset", UNCONFIRMED_ITEMS, score_id, item)]
+        return self._apply(score_id, "scored", fields, None, waiting)
+
+    def confirmed(self, score_id: str, rubric_key: str, ops: list, waited_ms: int = 0) -> bool:
+        """Read back from Langfuse: counted and aggregated once per score id, however often asked;
+        ``waited_ms`` (from its write to its read-back) adds to ``confirm_wait_ms``."""
+        settle = [("zrem", UNCONFIRMED, score_id, ""), ("hdel", UNCONFIRMED_ITEMS, score_id, "")]
+        fields = {"confirmed": 1, f"confirmed:{rubric_key}": 1, "confirm_wait_ms": waited_ms}
+        applied = self._apply(score_id, "confirmed", fields, None, [*map(tuple, ops), *settle], marker=_CONFIRMED)
+        if not applied:  # confirmed before (a rebuild, another run): only settle the wait
+            self.client.zrem(UNCONFIRMED, score_id)
+            self.client.hdel(UNCONFIRMED_ITEMS, score_id)
+        return applied
+
+    def missing(self, score_id: str, rubric_key: str, reason: str) -> bool:
+        """Written but never found on read-back: counted as missing (not as a stored score)."""
+        settle = [("zrem", UNCONFIRMED, score_id, ""), ("hdel", UNCONFIRMED_ITEMS, score_id, ""),
+                  ("lpush", MISSING_LOG, json.dumps({"score_id": score_id, "rubric": rubric_key,
+                                                     "reason": reason[:500], "at": time.time()}), _UNSCORED_LOG_MAX)]
+        return self._apply(score_id, "missing", {"missing": 1, f"missing:{rubric_key}": 1}, None, settle,
+                           marker=_CONFIRMED)
+
+    def waiting(self) -> int:
+        """Written scores not yet read back."""
+        return self.client.zcard(UNCONFIRMED)
 
     def unscored(self, score_id: str, rubric_key: str, trace_id: str, reason: str, detail: str,
                  usage: Usage, cost: Decimal, calls: int, extra: list[Op] = ()) -> bool:
@@ -68,17 +109,19 @@ class OutcomeLog:
         return self._apply(score_id, f"unscored:{reason}", fields, entry, extra)
 
     def restored(self, score_id: str, extra: list[Op]) -> bool:
-        """A score read back from Langfuse (the aggregates rebuild), through the same marker:
-        one already counted, live or by an earlier rebuild, adds nothing. The judge counters
-        (calls, tokens, cost) are not replayed: they count this deployment's own work."""
-        return self._apply(score_id, "scored", {}, None, extra)
+        """A score read back from Langfuse (the aggregates rebuild), through the confirmation's
+        marker: one already confirmed, live or by an earlier rebuild, adds nothing. The judge
+        counters (calls, tokens, cost) are not replayed: they count this deployment's own work."""
+        self.client.set(_DONE + score_id, "scored", nx=True, ex=_DONE_TTL)
+        return self._apply(score_id, "confirmed", {}, None, extra, marker=_CONFIRMED)
 
     def exhausted(self, score_id: str, trace_id: str, rubric_key: str, reason: str) -> None:
         self.client.hset(EXHAUSTED, score_id, json.dumps(
             {"trace_id": trace_id, "rubric": rubric_key, "reason": reason[:500], "at": time.time()}))
 
-    def _apply(self, score_id: str, marker: str, fields: dict, entry: str | None, extra) -> bool:
-        args: list = [marker, _DONE_TTL]
+    def _apply(self, score_id: str, value: str, fields: dict, entry: str | None, extra, *,
+               marker: str = _DONE) -> bool:
+        args: list = [value, _DONE_TTL]
         for field, inc in fields.items():
             if inc:
                 args += ["hincrby", STATS, field, int(inc)]
@@ -86,7 +129,7 @@ class OutcomeLog:
             args += ["lpush", UNSCORED_LOG, entry, _UNSCORED_LOG_MAX]
         for op in extra:
             args += list(op)
-        return bool(self._record(keys=[_DONE + score_id], args=args))
+        return bool(self._record(keys=[marker + score_id], args=args))
 
     def stats(self) -> dict[str, int]:
         raw = self.client.hgetall(STATS)

@@ -1,7 +1,7 @@
 """The alerts tracejudge sends, one type per kind, each with the fields that kind has.
 
 Drift gives ``QualityDrop`` and ``UnscoredRise`` (one cell of one rubric version); the budget
-gives ``BudgetHeld``. The outbox stores an alert as JSON (``as_json``) and reads it back with
+gives ``BudgetHeld``; the write-back's read-back gives ``ScoresMissing``. The outbox stores an alert as JSON (``as_json``) and reads it back with
 ``from_json``; the webhook sink posts that same JSON, the other sinks render each kind their way.
 """
 from __future__ import annotations
@@ -75,7 +75,18 @@ class BudgetHeld(Alert):
     typical_job_usd: float
 
 
-KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, UnscoredRise, BudgetHeld)}
+@dataclasses.dataclass(frozen=True)
+class ScoresMissing(Alert):
+    """Scores Langfuse accepted but did not keep (read back and not found, after a re-write)."""
+
+    kind: ClassVar[str] = "scores_missing"
+    version: int
+    day: str
+    missing: int  # this rubric version's missing scores so far
+    reason: str
+
+
+KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, UnscoredRise, BudgetHeld, ScoresMissing)}
 
 
 def from_json(raw: dict[str, Any]) -> Alert:

@@ -38,6 +38,13 @@ def status_report(settings, client, rubrics: dict) -> dict:
                     "enqueued": stats.get("enqueued", 0)},
         "rate_limit_waits": {key: {"waits": n, "seconds": waited.get(key, 0.0)} for key, n in sorted(waits.items())},
         "outcomes": {k: stats.get(k, 0) for k in ("scored", "unscored", "not_applicable", "retries_exhausted")},
+        # "scored" counts writes Langfuse accepted; only "confirmed" ones were read back from it.
+        "write_back": {"written": stats.get("scored", 0), "confirmed": stats.get("confirmed", 0),
+                       "awaiting_read_back": OutcomeLog(client).waiting(), "missing": stats.get("missing", 0),
+                       "rewritten": stats.get("rewritten", 0),
+                       "mean_seconds_to_confirm": round(stats.get("confirm_wait_ms", 0) / stats["confirmed"] / 1000, 2)
+                       if stats.get("confirmed") else None,
+                       "read_back_requests": stats.get("confirm_requests", 0)},
         "unscored_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
                                if k.startswith("unscored:") and k.count(":") == 1},
         "judge": {"calls": stats.get("judge_calls", 0), "tokens": tokens,
@@ -61,6 +68,10 @@ def render_text(report: dict) -> str:
                  f"{o['retries_exhausted']} retries exhausted")
     for reason, n in report["unscored_by_reason"].items():
         lines.append(f"  unscored {reason}: {n}")
+    w = report["write_back"]
+    lines.append(f"write-back: {w['written']} written, {w['confirmed']} confirmed in Langfuse, "
+                 f"{w['awaiting_read_back']} awaiting read-back (unconfirmed), {w['missing']} missing, "
+                 f"{w['rewritten']} re-written")
     t = j["tokens"]
     lines.append(f"judge: {j['calls']} calls, tokens in {t['input']} / out {t['output']} / cache read "
                  f"{t['cache_read']} / cache write {t['cache_write']}, cost ${j['cost_usd']:.4f}")

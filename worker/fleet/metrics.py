@@ -22,7 +22,7 @@ from dramatiq.middleware.prometheus import DB_PATH, HTTP_HOST, Prometheus
 from samplers.sampler import CURSOR_KEY
 from worker.accounting import job_metrics
 from worker.accounting.budget import ALL, Budget
-from worker.accounting.outcomes import EXHAUSTED, STATS
+from worker.accounting.outcomes import EXHAUSTED, STATS, UNCONFIRMED
 from worker.fleet.queues import queue_depth
 from worker.jobs import RubricKey
 from worker.logs import configure_logging, register_settings_secrets
@@ -94,6 +94,15 @@ class FleetCollector:
             outcomes.add_metric([outcome], stats.get(outcome, 0))
         outcomes.add_metric(["retries_exhausted"], self.client.hlen(EXHAUSTED))
         yield outcomes
+        written = Counter("tracejudge_scores_written", "Scores Langfuse accepted, by what its read-back found: "
+                          "confirmed (stored), missing (dropped after a re-write), rewritten (written again).",
+                          labels=["state"])
+        for state in ("confirmed", "missing", "rewritten"):
+            written.add_metric([state], stats.get(state, 0))
+        yield written
+        waiting = Gauge("tracejudge_scores_unconfirmed", "Written scores not yet read back from Langfuse.")
+        waiting.add_metric([], self.client.zcard(UNCONFIRMED))
+        yield waiting
 
         cursor = self.client.get(CURSOR_KEY)
         lag = Gauge("tracejudge_sampler_lag_seconds", "Now minus the sampler's cursor (-1: no cursor yet).")

@@ -1,5 +1,8 @@
 """The last steps of a job, shared by online and batch judging: write → count → account.
 
+A written score is counted as written and waits for its read-back (worker/judging/confirm.py),
+which adds it to the drift aggregates once Langfuse shows it kept it.
+
 ``finish_scored`` keeps the verdict in Redis until its score is written and counted, so a
 write that fails transiently is retried from it: a trace is never judged (and paid for) twice,
 and its score never changes. ``finish_unscored`` records a trace as unscored with a reason.
@@ -33,10 +36,12 @@ _PENDING_TTL = 7 * 24 * 3600
 
 def finish_scored(rt: Runtime, rubric: Rubric, job: Prepared, verdict: Verdict, usage: Usage, calls: int,
                   repaired: bool, *, batch: bool = False, started: float | None = None) -> Outcome:
-    """Write the score (deterministic id: a repeat is an upsert) and count it exactly once."""
+    """Write the score (deterministic id: a repeat is an upsert) and count it exactly once.
+
+    The verdict is kept first, before anything that can fail (the config lookup, the write),
+    so a retry finishes from it and never pays the judge again."""
     cost = cost_usd(rubric.judge.model, usage, batch=batch)
     body = score_body(job, rubric, verdict, usage, cost, calls, repaired, batch=batch)
-    body["configId"] = rt.score_configs.config_id(rubric)
     pending = {"body": body, "usage": dataclasses.asdict(usage), "calls": calls, "cost": str(cost),
                "metadata": job.metadata, "timestamp": job.timestamp.isoformat() if job.timestamp else None,
                "batch": batch}
@@ -50,6 +55,7 @@ def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict, *
     body, usage, calls = pending["body"], Usage(**pending["usage"]), pending["calls"]
     cost, metadata = Decimal(pending["cost"]), pending["metadata"]
     timestamp = dt.datetime.fromisoformat(pending["timestamp"]) if pending["timestamp"] else None
+    body = {**body, "configId": rt.score_configs.config_id(rubric)}  # looked up after the verdict is kept
     try:
         rt.scores.write(body)
     except Unscored as exc:  # the server refused this score for good
@@ -60,7 +66,7 @@ def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict, *
                                batch=pending["batch"], started=started)
     only_key = rubric.segment_key if body["metadata"].get("sampled_by_quota") else None
     extra = scored_ops(rubric, body["traceId"], metadata, timestamp, body["value"], int(cost * 1_000_000), only_key)
-    rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, extra)
+    rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, body, on_confirm=extra)
     rt.redis.delete(PENDING_WRITE + score_id)
     outcome = Outcome(body["traceId"], rubric.key, score_id, "scored", value=body["value"], usage=usage, cost=cost)
     return account(rt, rubric, outcome, started)

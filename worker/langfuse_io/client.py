@@ -12,6 +12,7 @@ import httpx
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
+from worker.errors import ConfigError
 from worker.rate_limits import LANGFUSE_KEY, Limit, RateLimitedTransport, RateLimiter, RedisBackend
 from worker.redis_client import connect
 from worker.settings import Settings
@@ -38,9 +39,20 @@ def build_langfuse_api(settings: Settings, *, rate_limiter: RateLimiter | None =
         x_langfuse_public_key=settings.langfuse_public_key,
         x_langfuse_sdk_name="tracejudge",
         timeout=settings.langfuse_timeout_seconds,
-        httpx_client=httpx.Client(timeout=settings.langfuse_timeout_seconds, follow_redirects=True,
-                                  transport=transport),
+        httpx_client=httpx.Client(timeout=settings.langfuse_timeout_seconds, follow_redirects=False,
+                                  transport=transport, event_hooks={"response": [refuse_redirects]}),
     )
+
+
+def refuse_redirects(response: httpx.Response) -> None:
+    """A redirect is a configuration error, never followed: httpx re-sends a redirected POST as
+    a GET, and ``GET /api/public/scores`` answers 200 with a list, so a followed redirect writes
+    nothing and looks like success (and the Basic-auth secret already crossed the first hop)."""
+    if response.is_redirect:
+        target = response.headers.get("location", "?")
+        raise ConfigError(f"Langfuse at {response.request.url.scheme}://{response.request.url.host} answered "
+                          f"HTTP {response.status_code} redirecting to {target}: set LANGFUSE_BASE_URL to the "
+                          "address it redirects to (https, no proxy hop)")
 
 
 def raw_request(api: LangfuseAPI, method: str, path: str, *, params: dict | None = None,

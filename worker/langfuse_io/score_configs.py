@@ -116,6 +116,9 @@ class ScoreConfigs:
         while not self.client.set(lock, token, nx=True, px=_LOCK_TTL_MS):
             threading.Event().wait(0.2)
         try:
+            cached = self.client.get(CACHE_PREFIX + rubric.sha256)  # the holder we waited for found it
+            if cached:
+                return cached.decode()
             found = self._find(rubric) or self._create(rubric)
             self.client.set(CACHE_PREFIX + rubric.sha256, found, ex=CACHE_TTL_S)
             return found

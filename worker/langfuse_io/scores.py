@@ -3,6 +3,8 @@
 Servers differ in what POST /api/public/scores takes: the official spec (server 4.x) one
 object answered 200, newer servers (what SDK 5 targets) an array answered 202/207. We send
 the spec's object first and switch, once per process, when the server rejects that shape.
+A reply that is not the endpoint's own (no id back, no acceptance) is an error, never a
+success: only an accepted write goes on to its read-back (worker/judging/confirm.py).
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import uuid
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
-from worker.errors import Unscored
-from worker.langfuse_io.client import NO_SDK_RETRIES, raw_request
+from worker.errors import ConfigError, Unscored
+from worker.langfuse_io.client import raw_request
 from worker.retrying import call_with_retries
 
 _NAMESPACE = uuid.UUID("6f1c0b52-2a55-4d0e-9a53-7d5f3c1e2b10")
@@ -52,12 +54,23 @@ class ScoreWriter:
             self.shape = other
 
     def _send(self, shape: str, body: dict) -> None:
+        reply = raw_request(self.api, "POST", "api/public/scores", json=body if shape == "object" else [body])
+        if not isinstance(reply, dict):
+            raise _not_a_write(reply)
         if shape == "object":
-            raw_request(self.api, "POST", "api/public/scores", json=body)
+            if reply.get("id") != body["id"]:
+                raise _not_a_write(reply)
             return
-        result = self.api.scores.create(request=[body], request_options=NO_SDK_RETRIES)
-        if getattr(result, "rejected", 0):
-            raise Unscored("score_rejected", "; ".join(e.message for e in result.errors)[:300])
+        if reply.get("rejected"):
+            errors = reply.get("errors") or []
+            raise Unscored("score_rejected", "; ".join(str(e.get("message", e)) for e in errors)[:300])
+        if reply.get("message") != "Accepted" and reply.get("accepted") != 1:
+            raise _not_a_write(reply)
+
+
+def _not_a_write(reply) -> ConfigError:
+    return ConfigError("POST /api/public/scores answered without accepting the score "
+                       f"({_brief(reply)[:120]}): is LANGFUSE_BASE_URL the Langfuse API itself?")
 
 
 def _brief(body) -> str:
