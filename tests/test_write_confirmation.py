@@ -214,3 +214,23 @@ def test_with_a_config_archived_while_the_fleet_runs_every_trace_ends_with_one_s
     assert langfuse_emu.dropped_scores(), "the archived config dropped nothing: the test tests nothing"
     stats = OutcomeLog(redis_client).stats()
     assert stats["confirmed"] == len(expected) and stats.get("missing", 0) == 0
+
+
+def test_the_worker_command_will_not_start_behind_a_redirect(langfuse_emu, judge_emu, redis_url, redis_client,
+                                                            test_rubrics):
+    from click.testing import CliRunner
+
+    from tests.helpers import make_env
+    from worker.cli.main import main
+
+    front = RedirectFront(langfuse_emu.base_url, status=308, location="https://langfuse.example.com")
+    front.start()
+    try:
+        env = make_env(langfuse_emu, judge_emu, redis_url, test_rubrics, LANGFUSE_BASE_URL=front.base_url,
+                       TRACEJUDGE_METRICS_PORT=0)
+        result = CliRunner(env=env).invoke(main, ["worker", "-p", "1", "-t", "1"])
+    finally:
+        front.stop()
+    assert result.exit_code == 1
+    assert "HTTP 308 redirecting to https://langfuse.example.com" in result.output, result.output
+    assert "sk-lf" not in result.output
