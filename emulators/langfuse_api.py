@@ -231,6 +231,8 @@ class LangfuseEmulator(Emulator):
             return 200, legacy.scores_v1(self.store, q, query) | {"_deprecation": SCORES_DEPRECATION}
         if path == "/api/public/v3/scores":
             return 200, routes.scores_v3(self.store, q)
+        if path == "/api/public/v2/scores" and method == "GET":  # deprecated; what servers before 3.179 have
+            return 200, legacy.scores_v1(self.store, q, query) | {"_deprecation": SCORES_DEPRECATION}
         if path.startswith("/api/public/score-configs"):
             return routes.score_configs(self.store, method, path, q, body)
         raise Reply(404, {"message": f"{method} {path} is not emulated"})

@@ -234,3 +234,33 @@ def test_the_worker_command_will_not_start_behind_a_redirect(langfuse_emu, judge
     assert result.exit_code == 1
     assert "HTTP 308 redirecting to https://langfuse.example.com" in result.output, result.output
     assert "sk-lf" not in result.output
+
+
+class WithoutV3Scores(Emulator):
+    """A Langfuse older than 3.179: no v3 scores endpoint; everything else passed through."""
+
+    def __init__(self, upstream: str):
+        super().__init__("127.0.0.1", 0)
+        self.upstream = upstream
+
+    def handle(self, method, path, query, headers, body):
+        import httpx
+
+        if path.startswith("/api/public/v3/scores"):
+            return 404, {"message": "Route not found"}, {}
+        reply = httpx.request(method, self.upstream + path, params=query, json=body,
+                              headers={"Authorization": headers.get("Authorization", "")}, timeout=30)
+        return reply.status_code, reply.json() if reply.content else None, {}
+
+
+def test_servers_without_v3_scores_are_read_back_through_v2(settings, redis_client, langfuse_emu):
+    front = WithoutV3Scores(langfuse_emu.base_url)
+    front.start()
+    try:
+        rt = hand_built_runtime(settings, redis_client, langfuse_base_url=front.base_url)
+        judged(rt, langfuse_emu, TRACE)
+        assert settle(rt, time.time()).counts["confirmed"] == 1
+    finally:
+        front.stop()
+    reads = [r for r in langfuse_emu.requests() if r["path"] == "/api/public/v2/scores"]
+    assert reads and reads[-1]["query"]["scoreIds"] == [stored(langfuse_emu, TRACE)[0]["id"]]

@@ -5,7 +5,8 @@ checks the score against its config later, in its ingestion worker, dropping a f
 without a word (an archived config, a config of another project, a changed scale). So a
 written score waits in ``UNCONFIRMED`` (a sorted set by write time) with what its
 confirmation must add (the drift aggregates), and ``confirm_writes`` reads the waiting ones
-back in pages of 100 ids (``GET /api/public/v3/scores?id=a,b,c``) after a short grace:
+back in pages of 100 ids (``GET /api/public/v3/scores?id=a,b,c``; v2's ``scoreIds`` on servers
+older than 3.179) after a short grace:
 
 - found: counted as confirmed and added to the drift aggregates, exactly once per score id;
 - missing, and its config archived, gone or no longer the rubric's scale: the rubric moves to
@@ -28,7 +29,7 @@ from worker.alerts import outbox
 from worker.alerts.kinds import ScoresMissing
 from worker.alerts.sinks import sinks_for
 from worker.judging.runtime import Runtime
-from worker.langfuse_io.client import NO_SDK_RETRIES
+from worker.langfuse_io.client import NO_SDK_RETRIES, raw_request
 from worker.langfuse_io.score_configs import matches
 from worker.retrying import call_with_retries
 from worker.rubrics.rubric import Rubric
@@ -83,9 +84,18 @@ def confirm_writes(rt: Runtime, now: float | None = None) -> ConfirmSummary:
 
 
 def _read_back(rt: Runtime, ids: list[str]) -> set[str]:
-    page = call_with_retries(lambda: rt.langfuse.scores.get_many(
-        id=",".join(ids), limit=PAGE, request_options=NO_SDK_RETRIES))
-    return {s.id for s in page.data}
+    """The ids among ``ids`` that Langfuse returns: v3 scores, or on servers before 3.179 (no v3
+    scores endpoint: 404) the deprecated v2 list filtered by ``scoreIds``."""
+    try:
+        page = call_with_retries(lambda: rt.langfuse.scores.get_many(
+            id=",".join(ids), limit=PAGE, request_options=NO_SDK_RETRIES))
+        return {s.id for s in page.data}
+    except ApiError as exc:
+        if exc.status_code != 404:
+            raise
+    body = call_with_retries(lambda: raw_request(rt.langfuse, "GET", "api/public/v2/scores",
+                                                 params={"scoreIds": ",".join(ids), "limit": PAGE}))
+    return {s["id"] for s in body.get("data") or [] if isinstance(s, dict) and "id" in s}
 
 
 def _missing(rt: Runtime, score_id: str, item: dict, now: float, summary: ConfirmSummary,
