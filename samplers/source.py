@@ -1,7 +1,14 @@
 """The Langfuse trace source: root observations of a time window, through v2 observations.
 
 Asks only for the field groups the sampler needs, at the largest page size, walking the
-cursor. Falls back to the legacy ``/api/public/traces`` only when the server has no v2.
+cursor. Falls back to the legacy ``/api/public/traces`` while the server has no v2 (a v3
+server), re-probing v2 as worker/langfuse_io/observations.py describes.
+
+The legacy list's ``fields=core`` carries no metadata on the real server (API-NOTES section
+11): metadata comes only with the ``io`` group, which brings each trace's input and output
+too. Rubric metadata filters (``applies_to.metadata``) and per-segment quotas read the trace
+metadata, so the legacy list asks for ``core,io`` unless the source is told no rubric reads
+metadata (``metadata=False``, see ``reads_metadata``).
 """
 from __future__ import annotations
 
@@ -12,8 +19,9 @@ from collections.abc import Iterator
 from langfuse.api import LangfuseAPI
 
 from worker.langfuse_io.client import raw_request
-from worker.langfuse_io.observations import V2OrLegacy, walk_v2
+from worker.langfuse_io.observations import ServerGeneration, walk_v2
 from worker.retrying import call_with_retries
+from worker.rubrics.rubric import Rubric
 
 ROOT_FIELDS = "core,basic,metadata,trace_context"
 V2_PAGE = 1000
@@ -35,11 +43,23 @@ def is_own_or_internal(ref: TraceRef) -> bool:
     return (ref.environment or "").startswith("langfuse") or (ref.name or "").startswith("tracejudge")
 
 
+def reads_metadata(rubrics) -> bool:
+    """Whether selecting for ``rubrics`` (Rubric objects) needs the trace metadata: a metadata
+    filter or a per-segment quota."""
+    return any(r.applies_to.metadata or (r.segment_key and r.min_per_segment_day > 0) for r in rubrics)
+
+
 class LangfuseTraceSource:
-    def __init__(self, api: LangfuseAPI):
+    def __init__(self, api: LangfuseAPI, *, metadata: bool = True, generation: ServerGeneration | None = None):
         self.api = api
-        self.generation = V2OrLegacy()
+        self.generation = generation or ServerGeneration()
+        self.legacy_fields = "core,io" if metadata else "core"
         self.requests = 0
+
+    @classmethod
+    def for_rubrics(cls, api: LangfuseAPI, rubrics: list[Rubric], **kwargs) -> "LangfuseTraceSource":
+        """A source that asks the legacy list for metadata only when ``rubrics`` read it."""
+        return cls(api, metadata=reads_metadata(rubrics), **kwargs)
 
     def iter_roots(self, since: dt.datetime, until: dt.datetime) -> Iterator[TraceRef]:
         return self.generation.iterate(lambda: self._iter_v2(since, until), lambda: self._iter_legacy(since, until))
@@ -64,7 +84,7 @@ class LangfuseTraceSource:
         while True:
             self.requests += 1
             params = {"page": page_no, "limit": LEGACY_PAGE, "fromTimestamp": _iso(since),
-                      "toTimestamp": _iso(until), "orderBy": "timestamp.asc", "fields": "core"}
+                      "toTimestamp": _iso(until), "orderBy": "timestamp.asc", "fields": self.legacy_fields}
             body = call_with_retries(lambda: raw_request(self.api, "GET", "api/public/traces", params=params))
             data = body.get("data") or []
             for trace in data:

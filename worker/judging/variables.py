@@ -126,6 +126,12 @@ def template_tags(*templates: str | None) -> frozenset[str]:
     )
 
 
+def observation_names(rubric: Rubric) -> tuple[str, ...]:
+    """The observation names a rubric reads or requires: what the trace reader fetches beside the root."""
+    named = [v.observation for v in rubric.variables if v.source == "observation" and v.observation]
+    return tuple(dict.fromkeys([*rubric.applies_to.observations, *named]))
+
+
 def raw_value(trace: Trace, var: Variable) -> Any:
     if var.source == "input":
         base = trace.input
@@ -150,6 +156,14 @@ def raw_value(trace: Trace, var: Variable) -> Any:
     return _MISSING
 
 
+def _cut_at_read(trace: Trace, var: Variable) -> int:
+    if var.source in ("input", "output"):
+        return trace.cut_chars.get(var.source, 0)
+    if var.source == "observation":
+        return trace.cut_chars.get(f"{var.observation}.{var.field}", 0)
+    return 0
+
+
 def map_variables(trace: Trace, rubric: Rubric, budget: int, *,
                   redact: bool = True) -> tuple[dict[str, str], Hygiene]:
     """Each variable: selected, as text, redacted (when on), truncated, then neutralised."""
@@ -167,16 +181,18 @@ def map_variables(trace: Trace, rubric: Rubric, budget: int, *,
             out[var.name] = ""
             continue
         text = as_text(value)
+        cut_at_read = _cut_at_read(trace, var)  # what the trace reader did not keep counts as truncated
         if var.source == "output":
-            hygiene.output_chars += len(text)
+            hygiene.output_chars += len(text) + cut_at_read
             answer_seen = True
         if redactor is not None:
             text = redactor.redact(text)
         text, cut = truncate(text, budget)
-        hygiene.truncated_chars += cut
+        hygiene.truncated_chars += cut + cut_at_read
         out[var.name] = neutralise(text, tags, hygiene)
     if not answer_seen and trace.output is not None:
-        hygiene.output_chars = len(as_text(trace.output))  # the rubric reads no output: the whole one
+        # the rubric reads no output: the whole one
+        hygiene.output_chars = len(as_text(trace.output)) + trace.cut_chars.get("output", 0)
     if redactor is not None:
         hygiene.pii = redactor.counts
     return out, hygiene

@@ -1,20 +1,54 @@
-"""A judgeable view of one trace, read through v2 observations (legacy /traces as fallback)."""
+"""A judgeable view of one trace: its root and the observations a rubric names.
+
+Read through v2 observations, with the legacy ``/traces`` API as the fallback (observations.py
+says when). What is read:
+
+- ``fetch(trace_id, names)``, what the worker does: the root (``traceId`` +
+  ``isRootObservation=true``, with its I/O), one lean listing of the trace (no I/O: ids, names,
+  start times, models) and, per name the rubric reads, only the one observation that name
+  resolves to (``traceId`` + ``name`` + its start time, with its I/O). An agent trace of
+  hundreds of steps costs a few hundred kB, not its whole I/O (tens of MB, API-NOTES section 11).
+- ``fetch(trace_id)`` (no names): every observation with its I/O, the whole trace, for tools
+  that show a trace and as the baseline of benchmarks/large_trace.py.
+
+**A repeated observation name resolves to its earliest-starting observation** (equal start
+times: the smallest id), on every path and for hand-written traces too: v2 lists newest first
+and the legacy trace read latest-ingested first, so the order the server sends is never used.
+
+Per variable, what is read and kept is bounded: a variable reads one field of one observation
+(the root or the step its name resolves to), never every step of that name, and a kept input or
+output longer than ``MAX_FIELD_CHARS`` is cut to that (head and tail around a visible marker, as
+text), so what a worker thread holds stays small whatever a step carries; the judge's own budget
+(``TRACEJUDGE_MAX_VARIABLE_CHARS``) cuts further.
+
+Not found: v2 with no observation at all is checked once against the legacy read (a dual-mode
+server mid-migration may have the trace only there) and is then ``Unscored("trace_not_found")``;
+a trace whose steps arrived but whose root did not, and that started less than ``YOUNG`` ago,
+is ``OutputNotYetArrived`` (an OTel root span is exported last, when it ends).
+"""
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
-from worker.errors import ConfigError, Unscored
+from worker.errors import ConfigError, OutputNotYetArrived, TransientError, Unscored
 from worker.langfuse_io.client import raw_request
-from worker.langfuse_io.observations import V2OrLegacy, walk_v2
+from worker.langfuse_io.observations import ServerGeneration, is_not_found, walk_v2, walk_v2_plain
 from worker.retrying import call_with_retries
 
-TRACE_FIELDS = "core,basic,io,metadata,model,trace_context"
+TRACE_FIELDS = "core,basic,io,metadata,model,trace_context"  # every field a variable may read
+LEAN_FIELDS = "core,basic,model"  # the trace's outline: no input, output or metadata
+MAX_FIELD_CHARS = 200_000  # per kept input/output; the judge's budget (12,000 by default) cuts further
+YOUNG = dt.timedelta(hours=1)  # a trace whose root has not arrived this long after its first step may still get it
+_CUT_KEY = "tracejudgeCutChars"
+_MS = dt.timedelta(milliseconds=1)
+_CUT = "\n[… {cut:,} characters not kept by tracejudge's trace reader …]\n"
 
 
 @dataclasses.dataclass
@@ -27,13 +61,15 @@ class Trace:
     output: Any
     metadata: dict
     tags: list[str]
-    observations: list[dict]  # every observation: name, type, input, output, metadata, model
+    observations: list[dict]  # the observations read: name, type, input, output, metadata, model
+    # every model the trace's observations name, when the reader saw more observations than it kept
+    models: tuple[str, ...] | None = None
+    # characters the reader did not keep (MAX_FIELD_CHARS), by "input"/"output" or "<name>.<field>"
+    cut_chars: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def observation(self, name: str) -> dict | None:
-        for obs in self.observations:
-            if obs.get("name") == name:
-                return obs
-        return None
+        """The observation ``name`` resolves to: the earliest-starting one (ties: smallest id)."""
+        return first_by_start(o for o in self.observations if o.get("name") == name)
 
     @classmethod
     def from_dict(cls, raw, default_id: str = "local") -> "Trace":
@@ -52,6 +88,8 @@ class Trace:
 
     @property
     def producer_models(self) -> list[str]:
+        if self.models is not None:
+            return sorted(set(self.models))
         return sorted({o["model"] for o in self.observations if o.get("model")})
 
 
@@ -66,52 +104,152 @@ def parse_io(value: Any) -> Any:
 
 
 class TraceReader:
-    """Fetches traces; remembers per process whether the server lacks v2 observations."""
+    """Fetches traces; learns (and re-learns) which read family the server answers."""
 
-    def __init__(self, api: LangfuseAPI):
+    def __init__(self, api: LangfuseAPI, *, generation: ServerGeneration | None = None):
         self.api = api
-        self.generation = V2OrLegacy()
+        self.generation = generation or ServerGeneration()
 
-    def fetch(self, trace_id: str) -> Trace:
-        return self.generation.call(lambda: self._fetch_v2(trace_id), lambda: self._fetch_legacy(trace_id))
+    def fetch(self, trace_id: str, names: Iterable[str] | None = None) -> Trace:
+        """The trace with its root and the observations ``names`` resolve to; every observation
+        when ``names`` is None."""
+        wanted = None if names is None else tuple(dict.fromkeys(names))
+        return self.generation.call(lambda: self._fetch_v2(trace_id, wanted),
+                                    lambda: self._fetch_legacy(trace_id, wanted))
 
-    def _fetch_v2(self, trace_id: str) -> Trace:
-        observations = [_observation_dict(o.dict(by_alias=True))
-                        for o in walk_v2(self.api, fields=TRACE_FIELDS, limit=1000, trace_id=trace_id)]
-        if not observations:
-            raise Unscored("trace_not_found", f"no observations for trace {trace_id}")
-        roots = [o for o in observations if o.get("isRootObservation") or not o.get("parentObservationId")]
-        root = min(roots or observations, key=lambda o: o.get("startTime") or "")
-        return Trace(
-            id=trace_id,
-            name=root.get("traceName") or root.get("name"),
-            environment=root.get("environment"),
-            timestamp=_as_datetime(root.get("startTime")),
-            input=root.get("input"),
-            output=root.get("output"),
-            metadata=root.get("metadata") or {},
-            tags=list(root.get("tags") or []),
-            observations=observations,
-        )
+    # -- v2 -----------------------------------------------------------------------------------
+    def _walk(self, fields: str, limit: int, **filters) -> list[dict]:
+        return [_observation_dict(o.dict(by_alias=True))
+                for o in walk_v2(self.api, fields=fields, limit=limit, **filters)]
 
-    def _fetch_legacy(self, trace_id: str) -> Trace:
+    def _fetch_v2(self, trace_id: str, names: tuple[str, ...] | None) -> Trace:
+        if names is None:
+            observations = sorted(self._walk(TRACE_FIELDS, 1000, trace_id=trace_id), key=_start_key)
+            if not observations:
+                return self._not_on_v2(trace_id, names)
+            return _trace_of(trace_id, _root_of(observations), observations)
+        roots = self._walk(TRACE_FIELDS, 10, trace_id=trace_id, is_root_observation=True)
+        outline = [_observation_dict(o)
+                   for o in walk_v2_plain(self.api, fields=LEAN_FIELDS, limit=1000, traceId=trace_id)]
+        if not roots and not outline:
+            return self._not_on_v2(trace_id, names)
+        if roots:
+            root = first_by_start(roots)
+        else:  # steps without their root: the root span is exported last, when the run ends
+            root = self._read_one(trace_id, first_by_start(outline))
+            if _age(root) < YOUNG:
+                raise OutputNotYetArrived(f"trace {trace_id}: steps arrived, its root observation not yet")
+        root = _bounded(root)
+        kept = [root]
+        for name in names:
+            chosen = first_by_start(o for o in outline if o.get("name") == name)
+            if chosen is not None and chosen.get("id") != root.get("id"):
+                kept.append(_bounded(self._read_one(trace_id, chosen)))
+        models = tuple(o["model"] for o in outline if o.get("model"))
+        return _trace_of(trace_id, root, kept, models=models)
+
+    def _read_one(self, trace_id: str, lean: dict) -> dict:
+        """One observation of the outline with all its fields: filtered by trace, name and start time."""
+        start = _as_datetime(lean.get("startTime"))
+        filters = {"trace_id": trace_id}
+        if lean.get("name"):
+            filters["name"] = lean["name"]
+        if start is not None:
+            filters.update(from_start_time=start - _MS, to_start_time=start + _MS)
+        for obs in self._walk(TRACE_FIELDS, 50, **filters):
+            if obs.get("id") == lean.get("id"):
+                return obs
+        raise TransientError(f"observation {lean.get('id')} of trace {trace_id} was listed but could not be read")
+
+    def _not_on_v2(self, trace_id: str, names: tuple[str, ...] | None) -> Trace:
+        """No observation on v2: a dual-mode server mid-migration may have the trace in its
+        legacy tables only; otherwise (or on events_only servers) the trace is gone."""
         try:
-            body = call_with_retries(lambda: raw_request(self.api, "GET", f"api/public/traces/{trace_id}"))
+            return self._fetch_legacy(trace_id, names)
         except ApiError as exc:
-            if exc.status_code == 404:
-                raise Unscored("trace_not_found", f"trace {trace_id} not found") from None
-            raise
-        return Trace(
-            id=trace_id,
-            name=body.get("name"),
-            environment=body.get("environment"),
-            timestamp=_as_datetime(body.get("timestamp")),
-            input=parse_io(body.get("input")),
-            output=parse_io(body.get("output")),
-            metadata=body.get("metadata") or {},
-            tags=list(body.get("tags") or []),
-            observations=[_observation_dict(o) for o in body.get("observations") or []],
-        )
+            if not is_not_found(exc):
+                raise
+        raise Unscored("trace_not_found", f"no observations for trace {trace_id}")
+
+    # -- legacy -------------------------------------------------------------------------------
+    def _fetch_legacy(self, trace_id: str, names: tuple[str, ...] | None) -> Trace:
+        path = f"api/public/traces/{trace_id}"
+        try:
+            body = call_with_retries(lambda: raw_request(self.api, "GET", path))
+        except ApiError as exc:
+            if exc.status_code != 422 or names:  # 422: past the server's trace size limit
+                raise
+            # a rubric that reads no step needs only the trace's own fields
+            body = call_with_retries(lambda: raw_request(self.api, "GET", path, params={"fields": "core,io"}))
+        observations = sorted((_observation_dict(o) for o in body.get("observations") or []), key=_start_key)
+        root = {"name": body.get("name"), "environment": body.get("environment"),
+                "startTime": body.get("timestamp"), "input": parse_io(body.get("input")),
+                "output": parse_io(body.get("output")), "metadata": body.get("metadata") or {},
+                "tags": body.get("tags") or []}
+        if names is None:
+            return _trace_of(trace_id, root, observations)
+        chosen = (first_by_start(o for o in observations if o.get("name") == name) for name in names)
+        models = tuple(o["model"] for o in observations if o.get("model"))
+        return _trace_of(trace_id, _bounded(root), [_bounded(o) for o in chosen if o is not None], models=models)
+
+
+def _trace_of(trace_id: str, root: dict, observations: list[dict], *, models: tuple[str, ...] | None = None) -> Trace:
+    cut_chars = dict(root.get(_CUT_KEY) or {})
+    for obs in observations:
+        if obs is not root:
+            cut_chars.update({f"{obs.get('name')}.{k}": v for k, v in (obs.get(_CUT_KEY) or {}).items()})
+    return Trace(
+        id=trace_id,
+        name=root.get("traceName") or root.get("name"),
+        environment=root.get("environment"),
+        timestamp=_as_datetime(root.get("startTime")),
+        input=root.get("input"),
+        output=root.get("output"),
+        metadata=root.get("metadata") or {},
+        tags=list(root.get("tags") or []),
+        observations=observations,
+        models=models,
+        cut_chars=cut_chars,
+    )
+
+
+def _root_of(observations: list[dict]) -> dict:
+    roots = [o for o in observations if o.get("isRootObservation") or not o.get("parentObservationId")]
+    return first_by_start(roots or observations)
+
+
+def first_by_start(observations: Iterable[dict]) -> dict | None:
+    """The documented choice among observations of one name: earliest start, then smallest id."""
+    return min(observations, key=_start_key, default=None)
+
+
+def _start_key(obs: dict) -> tuple:
+    start = _as_datetime(obs.get("startTime"))
+    # observations without a start time (hand-written traces) come after, in their own order
+    return (0, start, str(obs.get("id") or "")) if start is not None else (1,)
+
+
+def _age(obs: dict) -> dt.timedelta:
+    start = _as_datetime(obs.get("startTime"))
+    return dt.datetime.now(dt.timezone.utc) - start if start is not None else YOUNG
+
+
+def _bounded(obs: dict) -> dict:
+    """``obs`` with input and output of at most MAX_FIELD_CHARS each (head and tail kept)."""
+    out = dict(obs)
+    for key in ("input", "output"):
+        value = out.get(key)
+        text = value if isinstance(value, str) else None
+        if text is None and isinstance(value, (dict, list)):
+            text = json.dumps(value, ensure_ascii=False, default=str)
+            if len(text) <= MAX_FIELD_CHARS:
+                continue
+        if text is not None and len(text) > MAX_FIELD_CHARS:
+            head = MAX_FIELD_CHARS * 2 // 3
+            cut = len(text) - MAX_FIELD_CHARS
+            out[key] = text[:head] + _CUT.format(cut=cut) + text[len(text) - (MAX_FIELD_CHARS - head):]
+            out[_CUT_KEY] = {**out.get(_CUT_KEY, {}), key: cut}  # counted in the score's truncated_chars
+    return out
 
 
 def _observation_dict(raw: dict) -> dict:
