@@ -14,6 +14,7 @@ import redis
 from emulators.stack import start_redis, stop
 from tests.helpers import PIPELINE_RUBRICS, PK, REPO, SK, hand_built_runtime, installed, make_env
 from worker.settings import Settings
+from worker.rubrics.rubric import SHARED_PROMPTS
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +59,8 @@ def test_rubrics(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("rubrics")
     for name in PIPELINE_RUBRICS:
         shutil.copytree(REPO / "rubrics" / name, target / name)
-    shutil.copy(REPO / "rubrics" / "repair.j2", target / "repair.j2")
+    for shared in SHARED_PROMPTS:  # prompt files every version is hashed with
+        shutil.copy(REPO / "rubrics" / shared, target / shared)
     return target
 
 

@@ -6,9 +6,11 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import REPO
+from worker.authoring.lock import read_lock
 from worker.cli.main import main
 from worker.errors import ConfigError
 from worker.rubrics.rubric import load_rubrics, version_sha256
+from worker.rubrics.rubric import SHARED_PROMPTS
 
 PIPELINE = ("helpfulness", "groundedness")
 
@@ -21,7 +23,8 @@ def rubrics(tmp_path):
     for name in PIPELINE:
         shutil.copytree(REPO / "rubrics" / name / "v1", root / name / "v1")
         (root / name / "examples.jsonl").write_text(examples(name, 20))
-    shutil.copy(REPO / "rubrics" / "repair.j2", root / "repair.j2")
+    for shared in SHARED_PROMPTS:  # prompt files every version is hashed with
+        shutil.copy(REPO / "rubrics" / shared, root / shared)
     lock = json.loads((REPO / "rubrics" / "rubrics.lock").read_text())
     (root / "rubrics.lock").write_text(json.dumps({k: v for k, v in lock.items() if k.split("@")[0] in PIPELINE},
                                                   indent=2) + "\n")
@@ -61,7 +64,7 @@ def test_the_shipped_rubrics_pass_lint():
 def test_the_shipped_lock_records_the_pipeline_rubrics_as_they_are():
     lock = json.loads((REPO / "rubrics" / "rubrics.lock").read_text())
     for name in PIPELINE:
-        assert lock[f"{name}@v1"] == version_sha256(REPO / "rubrics" / name / "v1")
+        assert read_lock(REPO / "rubrics")[0][f"{name}@v1"] == version_sha256(REPO / "rubrics" / name / "v1")
     assert list(lock) == sorted(lock)
 
 
@@ -163,7 +166,7 @@ def test_schema_errors_point_at_the_key_and_are_all_reported(rubrics):
     code, out = lint(rubrics)
     assert code == 1
     assert f"{yaml_file}:{rate}: sampling.rate must be a number within 0..1" in out
-    assert f"{yaml_file}:{provider}: judge.provider must be anthropic or openai" in out
+    assert f"{yaml_file}:{provider}: judge.provider must be one of anthropic, openai, openai-compatible, anthropic-compatible" in out
     assert f"{yaml_file}:{source}: variables.answer.from must be one of" in out
     assert f"{yaml_file}:{typo + 1}: warning: unknown key 'tempalte'" in out, out
     # The strict loader the worker uses stops on the same problems, naming file and line.
@@ -204,7 +207,7 @@ def test_an_unreleased_version_runs_with_a_note_and_release_freezes_it(rubrics):
     released = runner.invoke(main, ["rubrics", "release", "helpfulness@v2", "--dir", str(rubrics)])
     assert released.exit_code == 0 and "released helpfulness@v2" in released.output
     lock = json.loads((rubrics / "rubrics.lock").read_text())
-    assert lock["helpfulness@v2"] == version_sha256(rubrics / "helpfulness" / "v2") and list(lock) == sorted(lock)
+    assert lock["helpfulness@v2"]["sha256"] == version_sha256(rubrics / "helpfulness" / "v2") and list(lock) == sorted(lock)
     again = runner.invoke(main, ["rubrics", "release", "helpfulness@v2", "--dir", str(rubrics)])
     assert again.exit_code == 0 and "already released" in again.output
 

@@ -21,6 +21,7 @@ from worker.cli import rubric_test as cli_rubric_test
 from worker.errors import ConfigError
 from worker.judging.variables import map_variables
 from worker.rubrics.rubric import load_rubrics
+from worker.rubrics.rubric import SHARED_PROMPTS
 
 STARTERS = ("helpfulness", "groundedness", "instruction_following", "safety")
 QUALITY_FOR_SCORE = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.75, 5: 1.0}
@@ -33,7 +34,8 @@ def rubrics_dir(tmp_path) -> Path:
     root = tmp_path / "rubrics"
     for name in STARTERS:
         shutil.copytree(REPO / "rubrics" / name / "v1", root / name / "v1")
-    shutil.copy(REPO / "rubrics" / "repair.j2", root / "repair.j2")
+    for shared in SHARED_PROMPTS:  # prompt files every version is hashed with
+        shutil.copy(REPO / "rubrics" / shared, root / shared)
     return root
 
 

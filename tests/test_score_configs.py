@@ -16,6 +16,7 @@ from worker.judging.pipeline import judge_one
 from worker.langfuse_io.client import build_langfuse_api, raw_request
 from worker.langfuse_io.score_configs import ScoreConfigs, config_name_problem
 from worker.rubrics.rubric import load_rubrics
+from worker.rubrics.rubric import SHARED_PROMPTS
 
 NUMERIC = {"type": "numeric", "min": 1, "max": 5, "integer": True}
 WIDER = {"type": "numeric", "min": 0, "max": 10, "integer": True}
@@ -35,7 +36,8 @@ def write_rubric(root: Path, name: str, version: int, score: dict, description: 
         "variables": {"answer": {"from": "output", "path": ["$.content", "$"]}},
         "judge": {"provider": "anthropic", "model": "claude-sonnet-4-6", "max_tokens": 512},
         "template": "user.j2"}, sort_keys=False))
-    shutil.copy(REPO / "rubrics" / "repair.j2", root / "repair.j2")
+    for shared in SHARED_PROMPTS:  # prompt files every version is hashed with
+        shutil.copy(REPO / "rubrics" / shared, root / shared)
     return root
 
 

@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from decimal import Decimal
 from typing import Any
 
-from worker.accounting.pricing import cost_usd
 from worker.authoring import agreement
 from worker.authoring.examples import Example, judge_label, levels, reference_label_of
 from worker.errors import TraceJudgeError, TransientError, Unscored
+from worker.judges import judge_key
 from worker.judges.base import Judge
+from worker.judging.finish import judge_cost
 from worker.judging.outcome import Tally
 from worker.judging.pipeline import ask_and_parse
 from worker.judging.prompt import render
@@ -66,15 +67,15 @@ def judge_example(judge: Judge, rubric: Rubric, example: Example, settings: Sett
                                      redact=settings.redact_pii)
         verdict, _ = ask_and_parse(judge, rubric, render(rubric, variables), tally)
     except Unscored as exc:
-        return ExampleResult(example, None, exc.reason, exc.detail, cost_usd(rubric.judge.model, tally.usage))
+        return ExampleResult(example, None, exc.reason, exc.detail, judge_cost(rubric, tally.usage))
     except TransientError as exc:
-        return ExampleResult(example, None, "retries_exhausted", str(exc), cost_usd(rubric.judge.model, tally.usage))
+        return ExampleResult(example, None, "retries_exhausted", str(exc), judge_cost(rubric, tally.usage))
     except TraceJudgeError:
         raise
     except Exception as exc:  # a bad key, a missing model: every example would fail alike, so stop the run
         raise TraceJudgeError(f"judge call failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     return ExampleResult(example, judge_label(verdict.raw_score, rubric.scale),
-                         cost=cost_usd(rubric.judge.model, tally.usage))
+                         cost=judge_cost(rubric, tally.usage))
 
 
 def summarize(rubric, examples_file: str, results: list[ExampleResult], weights: str) -> dict:
@@ -89,7 +90,7 @@ def summarize(rubric, examples_file: str, results: list[ExampleResult], weights:
     report: dict[str, Any] = {
         "rubric": rubric.key,
         "rubric_sha256": rubric.sha256,
-        "judge": f"{rubric.judge.provider}:{rubric.judge.model}",
+        "judge": judge_key(rubric),
         "examples_file": examples_file,
         "examples": len(results),
         "n": len(scored),

@@ -18,21 +18,23 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta, nodes
 
-from worker.accounting.pricing import check_priced
+from worker.accounting.pricing import check_priced, use_price_file
 from worker.authoring.examples import FILENAME as EXAMPLES_FILENAME
 from worker.authoring.examples import parse_example
-from worker.authoring.lock import LOCK_FILE, read_lock
+from worker.authoring.released import lint_released
 from worker.errors import ConfigError, Unscored
+from worker.judges import judge_key
 from worker.judges.models import check_judge_model
 from worker.judging.prompt import TEMPLATE_ENV, render, render_repair, scale_context
 from worker.judging.variables import map_variables, select
 from worker.rubrics.doc import Problems, RubricDoc
-from worker.rubrics.rubric import Rubric, read_version, version_dirs, version_sha256
+from worker.rubrics.rubric import Rubric, read_version, version_dirs
 from worker.settings import Settings
 
 MIN_EXAMPLES = 20
 SYSTEM_CONTEXT = frozenset({"rubric", "scale"})  # system.j2 is the static prefix: no trace data
 REPAIR_CONTEXT = frozenset({"problem", "scale", "tool_name"})
+JSON_ANSWER_CONTEXT = frozenset({"schema", "scale", "tool_name"})
 # What a template may call besides its own macros: read-only helpers and string/dict methods.
 SAFE_GLOBALS = frozenset({"range", "dict", "namespace", "joiner", "cycler", "caller", "lipsum"})
 SAFE_METHODS = frozenset({
@@ -63,14 +65,20 @@ def _order(problem):
 
 
 def lint(root: Path, *, today: dt.date, allow_floating_models: bool = False,
-         end_of_life: Mapping[str, dt.date] | None = None) -> LintReport:
-    """Every problem of every version under ``root``; judges are checked for end of life as of ``today``."""
+         end_of_life: Mapping[str, dt.date] | None = None, prices_file: Path | None = None) -> LintReport:
+    """Every problem of every version under ``root``; judges are checked for end of life as of
+    ``today`` and priced from the shipped table with ``prices_file`` (default
+    ``<root>/prices.json``) merged over it."""
     root = Path(root)
     problems = Problems()
+    use_price_file(prices_file or root / "prices.json")
     repair = root / "repair.j2"
     repair_text = repair.read_text() if repair.is_file() else None
     if repair_text is not None:
         lint_template(repair, repair_text, REPAIR_CONTEXT, problems)
+    json_answer = root / "json_answer.j2"
+    if json_answer.is_file():
+        lint_template(json_answer, json_answer.read_text(), JSON_ANSWER_CONTEXT, problems)
     rubrics: dict[str, Rubric] = {}
     dirs = version_dirs(root, problems)
     for version_dir in dirs:
@@ -81,7 +89,7 @@ def lint(root: Path, *, today: dt.date, allow_floating_models: bool = False,
         rubrics[rubric.key] = rubric
         _lint_judge(rubric, doc, problems, allow_floating_models, today, end_of_life)
         _lint_paths(rubric, doc, problems)
-    released = _lint_lock(root, dirs, problems)
+    released = lint_released(root, dirs, problems)
     newest: dict[str, Rubric] = {}
     for rubric in rubrics.values():
         if rubric.name not in newest or rubric.version > newest[rubric.name].version:
@@ -228,12 +236,12 @@ def _lint_judge(rubric: Rubric, doc: RubricDoc, problems: Problems, allow_floati
     judge = rubric.judge
     try:
         for warning in check_judge_model(judge.provider, judge.model, allow_floating=allow_floating,
-                                         today=today, end_of_life=end_of_life):
+                                         today=today, end_of_life=end_of_life, identity=judge.identity):
             doc.warn(("judge", "model"), warning)
     except ConfigError as exc:
-        doc.error(("judge", "model"), str(exc))
+        doc.error(("judge", "identity" if judge.self_hosted else "model"), str(exc))
     try:
-        check_priced(judge.model)
+        check_priced(judge.model, judge_key(rubric))
     except ConfigError as exc:
         doc.error(("judge", "model"), str(exc))
 
@@ -245,30 +253,6 @@ def _lint_paths(rubric: Rubric, doc: RubricDoc, problems: Problems) -> None:
                 select({}, path)
             except ValueError as exc:
                 doc.error(("variables", var.name, "path", i), f"variables.{var.name}.path: {exc}")
-
-
-# -- released versions ------------------------------------------------------------------------
-
-def _lint_lock(root: Path, dirs: list[Path], problems: Problems) -> dict[str, str]:
-    lock_path = root / LOCK_FILE
-    entries, lines = read_lock(root, problems)
-    present = {f"{d.parent.name}@{d.name}": d for d in dirs}
-    for key, sha in sorted(entries.items()):
-        version_dir = present.get(key)
-        if version_dir is None:
-            problems.add(lock_path, lines[key], f"{key} is released but its folder is gone: scores that name "
-                         "it can no longer be reproduced", "warning")
-            continue
-        now = version_sha256(version_dir)
-        if now != sha:
-            problems.add(lock_path, lines[key], f"{key} was released with sha256 {sha}, but {version_dir}/ now "
-                         f"hashes to {now}: a released version is immutable; restore it and add "
-                         f"v{int(version_dir.name[1:]) + 1} instead")
-    for key, version_dir in present.items():
-        if key not in entries:
-            problems.add(version_dir, None, f"{key} is not released: it runs as a shadow version beside the "
-                         f"others; `tracejudge rubrics release {key}` freezes it", "note")
-    return entries
 
 
 # -- labelled examples ------------------------------------------------------------------------

@@ -1,16 +1,21 @@
-"""Anthropic judge: forced tool use, the static system prompt marked for prompt caching.
+"""Anthropic judge (and Anthropic-compatible servers): forced tool use, else an
+``output_config`` JSON schema, else JSON text with the schema in the prompt (structured.py).
 
-The cache prefix is tools + system (the API's order), both fixed per rubric version, so every
-call for a rubric version after the first reads it from the cache (when it is at least the
-model's minimum cacheable length; shorter prefixes are simply not cached, never an error).
-``request_params`` and ``reply_from`` are shared with Message Batches, which carry the same
-params per request and return the same Message per result.
+The static system prompt is marked for prompt caching. The cache prefix is tools + system (the
+API's order), both fixed per rubric version, so every call for a rubric version after the first
+reads it from the cache (when it is at least the model's minimum cacheable length; shorter
+prefixes are simply not cached, never an error). ``request_params`` and ``reply_from`` are
+shared with Message Batches, which carry the same params per request and return the same
+Message per result.
 """
 from __future__ import annotations
+
+import json
 
 import anthropic
 
 from worker.judges.base import JudgeReply, JudgeRequest, Usage
+from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain
 
 CACHE_CONTROL = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.25x input to write
 
@@ -19,15 +24,29 @@ class AnthropicJudge:
     provider = "anthropic"
     cache_prefix = True  # mark the static prefix for caching (off only to measure without it)
 
-    def __init__(self, api_key: str, base_url: str | None, timeout: float):
+    def __init__(self, api_key: str, base_url: str | None, timeout: float, *, key: str = "anthropic",
+                 memory: ModeMemory | None = None, self_hosted: bool = False):
         self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout,
                                           max_retries=0)
+        self.chain = ModeChain("anthropic", key, memory)
+        # A hosted API enforces a forced tool or a schema itself: an answer without it is the
+        # model's slip (one repair turn). A self-hosted server may silently ignore the parameter,
+        # so there such an answer also means "not supported here".
+        self.learn_from_answers = self_hosted
 
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
-        return self.reply_from(self.client.messages.create(**self.request_params(request, repair)), request)
+        return ask_down_the_chain(
+            self.chain, lambda mode: self.reply_from(self.client.messages.create(**self.request_params(request, repair, mode=mode)),
+                                                     request, mode=mode),
+            learn_from_answers=self.learn_from_answers)
 
-    def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> dict:
-        messages: list[dict] = [{"role": "user", "content": request.user}]
+    def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None,
+                       *, mode: str | None = None) -> dict:
+        mode = mode or self.chain.current
+        user = request.user
+        if mode == "json_text" and request.json_instructions:
+            user = f"{user}\n\n{request.json_instructions}"
+        messages: list[dict] = [{"role": "user", "content": user}]
         if repair is not None:
             previous, text = repair
             messages += _repair_turns(previous.assistant_turn, text)
@@ -37,10 +56,13 @@ class AnthropicJudge:
             # No temperature: anthropic SDK 2.x dropped sampling parameters from messages.create
             # (the current models don't take them); determinism comes from the forced tool schema.
             messages=messages,
-            tools=[{"name": request.tool_name, "description": request.tool_description,
-                    "input_schema": request.schema}],
-            tool_choice={"type": "tool", "name": request.tool_name},
         )
+        if mode == "tool":
+            params["tools"] = [{"name": request.tool_name, "description": request.tool_description,
+                                "input_schema": request.schema}]
+            params["tool_choice"] = {"type": "tool", "name": request.tool_name}
+        elif mode == "output_config":
+            params["extra_body"] = {"output_config": {"format": {"type": "json_schema", "schema": request.schema}}}
         if request.system:
             block = {"type": "text", "text": request.system}
             if self.cache_prefix:
@@ -48,7 +70,8 @@ class AnthropicJudge:
             params["system"] = [block]
         return params
 
-    def reply_from(self, response, request: JudgeRequest) -> JudgeReply:
+    def reply_from(self, response, request: JudgeRequest, *, mode: str | None = None) -> JudgeReply:
+        mode = mode or self.chain.current
         u = response.usage
         usage = Usage(u.input_tokens or 0, u.output_tokens or 0,
                       getattr(u, "cache_read_input_tokens", 0) or 0,
@@ -58,11 +81,18 @@ class AnthropicJudge:
             return JudgeReply(None, usage, "truncated", f"stopped at max_tokens={request.max_tokens}", turn)
         if response.stop_reason == "refusal":
             return JudgeReply(None, usage, "refused", "the judge declined to answer", turn)
+        text = "".join(getattr(b, "text", "") or "" for b in response.content if b.type == "text")
+        if mode != "tool":
+            if not text.strip():
+                return JudgeReply(None, usage, "unparseable", "empty answer", turn)
+            try:
+                return JudgeReply(json.loads(text), usage, assistant_turn=turn)
+            except ValueError:
+                return JudgeReply(None, usage, "unparseable", f"not JSON: {text[:200]!r}", turn)
         for block in response.content:
             if block.type == "tool_use" and block.name == request.tool_name:
                 return JudgeReply(block.input, usage, assistant_turn=turn)
-        text = " ".join(getattr(b, "text", "") for b in response.content)[:200]
-        return JudgeReply(None, usage, "unparseable", f"no {request.tool_name} tool call; said: {text!r}", turn)
+        return JudgeReply(None, usage, "unparseable", f"no {request.tool_name} tool call; said: {text[:200]!r}", turn)
 
 
 def _repair_turns(turn: dict, text: str) -> list[dict]:

@@ -38,6 +38,8 @@ class JudgeRequest:
     schema: dict
     tool_name: str
     tool_description: str
+    # The answer format (rubrics/json_answer.j2, schema included) for a JSON-text fallback mode.
+    json_instructions: str | None = None
 
 
 class Judge(Protocol):

@@ -60,10 +60,21 @@ def _parse_date(raw) -> dt.date | None:
 
 
 def check_judge_model(provider: str, model: str, *, allow_floating: bool, today: dt.date,
-                      end_of_life: Mapping[str, dt.date] | None = None) -> list[str]:
+                      end_of_life: Mapping[str, dt.date] | None = None,
+                      identity: tuple[str, str] | None = None) -> list[str]:
     """Raises ConfigError for a floating judge or one retired by ``today``; returns start-up
-    warnings. ``end_of_life`` defaults to ``end_of_life_table()``."""
+    warnings. ``end_of_life`` defaults to ``end_of_life_table()``.
+
+    A self-hosted judge (``*-compatible``) is pinned by its ``identity`` (digest, tag or
+    revision of the served weights; checked against the server at start-up), whatever its name:
+    TRACEJUDGE_ALLOW_FLOATING_MODELS is for hosted aliases only."""
     warnings = []
+    if provider.endswith("-compatible"):
+        if identity is None:
+            raise ConfigError(f"self-hosted judge {model!r} declares no judge.identity: pin the served weights "
+                              "with one of digest: sha256:..., tag: <name:tag or GGUF file>, revision: <commit> "
+                              "(TRACEJUDGE_ALLOW_FLOATING_MODELS does not cover self-hosted models)")
+        return warnings
     if not is_pinned(provider, model):
         message = (f"judge model {model!r} is not pinned to a snapshot (use a dated id such as "
                    "'claude-haiku-4-5-20251001' or 'gpt-4o-2024-11-20')")

@@ -1,65 +1,77 @@
-"""OpenAI judge (and OpenAI-compatible servers): strict JSON schema, or a forced tool call
-on servers that lack ``response_format: json_schema``."""
+"""OpenAI judge (and OpenAI-compatible servers): strict JSON schema, else a forced function
+call, else JSON mode with the schema in the prompt (the chain in structured.py)."""
 from __future__ import annotations
 
 import json
-import re
 
 import openai
 
 from worker.judges.base import JudgeReply, JudgeRequest, Usage
+from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain
+from worker.rubrics.judge_spec import is_reasoning_model
 
 
 class OpenAIJudge:
     provider = "openai"
 
-    def __init__(self, api_key: str, base_url: str | None, timeout: float):
+    def __init__(self, api_key: str, base_url: str | None, timeout: float, *, key: str = "openai",
+                 memory: ModeMemory | None = None, self_hosted: bool = False):
         self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
-        self.use_tool = False  # set once a server refused json_schema
+        self.chain = ModeChain("openai", key, memory)
+        # A hosted API enforces a forced tool or a schema itself: an answer without it is the
+        # model's slip (one repair turn). A self-hosted server may silently ignore the parameter,
+        # so there such an answer also means "not supported here".
+        self.learn_from_answers = self_hosted
+
+    @property
+    def use_tool(self) -> bool:  # batch mode carries the mode per item (worker/batching)
+        return self.chain.current == "tool"
 
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
-        if not self.use_tool:
-            try:
-                params = self.request_params(request, repair, tool=False)
-                return self.reply_from(self.client.chat.completions.create(**params), request, tool=False)
-            except openai.BadRequestError as exc:
-                if "response_format" not in str(exc) and "json_schema" not in str(exc):
-                    raise
-                self.use_tool = True
-        params = self.request_params(request, repair, tool=True)
-        return self.reply_from(self.client.chat.completions.create(**params), request, tool=True)
+        return ask_down_the_chain(
+            self.chain, lambda mode: self.reply_from(self.client.chat.completions.create(**self.request_params(request, repair, mode=mode)),
+                                                     request, mode=mode),
+            learn_from_answers=self.learn_from_answers)
 
     def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None,
-                       *, tool: bool | None = None) -> dict:
+                       *, tool: bool | None = None, mode: str | None = None) -> dict:
         """The chat.completions body: also one line's ``body`` in an OpenAI Batch input file.
 
         OpenAI caches prompt prefixes of 1024+ tokens on its own; the system message comes
         first so the rubric's static text is the shared prefix."""
-        tool = self.use_tool if tool is None else tool
+        mode = mode or ({True: "tool", False: "json_schema"}[tool] if tool is not None else self.chain.current)
         messages: list[dict] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.user})
+        user = request.user
+        if mode == "json_object" and request.json_instructions:
+            user = f"{user}\n\n{request.json_instructions}"
+        messages.append({"role": "user", "content": user})
         if repair is not None:
             previous, text = repair
             messages += _repair_turns(previous.assistant_turn, text)
+        # max_completion_tokens counts a reasoning model's hidden reasoning too (see judge_spec.py).
         params = dict(model=request.model, messages=messages, max_completion_tokens=request.max_tokens)
         if accepts_temperature(request.model):
             params["temperature"] = 0
-        if tool:
+        if mode == "tool":
             params["tools"] = [{"type": "function", "function": {
                 "name": request.tool_name, "description": request.tool_description,
                 "parameters": request.schema, "strict": True}}]
             params["tool_choice"] = {"type": "function", "function": {"name": request.tool_name}}
-        else:
+        elif mode == "json_schema":
             params["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": request.tool_name, "strict": True, "schema": request.schema}}
+        else:
+            params["response_format"] = {"type": "json_object"}
         return params
 
-    def reply_from(self, response, request: JudgeRequest, *, tool: bool) -> JudgeReply:
+    def reply_from(self, response, request: JudgeRequest, *, tool: bool | None = None,
+                   mode: str | None = None) -> JudgeReply:
+        mode = mode or ({True: "tool", False: "json_schema"}[tool] if tool is not None else self.chain.current)
         choice = response.choices[0]
         refusal = getattr(choice.message, "refusal", None)
-        if not tool:
+        if mode != "tool":
             content = choice.message.content
             turn = {"role": "assistant", "content": content or "-"}
             return _reply(_usage(response), choice.finish_reason, refusal, content, turn, request)
@@ -70,7 +82,10 @@ class OpenAIJudge:
             turn = {"role": "assistant", "content": None, "tool_calls": [
                 {"id": c.id, "type": "function",
                  "function": {"name": c.function.name, "arguments": c.function.arguments}} for c in calls]}
-        return _reply(_usage(response), choice.finish_reason, refusal, arguments, turn, request)
+        reply = _reply(_usage(response), choice.finish_reason, refusal, arguments, turn, request)
+        if not calls and reply.problem == "unparseable":
+            reply.detail = f"no {request.tool_name} tool call; said: {(choice.message.content or '')[:200]!r}"
+        return reply
 
 
 def _usage(response) -> Usage:
@@ -102,9 +117,6 @@ def _repair_turns(turn: dict, text: str) -> list[dict]:
     return [turn, {"role": "user", "content": text}]
 
 
-_REASONING_MODELS = re.compile(r"^(?:o\d|gpt-5)")
-
-
 def accepts_temperature(model: str) -> bool:
     """Reasoning models (o-series, gpt-5.x) answer 400 to any temperature but the default."""
-    return not _REASONING_MODELS.match(model.rsplit("/", 1)[-1].removeprefix("ft:"))
+    return not is_reasoning_model(model)

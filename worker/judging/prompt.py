@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -47,8 +48,21 @@ def render(rubric: Rubric, variables: dict[str, str]) -> JudgeRequest:
         user = _render(rubric.user_template, {**context, **variables})
     except jinja2.TemplateError as exc:
         raise Unscored("template_error", f"{rubric.key}: {type(exc).__name__}: {exc}") from None
+    schema = verdict_schema(rubric)
     return JudgeRequest(rubric.judge.model, rubric.judge.max_tokens, system, user,
-                        verdict_schema(rubric), VERDICT_TOOL, rubric.description)
+                        schema, VERDICT_TOOL, rubric.description, render_json_answer(rubric, schema))
+
+
+def render_json_answer(rubric: Rubric, schema: dict | None = None) -> str | None:
+    """The answer format a judge on a JSON-text fallback gets (json_answer.j2; static per version)."""
+    if not rubric.json_template:
+        return None
+    context = {"schema": json.dumps(schema or verdict_schema(rubric), indent=2), "scale": scale_context(rubric),
+               "tool_name": VERDICT_TOOL}
+    try:
+        return _render(rubric.json_template, context)
+    except jinja2.TemplateError as exc:
+        raise Unscored("template_error", f"json answer template: {exc}") from None
 
 
 def render_repair(rubric: Rubric, problem: str) -> str | None:

@@ -9,9 +9,10 @@ import redis
 
 from worker.accounting.budget import Budget
 from worker.accounting.outcomes import OutcomeLog
-from worker.accounting.pricing import check_priced
-from worker.errors import ConfigError
-from worker.judges import build_judge
+from worker.accounting.pricing import check_priced, use_price_file
+from worker.errors import ConfigError, Unscored
+from worker.judges import ModeMemory, api_key_for, build_judge, judge_key
+from worker.judges.identity import verify_served_model
 from worker.judges.models import check_judge_model
 from worker.judging.prompt import compile_template
 from worker.langfuse_io.client import build_langfuse_api
@@ -42,17 +43,35 @@ class Runtime:
         self.outcomes = OutcomeLog(self.redis)
         self.budget = Budget(self.redis, settings.daily_budget_usd)
         self.score_configs = ScoreConfigs(self.langfuse, self.redis)
+        self.structured_modes = ModeMemory(self.redis)  # learned once for the fleet
         self._judges: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def judge_for(self, rubric: Rubric):
-        provider = rubric.judge.provider
+        """One judge per endpoint × model (``judge_key``), behind the fleet-wide limiter; a
+        self-hosted one's served model is checked against its ``judge.identity`` first."""
+        key = judge_key(rubric)
         with self._lock:
-            if provider not in self._judges:
+            if key not in self._judges:
                 limit = Limit(self.settings.judge_requests_per_minute, self.settings.judge_tokens_per_minute)
-                self._judges[provider] = RateLimitedJudge(build_judge(provider, self.settings),
-                                                          self.rate_limiter, limit)
-            return self._judges[provider]
+                judge = build_judge(rubric.judge, self.settings, memory=self.structured_modes)
+                try:
+                    verify_served_model(judge, rubric.judge)
+                except ConfigError as exc:
+                    judge = _WrongModel(judge.provider, str(exc))
+                self._judges[key] = RateLimitedJudge(judge, self.rate_limiter, limit, key=key)
+            return self._judges[key]
+
+
+class _WrongModel:
+    """A self-hosted endpoint serving other weights than the pinned ones: every trace of its
+    rubrics ends unscored with the reason, not scored by the wrong model."""
+
+    def __init__(self, provider: str, detail: str):
+        self.provider, self.detail = provider, detail
+
+    def ask(self, request, repair=None):
+        raise Unscored("judge_rejected", self.detail)
 
 
 def validate_rubrics(rubrics: dict[str, Rubric], settings: Settings, *, today: dt.date | None = None,
@@ -60,6 +79,7 @@ def validate_rubrics(rubrics: dict[str, Rubric], settings: Settings, *, today: d
     """Start-up checks of every loaded version: templates, pinned and priced judges (not past
     end of life as of ``today``, default the UTC date now), keys."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
+    use_price_file(settings.user_prices_file())  # the user's prices, merged over the shipped ones
     warnings: list[str] = []
     for rubric in rubrics.values():
         for name, source in (("user.j2", rubric.user_template), ("system.j2", rubric.system_template)):
@@ -67,12 +87,11 @@ def validate_rubrics(rubrics: dict[str, Rubric], settings: Settings, *, today: d
                 compile_template(source, str(rubric.path / name))
         warnings += [f"{rubric.key}: {w}" for w in check_judge_model(
             rubric.judge.provider, rubric.judge.model, allow_floating=settings.allow_floating_models,
-            today=today)]
-        check_priced(rubric.judge.model)
-        key = {"anthropic": settings.anthropic_api_key, "openai": settings.openai_api_key}[rubric.judge.provider]
-        if require_keys and not key:
-            env = "ANTHROPIC_API_KEY" if rubric.judge.provider == "anthropic" else "OPENAI_API_KEY"
-            raise ConfigError(f"{rubric.key} judges with {rubric.judge.provider}: {env} is missing")
+            today=today, identity=rubric.judge.identity)]
+        check_priced(rubric.judge.model, judge_key(rubric))
+        if require_keys and not api_key_for(rubric.judge, settings):
+            env = rubric.judge.api_key_env or f"{rubric.judge.protocol.upper()}_API_KEY"
+            raise ConfigError(f"{rubric.key} judges with {rubric.judge.endpoint}: {env} is missing")
     return warnings
 
 

@@ -28,17 +28,21 @@ def counted_tokens(provider: str, reply: JudgeReply) -> int:
 
 
 class RateLimitedJudge:
-    """Waits for a slot of ``judge:<provider>:<model>`` before each call; tells the limiter
+    """Waits for a slot of ``judge:<endpoint>:<model>`` before each call; tells the limiter
     about 429/529 answers and successes. Any other attribute is the wrapped judge's."""
 
-    def __init__(self, inner: Judge, limiter: RateLimiter, limit: Limit):
+    def __init__(self, inner: Judge, limiter: RateLimiter, limit: Limit, key: str | None = None):
         self.inner = inner
         self.provider = inner.provider
         self.limiter = limiter
         self.limit = limit
+        # ``key``: worker.judges.judge_key(rubric), "endpoint:model" (a hosted provider's is
+        # "provider:model", so its limiter key is unchanged); without it, provider × model.
+        self.key = key
 
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
-        ticket = self.limiter.acquire(judge_key(self.provider, request.model), self.limit,
+        limiter_key = f"judge:{self.key}" if self.key else judge_key(self.provider, request.model)
+        ticket = self.limiter.acquire(limiter_key, self.limit,
                                       tokens=estimate_tokens(request, repair))
         try:
             reply = self.inner.ask(request, repair)

@@ -10,6 +10,7 @@ import re
 
 from worker.errors import ConfigError
 from worker.rubrics.doc import RubricDoc
+from worker.rubrics.judge_spec import JudgeSpec, parse_judge  # noqa: F401  (JudgeSpec: importable from here too)
 from worker.rubrics.scales import Scale
 
 _SOURCES = ("input", "output", "metadata", "observation", "trace")
@@ -25,7 +26,7 @@ _KNOWN = {
     ("applies_to",): {"environments", "trace_names", "tags", "metadata", "observations"},
     ("sampling",): {"rate", "min_per_segment"},
     ("sampling", "min_per_segment"): {"key", "per_day"},
-    ("judge",): {"provider", "model", "max_tokens", "mode"},
+    ("judge",): {"provider", "model", "max_tokens", "mode", "base_url", "api_key_env", "identity"},
     ("budget",): {"daily_usd"},
 }
 _SCALE_KEYS = {"numeric": {"type", "min", "max", "integer", "direction"},
@@ -42,14 +43,6 @@ class Variable:
     observation: str | None = None  # observation name, for source=observation
     field: str = "output"  # observation field, for source=observation
     required: bool = True
-
-
-@dataclasses.dataclass(frozen=True)
-class JudgeSpec:
-    provider: str  # anthropic | openai
-    model: str
-    max_tokens: int = 1024
-    mode: str = "online"  # online | batch (Anthropic Message Batches / OpenAI Batch API, for work that can wait)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,25 +198,7 @@ def _sampling(doc: RubricDoc, raw) -> tuple[float, str | None, int]:
 
 
 def _judge(doc: RubricDoc, raw) -> JudgeSpec | None:
-    raw = _mapping(doc, ("judge",), raw)
-    ok = True
-    provider = raw.get("provider")
-    if provider not in ("anthropic", "openai"):
-        doc.error(("judge", "provider"), "judge.provider must be anthropic or openai")
-        ok = False
-    model = raw.get("model")
-    if not isinstance(model, str) or not model:
-        doc.error(("judge", "model"), "judge.model is required (a pinned snapshot id)")
-        ok = False
-    max_tokens = raw.get("max_tokens", 1024)
-    if not _is_int(max_tokens) or max_tokens < 64:
-        doc.error(("judge", "max_tokens"), "judge.max_tokens must be an integer of at least 64 (reasoning comes first)")
-        ok = False
-    mode = raw.get("mode", "online")
-    if mode not in ("online", "batch"):
-        doc.error(("judge", "mode"), "judge.mode must be online or batch")
-        ok = False
-    return JudgeSpec(provider, model, max_tokens, mode) if ok else None
+    return parse_judge(doc, raw)
 
 
 def _variables(doc: RubricDoc, raw) -> tuple[Variable, ...]:

@@ -5,9 +5,12 @@
     rubrics/<name>/v<N>/system.j2     optional static system prompt (cacheable prefix)
     rubrics/<name>/examples.jsonl     labelled examples (outside v<N>/: adding one never changes a version)
     rubrics/repair.j2                 the one repair request sent after an invalid verdict
+    rubrics/json_answer.j2            the answer format for judges on a JSON-text fallback (no schema support)
     rubrics/rubrics.lock              sha256 of every released version (see README.md)
 
-A version's sha256 covers every file in its folder, so an edit is visible in every score.
+A version's sha256 covers every file in its folder *and* the shared prompt files it uses (those
+of ``SHARED_PROMPTS`` it has no copy of in its own folder, hashed as ``../<name>``), so a score's
+``rubric_sha256`` names every text the judge could see, and an edit is visible in every score.
 
 This module (with rubric_doc.py and rubric_fields.py) is the one parser of rubric.yaml; every
 problem it finds names the file and line (see rubric_doc.py). Released versions: rubric_lock.py.
@@ -41,6 +44,8 @@ from worker.rubrics.fields import (
 from worker.rubrics.scales import Scale
 
 _VERSION_DIR = re.compile(r"^v(\d+)$")
+# Prompt files in the rubrics folder every version uses unless it has its own copy.
+SHARED_PROMPTS = ("repair.j2", "json_answer.j2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Rubric:
     segment_key: str | None = None
     min_per_segment_day: int = 0
     daily_budget_usd: float | None = None  # this rubric's own daily judge spend cap
+    # The answer format for a judge on the JSON-text fallback (json_answer.j2): part of the hash too.
+    json_template: str | None = None
 
     @property
     def key(self) -> str:
@@ -108,10 +115,27 @@ def load_rubrics(root: Path, problems: Problems | None = None) -> dict[str, Rubr
     return rubrics
 
 
+def version_files(version_dir: Path) -> dict[str, Path]:
+    """Every file a version's judge prompts come from, by the name it is hashed under: the
+    version folder's own files, and ``../<name>`` for each shared prompt it has no copy of."""
+    version_dir = Path(version_dir)
+    files = {p.relative_to(version_dir).as_posix(): p for p in version_dir.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts}
+    for name in SHARED_PROMPTS:
+        shared = version_dir.parent.parent / name
+        if name not in files and shared.is_file():
+            files[f"../{name}"] = shared
+    return dict(sorted(files.items()))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def version_sha256(version_dir: Path) -> str:
     digest = hashlib.sha256()
-    for file in sorted(p for p in version_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(file.relative_to(version_dir).as_posix().encode() + b"\0")
+    for name, file in version_files(version_dir).items():
+        digest.update(name.encode() + b"\0")
         digest.update(file.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -183,6 +207,8 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
         return None
     system_file = version_dir / "system.j2"
     local_repair = version_dir / "repair.j2"
+    json_file = next((f for f in (version_dir / "json_answer.j2", version_dir.parent.parent / "json_answer.j2")
+                      if f.is_file()), None)
     return Rubric(
         name=name, version=version, description=description.strip(), owner=owner, scale=scale,
         applies_to=applies, sampling_rate=rate, variables=variables, judge=judge,
@@ -192,4 +218,5 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
         sha256=version_sha256(version_dir), path=version_dir,
         segment_key=segment_key, min_per_segment_day=per_day,
         daily_budget_usd=None if budget is None else float(budget),
+        json_template=json_file.read_text() if json_file else None,
     )

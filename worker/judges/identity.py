@@ -1,0 +1,102 @@
+"""Pinning for self-hosted judges: the rubric's ``judge.identity`` (a weights digest, a tag or a
+revision) checked against what the server says it serves.
+
+Where it looks: the protocol's model list (``GET /v1/models``, through the SDK: vLLM's
+``root``/``parent``, llama.cpp's ``id``/``aliases``/``tags``, Ollama's ``id``), llama.cpp's
+``GET /props`` (``model_path``, ``model_alias``) and Ollama's ``GET /api/tags`` (``digest``).
+A server that shows a field of the declared kind must match it, or the judge is refused (the
+scores would not be the pinned model's). One that shows none cannot be checked: a warning,
+once per process and endpoint.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import urlparse
+
+import httpx
+
+from worker.errors import ConfigError
+
+log = logging.getLogger("tracejudge.judges")
+FIELDS = {
+    "digest": ("digest", "sha256", "model_digest"),
+    "tag": ("id", "name", "model", "aliases", "tags", "model_alias", "model_path", "root"),
+    "revision": ("revision", "root", "parent"),
+}
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def describe_server(judge, base_url: str, timeout: float = 10.0) -> list[dict]:
+    """What the server says about the models it serves: every JSON object it returned."""
+    found: list[dict] = []
+    try:
+        found += [m.model_dump() for m in judge.client.models.list()]
+    except Exception as exc:  # a server without /v1/models (or another shape of it): look elsewhere
+        log.debug("no model list at %s: %s", base_url, type(exc).__name__)
+    parsed = urlparse(base_url)
+    root = f"{parsed.scheme}://{parsed.netloc}"
+    for path, pick in (("/props", lambda j: [j]), ("/api/tags", lambda j: j.get("models") or [])):
+        try:
+            response = httpx.get(root + path, timeout=timeout)
+            if response.status_code == 200:
+                found += [d for d in pick(response.json()) if isinstance(d, dict)]
+        except (httpx.HTTPError, ValueError, AttributeError):
+            continue
+    return found
+
+
+def _values(description: list[dict], names: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in names:
+                    out.extend(str(v) for v in (value if isinstance(value, list) else [value]) if v)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(description)
+    return out
+
+
+def matches(kind: str, declared: str, seen: str) -> bool:
+    if kind == "digest":
+        a, b = declared.lower().removeprefix("sha256:"), seen.lower().removeprefix("sha256:")
+        return len(a) >= 12 and (b.startswith(a) or a.startswith(b) and len(b) >= 12)
+    if kind == "tag":
+        return seen == declared or seen.rsplit("/", 1)[-1] == declared
+    return declared in seen  # a revision inside vLLM's root path or a parent id
+
+
+def check_identity(spec, description: list[dict]) -> str | None:
+    """None when verified; a warning when the server shows nothing of that kind; raises
+    ConfigError when it shows a different model."""
+    kind, declared = spec.identity
+    seen = _values(description, FIELDS[kind])
+    if not seen:
+        return (f"judge endpoint {spec.base_url} does not say which {kind} it serves: "
+                f"{spec.model} is trusted to be {kind} {declared!r} unchecked")
+    if any(matches(kind, declared, s) for s in seen):
+        return None
+    shown = ", ".join(sorted(set(seen))[:5])
+    raise ConfigError(f"judge endpoint {spec.base_url} serves {kind} {shown}, not the pinned {kind} "
+                      f"{declared!r} (judge.identity): point the rubric at the pinned model, or release a "
+                      f"new rubric version pinned to the new one")
+
+
+def verify_served_model(judge, spec) -> None:
+    """Check a self-hosted judge's identity once; warn once per endpoint when it can't be."""
+    if not spec.self_hosted or spec.identity is None:
+        return
+    warning = check_identity(spec, describe_server(judge, spec.base_url))
+    if warning:
+        with _warned_lock:
+            if spec.base_url in _warned:
+                return
+            _warned.add(spec.base_url)
+        log.warning(warning, extra={"judge_endpoint": spec.endpoint})
