@@ -100,6 +100,8 @@ class BatchRoutes:
         parts = path.strip("/").split("/")
         if parts[:3] == ["v1", "messages", "batches"]:
             self.emu._auth("anthropic", headers)
+            if method == "POST" and len(parts) == 3 and len(raw or b"") > self.emu.config["batch_max_request_bytes"]:
+                raise _anthropic_error(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
             return self._anthropic(method, parts[3:], headers, body)
         if parts[:2] == ["v1", "files"]:
             self.emu._auth("openai", headers)
@@ -211,10 +213,18 @@ class BatchRoutes:
             if purpose not in ("batch", "assistants", "fine-tune", "vision", "user_data", "evals"):
                 raise _openai_error(400, "invalid_request_error", f"Invalid purpose {purpose!r}", param="purpose")
             filename, data = fields["file"]
+            if purpose == "batch" and len(data) > self.emu.config["batch_max_file_bytes"]:
+                raise _openai_error(400, "invalid_request_error", "File is too large for a batch input file.",
+                                    param="file")
             return 200, self._store_file(filename or "upload", data, purpose), {}
         file = self.files.get(rest[0]) if rest else None
         if file is None:
             raise _openai_error(404, "invalid_request_error", "No such File object", param="id")
+        if method == "DELETE" and len(rest) == 1:
+            with self._lock:
+                self.files.pop(rest[0], None)
+                self.emu.count("batch:openai:files_deleted")
+            return 200, {"id": rest[0], "object": "file", "deleted": True}, {}
         if method == "GET" and len(rest) == 1:
             return 200, file["object"], {}
         if method == "GET" and rest[1:] == ["content"]:
@@ -271,6 +281,10 @@ class BatchRoutes:
                "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
                "usage": None}
         lines, errors = _parse_input(file["data"], body["endpoint"])
+        limit = self.emu.config["batch_enqueued_token_limit"]
+        if not errors and limit is not None and len(file["data"]) / 4 > limit:  # ~4 bytes a token
+            errors = [{"code": "token_limit_exceeded", "line": None,
+                       "message": f"Enqueued token limit reached for this model. Limit: {limit} enqueued tokens."}]
         if errors:
             obj.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
         else:

@@ -115,7 +115,10 @@ def test_a_repeated_cycle_or_redelivered_job_changes_nothing(make_rt, langfuse_e
     assert run_batch_cycle(rt).counts["scored"] == 2
     redis_client.hset(SUBMITTED, batch_id, info)  # as if the process died before forgetting the batch
     again = run_batch_cycle(rt)
-    assert again.counts["batches_ended"] == 1 and again.counts["scored"] == 0
+    # Anthropic serves the ended batch again; OpenAI's files were deleted once it was collected,
+    # so the batch reads as gone. Either way nothing is scored or resubmitted twice.
+    assert again.counts["scored"] == 0 and again.counts["requests_submitted"] == 0
+    assert again.counts["batches_ended"] == (1 if provider == "anthropic" else 0)
     assert [judge_one(rt, t, "helpfulness@v1").status for t in ids] == ["skipped", "skipped"]
     assert run_batch_cycle(rt).counts["requests_submitted"] == 0
     assert sorted(s["traceId"] for s in langfuse_emu.scores()) == sorted(ids)

@@ -41,7 +41,8 @@ CASES = [
     ("config api_key={}", "0123456789abcdef0123456789abcdef", "api_key"),
     ('{{"token": "{}"}}', "dGhpcyBpcyBhIHNlY3JldCB0b2tlbjEyMw==", "api_key"),
 ]
-PLACEHOLDER = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "api_key": "[API_KEY]"}
+PLACEHOLDER = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "api_key": "[API_KEY]", "ssn": "[SSN]",
+               "iban": "[IBAN]"}
 
 
 @pytest.mark.parametrize("template,secret,kind", CASES)
@@ -123,7 +124,7 @@ def test_the_judge_never_receives_raw_pii_and_the_score_carries_the_counts(runti
 
 @pytest.mark.parametrize("text, masked, kept", [
     ("the range 100 200 3000 is fine", None, "100 200 3000"),
-    ("IBAN DE89 3704 0044 0532 0130 00", None, "0044 0532 0130"),
+    ("IBAN DE89 3704 0044 0532 0130 00", "IBAN [IBAN]", "0044 0532 0130"),  # an IBAN, not a phone number
     ("api_key: AbcdEfghIjklMnop", "api_key: [API_KEY]", None),
     ("Authorization: Basic dXNlcjpwYXNzd29yZDEyMzQ1", "Basic [API_KEY]", "dXNlcjpw"),
     ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_access_key=[API_KEY]", "wJalr"),
@@ -137,3 +138,32 @@ def test_redaction_takes_labelled_and_url_credentials_and_leaves_digit_groups(te
         assert kept in out  # not a phone number
     elif kept:
         assert kept not in out
+
+
+# One case per pattern added for issue 11 (SSNs, IBANs, space-separated phone numbers, short
+# passwords), each beside the near-miss that must stay as it is.
+@pytest.mark.parametrize("template,secret,kind", [
+    ("SSN {} on file", "123-45-6789", "ssn"),
+    ("IBAN {} please", "DE89 3704 0044 0532 0130 00", "iban"),
+    ("IBAN {} please", "GB82WEST12345698765432", "iban"),
+    ("call {} tomorrow", "415 555 2671", "phone"),
+    ("password={}", "hunter2", "api_key"),
+    ("the wifi password: {}", "Tr0ub4dor", "api_key"),
+])
+def test_issue_11_kinds_are_masked_and_counted(template, secret, kind):
+    out, counts = redact(template.format(secret))
+    assert out == template.format(PLACEHOLDER[kind])
+    assert dict(counts) == {kind: 1}
+
+
+@pytest.mark.parametrize("text", [
+    "area 000-12-3456 and 666-12-3456 and 912-34-5678 are never issued as SSNs",
+    "part 123-45-67890 and date 2024-01-15",
+    "IBAN DE89 3704 0044 0532 0130 02 fails its check digits",
+    "SKU XY45 ABCD 1234 EFGH",
+    "the range 200 300 4000 is fine",
+    "reset your password: click the link below",
+])
+def test_issue_11_near_misses_are_left_alone(text):
+    out, counts = redact(text)
+    assert (out, dict(counts)) == (text, {})

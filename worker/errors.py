@@ -60,3 +60,14 @@ class VerdictError(TraceJudgeError):
 
 class OutputNotYetArrived(TraceJudgeError):
     """The trace has no output yet but is young: the job retries later (it burns no retry)."""
+
+
+class CircuitOpen(TraceJudgeError):
+    """A judge endpoint × model, or Langfuse writes, failed with an error no retry can heal (a
+    revoked key, an unknown model, ingestion suspended): the work waits, burning no retry and
+    paying nothing, until a probe succeeds. ``retry_after``: when to look again, in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, opened: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.opened = opened  # this call opened the breaker (once fleet-wide): it alerts

@@ -36,7 +36,7 @@ def register_secrets(*values: str | None) -> None:
 
 def register_settings_secrets(settings) -> None:
     register_secrets(settings.langfuse_secret_key, settings.anthropic_api_key, settings.openai_api_key,
-                     settings.slack_webhook_url, settings.pagerduty_routing_key,
+                     settings.alert_webhook_url, settings.slack_webhook_url, settings.pagerduty_routing_key,
                      urlparse(settings.redis_url).password)
     if settings.langfuse_public_key and settings.langfuse_secret_key:
         # the HTTP Basic credentials the SDK sends, should a request header ever be logged

@@ -1,33 +1,63 @@
-"""Redis connections that ride out a short Redis outage (a restart, a failover) inside the call.
+"""One Redis connection policy for every process: commands ride out a Redis outage (a restart,
+a managed failover, a stop-start) of up to ``OUTAGE_SECONDS`` inside the call.
 
 Without this, a job that touches Redis while it restarts fails, and dramatiq's retry of that
-job needs Redis too. The broker and the worker's state (outcomes, limits, budget) connect
-through here; one-off CLI commands connect plainly.
+job needs Redis too; a scheduler whose lease renewal fails exits. The broker, the worker's
+state (outcomes, limits, budget), the scheduler and the CLI all connect through here.
 """
 from __future__ import annotations
+
+import time
+from urllib.parse import urlparse
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-# About 45 s of retrying (50 ms doubling to a 2 s cap, 25 times) before a call gives up.
-_RETRIES = 25
+# A command keeps retrying on connection errors for this long before it raises: long enough
+# for a restart or failover (typically 5–30 s) with margin, short enough that a Redis that is
+# really gone surfaces as an error an operator sees.
+OUTAGE_SECONDS = 90.0
+_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
 
 
-def _retry() -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), _RETRIES,
-                 (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError))
+class OutageRetry(Retry):
+    """redis-py's Retry bounded by elapsed time, not by a count: with a 5 s connect timeout a
+    count of attempts says little about how long an outage is ridden out."""
+
+    def __init__(self, seconds: float = OUTAGE_SECONDS):
+        super().__init__(ExponentialWithJitterBackoff(base=0.05, cap=2.0), -1, _ERRORS)
+        self.seconds = seconds
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        self._backoff.reset()
+        deadline = time.monotonic() + self.seconds
+        failures = 0
+        while True:
+            try:
+                return do()
+            except self._supported_errors as error:
+                if is_retryable and not is_retryable(error):
+                    raise
+                failures += 1
+                fail(error, failures) if with_failure_count else fail(error)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise error
+                time.sleep(min(left, max(0.01, self._backoff.compute(failures))))
 
 
-def connect(url: str) -> redis.Redis:
-    """A client for ``url`` whose commands retry on connection errors for about 45 s."""
-    return redis.Redis(connection_pool=connection_pool(url))
+def connect(url: str, seconds: float = OUTAGE_SECONDS) -> redis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) whose commands ride out
+    up to ``seconds`` of Redis outage."""
+    return redis.Redis(connection_pool=connection_pool(url, seconds))
 
 
-def connection_pool(url: str) -> redis.ConnectionPool:
+def connection_pool(url: str, seconds: float = OUTAGE_SECONDS) -> redis.ConnectionPool:
     # Timeouts: a Redis host that vanishes without closing the socket must not hang 32 threads
     # until the kernel gives up; nothing here blocks on Redis by design (no blocking pops).
-    return redis.ConnectionPool.from_url(url, retry=_retry(),
+    options: dict = {"socket_keepalive": True} if urlparse(url).scheme != "unix" else {}  # TCP only
+    return redis.ConnectionPool.from_url(url, retry=OutageRetry(seconds),
                                          retry_on_error=[redis.ConnectionError, redis.TimeoutError],
                                          health_check_interval=30, socket_timeout=10,
-                                         socket_connect_timeout=5, socket_keepalive=True)
+                                         socket_connect_timeout=5, **options)

@@ -6,6 +6,7 @@ each, so a operator fixes them in one go.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,8 +38,12 @@ class Settings:
     drift_interval_seconds: int = 86400
     settle_seconds: int = 600
     sample_interval_seconds: int = 60
-    # Late-ingested traces carry a timestamp already behind the cursor: rescan this much.
-    overlap_seconds: int = 3600
+    # The fresh window starts this much before the cursor (clock skew between hosts).
+    overlap_seconds: int = 0
+    # Late-ingested traces carry a timestamp already behind the cursor. Each (delay, every) pass
+    # lists, every `every` seconds, the traces from its own cursor up to now minus `delay`: one
+    # listing per trace and pass, so traces ingested up to the longest delay late are judged.
+    late_scans: tuple[tuple[int, int], ...] = ((3600, 900), (86400, 21600))
     # Each trace variable is cut to this many characters (head and tail kept, marker between).
     max_variable_chars: int = 12000
     allow_floating_models: bool = False
@@ -60,6 +65,11 @@ class Settings:
     metrics_port: int = 9191
     # How often batch-mode rubrics' pending batches are polled.
     batch_poll_seconds: int = 60
+    # Estimated input tokens per batch (None: no cap): set it under your OpenAI enqueued-token
+    # limit for the judge model, or every batch over it fails.
+    batch_max_tokens: int | None = None
+    # The user's judge price table, merged over the shipped one (None: <rubrics_dir>/prices.json if present).
+    prices_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -79,6 +89,10 @@ class Settings:
             except ValueError:
                 problems.append(f"{name}={raw!r} is not a {kind.__name__}")
                 return default
+            if not math.isfinite(value):
+                # float() takes "nan" and "inf": a nan rate samples nothing and a nan budget fails every job.
+                problems.append(f"{name}={raw!r} is not a finite number")
+                return default
             if (low is not None and value < low) or (high is not None and value > high):
                 problems.append(f"{name}={raw} is out of range [{low}, {high}]")
                 return default
@@ -88,7 +102,9 @@ class Settings:
             if value is None:
                 return None
             parsed = urlparse(value)
-            if parsed.scheme not in schemes or not parsed.netloc:
+            # unix:///path/to/redis.sock names a socket path, not a host
+            where = parsed.path if parsed.scheme == "unix" else parsed.netloc
+            if parsed.scheme not in schemes or not where:
                 problems.append(f"{name}={value!r} is not a valid {'/'.join(schemes)} URL")
             return value.rstrip("/")
 
@@ -138,6 +154,7 @@ class Settings:
                 "TRACEJUDGE_SAMPLE_INTERVAL_SECONDS", cls.sample_interval_seconds, int, 1
             ),
             overlap_seconds=number("TRACEJUDGE_OVERLAP_SECONDS", cls.overlap_seconds, int, 0),
+            late_scans=_late_scans(text("TRACEJUDGE_LATE_SCANS"), cls.late_scans, problems),
             max_variable_chars=number(
                 "TRACEJUDGE_MAX_VARIABLE_CHARS", cls.max_variable_chars, int, 200
             ),
@@ -159,11 +176,22 @@ class Settings:
             daily_budget_usd=number("TRACEJUDGE_DAILY_BUDGET_USD", None, float, 0.0),
             metrics_port=number("TRACEJUDGE_METRICS_PORT", cls.metrics_port, int, 0, 65535),
             batch_poll_seconds=number("TRACEJUDGE_BATCH_POLL_SECONDS", cls.batch_poll_seconds, int, 1),
+            batch_max_tokens=number("TRACEJUDGE_BATCH_MAX_TOKENS", None, int, 1000),
+            prices_file=_prices_file(text("TRACEJUDGE_PRICES_FILE"), problems),
         )
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
         return settings
 
+
+    def named_secret(self, name: str) -> str | None:
+        """The value of the environment variable a rubric names for its judge's key
+        (``judge.api_key_env``), read here so nothing else touches the environment."""
+        return os.environ.get(name, "").strip() or None
+
+    def user_prices_file(self) -> Path | None:
+        """The user's price table: TRACEJUDGE_PRICES_FILE, else ``<rubrics_dir>/prices.json``."""
+        return self.prices_file or Path(self.rubrics_dir) / "prices.json"
 
     @classmethod
     def for_author_tools(cls, rubrics_dir: Path, env: Mapping[str, str] | None = None) -> "Settings":
@@ -182,9 +210,40 @@ def rubrics_dir_for(path: str | Path | None, env: Mapping[str, str] | None = Non
     return Path(path or env.get("TRACEJUDGE_RUBRICS_DIR", "").strip() or _default_rubrics_dir())
 
 
+def _late_scans(raw: str | None, default, problems: list[str]) -> tuple[tuple[int, int], ...]:
+    """``DELAY:EVERY[,DELAY:EVERY...]`` in seconds, e.g. ``3600:900,86400:21600``; ``off`` for none."""
+    if raw is None:
+        return default
+    if raw.lower() in ("off", "none", "0"):
+        return ()
+    passes = []
+    for part in raw.split(","):
+        delay, sep, every = part.strip().partition(":")
+        if not (sep and delay.isdigit() and every.isdigit() and int(delay) > 0 and int(every) > 0):
+            problems.append(f"TRACEJUDGE_LATE_SCANS={raw!r}: {part.strip()!r} is not DELAY:EVERY in seconds "
+                            "(e.g. 3600:900,86400:21600, or off)")
+            return default
+        passes.append((int(delay), int(every)))
+    return tuple(sorted(passes))
+
+
+def prices_file_for(rubrics_dir: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The user's price table of an author tool: TRACEJUDGE_PRICES_FILE, else ``<rubrics_dir>/prices.json``."""
+    env = os.environ if env is None else env
+    return Path(env.get("TRACEJUDGE_PRICES_FILE", "").strip() or Path(rubrics_dir) / "prices.json")
+
+
 def process_environment() -> dict[str, str]:
     """A copy of this process's environment, for the fleet processes a command starts."""
     return dict(os.environ)
+
+
+def _prices_file(raw: str | None, problems: list[str]) -> Path | None:
+    if raw is None:
+        return None
+    if not Path(raw).is_file():
+        problems.append(f"TRACEJUDGE_PRICES_FILE={raw!r} is not a file (a JSON price table, see README)")
+    return Path(raw)
 
 
 def _default_rubrics_dir() -> Path:

@@ -1,7 +1,7 @@
 """The alerts tracejudge sends, one type per kind, each with the fields that kind has.
 
 Drift gives ``QualityDrop`` and ``UnscoredRise`` (one cell of one rubric version); the budget
-gives ``BudgetHeld``; the write-back's read-back gives ``ScoresMissing``. The outbox stores an alert as JSON (``as_json``) and reads it back with
+gives ``BudgetHeld``; the write-back's read-back gives ``ScoresMissing``; a circuit breaker that opens gives ``WorkPaused``. The outbox stores an alert as JSON (``as_json``) and reads it back with
 ``from_json``; the webhook sink posts that same JSON, the other sinks render each kind their way.
 """
 from __future__ import annotations
@@ -86,7 +86,19 @@ class ScoresMissing(Alert):
     reason: str
 
 
-KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, UnscoredRise, BudgetHeld, ScoresMissing)}
+@dataclasses.dataclass(frozen=True)
+class WorkPaused(Alert):
+    """A circuit breaker opened: a judge endpoint x model, or Langfuse writes, failed in a way no
+    retry heals (a revoked key, a retired model, ingestion suspended); its jobs wait for a probe."""
+
+    kind: ClassVar[str] = "work_paused"
+    circuit: str
+    reason: str
+    opened_at: str
+
+
+KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, UnscoredRise, BudgetHeld, ScoresMissing,
+                                                     WorkPaused)}
 
 
 def from_json(raw: dict[str, Any]) -> Alert:

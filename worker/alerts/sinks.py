@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Protocol
+from urllib.parse import quote
 
 import httpx
 
-from worker.alerts.kinds import Alert, BudgetHeld, DriftAlert, UnscoredRise
+from worker.alerts.kinds import Alert, BudgetHeld, DriftAlert, ScoresMissing, UnscoredRise, WorkPaused
 from worker.retrying import call_with_retries
 from worker.settings import Settings
 
@@ -84,6 +85,20 @@ def _slack_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _slack_url(url: str) -> str:
+    """A link target inside ``<url|text>``: escaped, and a ``|`` percent-encoded so it cannot end
+    the URL early (ids in our links are percent-encoded already; this holds for any URL)."""
+    return _slack_text(url.replace("|", "%7C"))
+
+
+def _href(url: str | None) -> str | None:
+    """Only http(s) links reach PagerDuty's href (never ``javascript:``), with unsafe characters
+    percent-encoded."""
+    if not url or not url.lower().startswith(("http://", "https://")):
+        return None
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%-._~")
+
+
 def _field(label: str, value: str) -> dict:
     return {"type": "mrkdwn", "text": f"*{label}*\n{value}"}
 
@@ -103,7 +118,7 @@ def slack_message(alert: Alert) -> dict:
                        _field("Drop", f"{alert.drop_points:.1f} points")]
         if alert.q_value is not None:
             fields.append(_field("q-value", f"{alert.q_value:.2g}"))
-        lines = "\n".join(f"• <{_slack_text(t.url)}|{_slack_text(t.trace_id[:12])}> {t.points:.0f} pts"
+        lines = "\n".join(f"• <{_slack_url(t.url)}|{_slack_text(t.trace_id[:12])}> {t.points:.0f} pts"
                           for t in alert.bottom_traces[:20])
         blocks += [{"type": "section", "fields": fields},
                    {"type": "section", "text": {"type": "mrkdwn",
@@ -118,6 +133,18 @@ def slack_message(alert: Alert) -> dict:
             _field("Typical job", f"${alert.typical_job_usd:.4f}")]},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": "queued jobs are parked until the next UTC "
                                               "day or a raised cap (`tracejudge budget unpark`)"}]}]
+    elif isinstance(alert, ScoresMissing):
+        blocks += [{"type": "section", "fields": [
+            _field("Rubric", f"{_slack_text(alert.rubric)} v{alert.version}"),
+            _field("Missing", f"{alert.missing} score(s) so far"), _field("Why", _slack_text(alert.reason))]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "written to Langfuse, never found on "
+                                              "read-back: counted as missing, not scored (`tracejudge status`)"}]}]
+    elif isinstance(alert, WorkPaused):
+        blocks += [{"type": "section", "fields": [
+            _field("Paused", _slack_text(alert.circuit)), _field("Why", _slack_text(alert.reason)),
+            _field("Since", alert.opened_at)]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "its jobs wait (nothing is paid or "
+                                              "dead-lettered) and resume by themselves once a probe succeeds"}]}]
     return {"text": alert.title, "blocks": blocks}
 
 
@@ -132,10 +159,17 @@ def pagerduty_event(alert: Alert, routing_key: str) -> dict:
         payload["custom_details"] = {"prev": dataclasses.asdict(alert.prev), "curr": dataclasses.asdict(alert.curr),
                                      "drop_points": alert.drop_points, "q_value": alert.q_value,
                                      "unscored_rate": alert.unscored_rate, "owner": alert.owner}
-        links = [{"href": t.url, "text": f"trace {t.trace_id} ({t.points:.0f})"} for t in alert.bottom_traces[:5]]
+        links = [{"href": _href(t.url), "text": f"trace {t.trace_id} ({t.points:.0f})"}
+                 for t in alert.bottom_traces[:5] if _href(t.url)]
     elif isinstance(alert, BudgetHeld):
         payload["group"] = alert.held_by
         payload["custom_details"] = {"day": alert.day, "spent_usd": alert.spent_usd, "cap_usd": alert.cap_usd,
                                      "typical_job_usd": alert.typical_job_usd}
+    elif isinstance(alert, ScoresMissing):
+        payload["group"] = f"v{alert.version}"
+        payload["custom_details"] = {"day": alert.day, "missing": alert.missing, "reason": alert.reason}
+    elif isinstance(alert, WorkPaused):
+        payload["group"] = alert.circuit
+        payload["custom_details"] = {"reason": alert.reason, "opened_at": alert.opened_at}
     return {"routing_key": routing_key, "event_action": "trigger", "dedup_key": f"tracejudge:{alert.cell}",
             "payload": payload, "links": links}

@@ -14,7 +14,9 @@ import time
 import uuid
 from collections import Counter
 
+from worker.accounting.budget import Reservation
 from worker.batching.providers import batches_for
+from worker.batching.sizing import MAX_BYTES, cut
 from worker.batching.store import PROVIDERS, BatchStore, Item
 from worker.errors import TraceJudgeError, Unscored
 from worker.judging.finish import finish_scored, finish_unscored
@@ -135,13 +137,27 @@ class BatchCycle:
                 for custom_id, kind, payload in results:
                     seen.add(custom_id)
                     self.finish(custom_id, batch_id, kind, payload, api)
-                for missing in set(info["ids"]) - seen:
-                    self.finish(missing, batch_id, "retry", "missing from the batch results", api)
+                missing = set(info["ids"]) - seen
+                # A batch that failed as a whole (validation, the enqueued-token limit) has no
+                # results: its requests are retried with the provider's reason, so an item that
+                # runs out of tries says why.
+                reason = (call_with_retries(lambda: api.failure(batch_id)) if missing else None) \
+                    or "missing from the batch results"
+                for score_id in missing:
+                    self.finish(score_id, batch_id, "retry", reason, api)
             except Exception as exc:  # boundary: finished items are skipped when it is read again
                 self._interrupted(batch_id, exc)
                 continue
             self.store.batch_done(batch_id)
             self.summary.counts["batches_ended"] += 1
+            self._cleanup(api, batch_id)
+
+    def _cleanup(self, api, batch_id: str) -> None:
+        try:
+            self.summary.counts["files_deleted"] += call_with_retries(lambda: api.cleanup(batch_id))
+        except Exception as exc:  # boundary: a file left at the provider costs storage, not correctness
+            log.warning("batch files not deleted", extra={"batch_id": batch_id, "status": status_of(exc),
+                                                           "error_type": type(exc).__name__})
 
     def _interrupted(self, batch_id: str, exc: Exception) -> None:
         if as_transient(exc) is None and not isinstance(exc, TraceJudgeError):
@@ -160,6 +176,9 @@ class BatchCycle:
             log.warning("batch result for a rubric this worker does not load; kept",
                         extra={"rubric": item.rubric_key, "score_id": score_id})
             return
+        # Its result is here: the budget held back at submission is given back (the cost is
+        # recorded by finish_* below, or by the resubmission's own reservation).
+        self._release(item)
         if self.rt.outcomes.is_done(score_id):
             self.store.forget(score_id)
             return
@@ -214,10 +233,34 @@ class BatchCycle:
             if not ready or api is None:
                 continue
             by_model: dict[str, list[Item]] = {}
-            for item in ready:  # an OpenAI batch file must hold one model only
+            for item in self._reserve(ready):  # an OpenAI batch file must hold one model only
                 by_model.setdefault(item.request["model"], []).append(item)
             for group in by_model.values():
-                self._submit(provider, api, group)
+                batches, too_large = cut(group, lambda i: len(api.line(i)), max_count=MAX_BATCH,
+                                         max_bytes=MAX_BYTES[provider], max_tokens=self.rt.settings.batch_max_tokens)
+                for item, why in too_large:
+                    self._release(item)
+                    self.finish(item.score_id, None, "rejected", f"request_too_large: {why}", api)
+                for batch in batches:
+                    self._submit(provider, api, batch)
+
+    def _reserve(self, items: list[Item]) -> list[Item]:
+        """Hold back each request's typical cost now, as an online job does before its call, so
+        a cycle cannot submit thousands of requests past the cap; a held request stays pending."""
+        kept = []
+        for item in items:
+            reservation = self.rt.budget.reserve(self.rt.rubrics[item.rubric_key])
+            if isinstance(reservation, str):
+                self.summary.counts["held_by_budget"] += 1
+                continue
+            item.reserved = [reservation.day, reservation.rubric, reservation.micro_usd]
+            kept.append(item)
+        return kept
+
+    def _release(self, item: Item) -> None:
+        if item.reserved:
+            self.rt.budget.release(Reservation(*item.reserved))
+            item.reserved = None
 
     def _submit(self, provider: str, api, items: list[Item]) -> None:
         try:
@@ -225,8 +268,10 @@ class BatchCycle:
             # was lost, a retry would create (and bill) a second one. The next cycle tries again.
             batch_id = api.submit(items)
         except Exception as exc:  # boundary: the items stay pending for the next cycle
+            for item in items:
+                self._release(item)
             log.warning("batch submission failed; requests stay pending",
-                        extra={"provider": provider, "error": str(exc)[:200]})
+                        extra={"provider": provider, "status": status_of(exc), "error": str(exc)[:200]})
             self.summary.counts["submissions_failed"] += 1
             return
         self.store.mark_submitted(batch_id, provider, items)

@@ -1,4 +1,8 @@
-"""The two batch APIs behind one small interface: submit, ended, results.
+"""The two batch APIs behind one small interface: line, submit, ended, results, failure, cleanup.
+
+``line`` is an item's request as it goes over the wire (the cycle sizes batches by it);
+``failure`` is why a whole batch failed (OpenAI: validation, the enqueued-token limit), the
+reason its requests are retried with; ``cleanup`` deletes the provider files we created.
 
 ``results`` yields (custom_id, kind, payload) with kind ``succeeded`` (payload: the provider's
 response object, turned into a JudgeReply by the judge's own ``reply_from``), ``rejected``
@@ -8,13 +12,16 @@ expired, canceled: payload is the reason).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 
 from openai.types.chat import ChatCompletion
 
 from worker.batching.store import Item
 from worker.judges.base import JudgeReply
-from worker.retrying import REJECTED_STATUS
+from worker.retrying import REJECTED_STATUS, status_of
+
+log = logging.getLogger("tracejudge.batching")
 
 ENDPOINT = "/v1/chat/completions"
 _REJECTED_ANTHROPIC = {"invalid_request_error", "request_too_large"}
@@ -27,10 +34,20 @@ class AnthropicBatches:
         self.judge = judge
         self.batches = judge.client.messages.batches
 
+    def line(self, item: Item) -> bytes:
+        return json.dumps(self._request(item)).encode()
+
+    def _request(self, item: Item) -> dict:
+        return {"custom_id": item.score_id, "params": self.judge.request_params(item.judge_request, item.repair_arg)}
+
     def submit(self, items: list[Item]) -> str:
-        requests = [{"custom_id": i.score_id, "params": self.judge.request_params(i.judge_request, i.repair_arg)}
-                    for i in items]
-        return self.batches.create(requests=requests).id
+        return self.batches.create(requests=[self._request(i) for i in items]).id
+
+    def failure(self, batch_id: str) -> str | None:
+        return None  # a Message Batch fails per request, never as a whole
+
+    def cleanup(self, batch_id: str) -> int:
+        return 0  # no files: results are served by the batch itself
 
     def ended(self, batch_id: str) -> bool:
         return self.batches.retrieve(batch_id).processing_status == "ended"
@@ -60,15 +77,44 @@ class OpenAIBatches:
         self.judge = judge
         self.client = judge.client
 
+    def line(self, item: Item) -> bytes:
+        return json.dumps({"custom_id": item.score_id, "method": "POST", "url": ENDPOINT,
+                           "body": self.judge.request_params(item.judge_request, item.repair_arg, tool=item.tool)}).encode()
+
     def submit(self, items: list[Item]) -> str:
-        lines = [json.dumps({"custom_id": i.score_id, "method": "POST", "url": ENDPOINT,
-                             "body": self.judge.request_params(i.judge_request, i.repair_arg, tool=i.tool)})
-                 for i in items]
-        upload = self.client.files.create(file=("tracejudge-batch.jsonl", ("\n".join(lines) + "\n").encode()),
-                                          purpose="batch")
-        return self.client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
-                                          completion_window="24h",
-                                          metadata={"source": "tracejudge"}).id
+        data = b"".join(self.line(i) + b"\n" for i in items)
+        upload = self.client.files.create(file=("tracejudge-batch.jsonl", data), purpose="batch")
+        try:
+            return self.client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
+                                              completion_window="24h",
+                                              metadata={"source": "tracejudge"}).id
+        except Exception:
+            self._delete(upload.id)  # no batch will ever read it
+            raise
+
+    def failure(self, batch_id: str) -> str | None:
+        batch = self.client.batches.retrieve(batch_id)
+        if batch.status != "failed":
+            return None
+        errors = (batch.errors.data if batch.errors else None) or []
+        text = "; ".join(f"{e.code or 'error'}: {e.message or ''}" for e in errors[:3]) or "no reason given"
+        return f"batch failed: {text}"[:400]
+
+    def cleanup(self, batch_id: str) -> int:
+        """Delete the batch's input, output and error files (we created them, or asked for them)."""
+        batch = self.client.batches.retrieve(batch_id)
+        ids = [f for f in (batch.input_file_id, batch.output_file_id, batch.error_file_id) if f]
+        return sum(self._delete(f) for f in ids)
+
+    def _delete(self, file_id: str) -> bool:
+        try:
+            self.client.files.delete(file_id)
+            return True
+        except Exception as exc:  # boundary: a file left behind costs storage, not correctness
+            if status_of(exc) != 404:
+                log.warning("could not delete a batch file at the provider",
+                            extra={"file_id": file_id, "status": status_of(exc), "error_type": type(exc).__name__})
+            return False
 
     def ended(self, batch_id: str) -> bool:
         return self.client.batches.retrieve(batch_id).status in self.ENDED

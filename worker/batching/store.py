@@ -50,6 +50,9 @@ class Item:
     repair: dict | None = None  # {"turn": the invalid answer, "text": the repair request}
     tries: int = 0  # failed submissions of the current request (errored, expired, canceled)
     batch_id: str | None = None
+    # The budget held back for this request while it is in a batch: [UTC day, rubric, micro-USD]
+    # (worker/accounting/budget.py Reservation), released once its result is recorded.
+    reserved: list | None = None
 
     @property
     def judge_request(self) -> JudgeRequest:

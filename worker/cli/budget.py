@@ -9,13 +9,12 @@ from worker.cli.common import _settings, reports_errors
 
 
 def _budget_and_rubrics():
-    import redis
-
+    from worker.redis_client import connect
     from worker.accounting.budget import Budget
     from worker.rubrics.rubric import load_rubrics
 
     settings = _settings()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     return settings, client, Budget(client, settings.daily_budget_usd), load_rubrics(settings.rubrics_dir)
 
 

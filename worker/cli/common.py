@@ -24,9 +24,13 @@ def reports_errors(fn):
 
 
 def _settings():
+    """The settings of a command, with their secrets registered for masking in every log line."""
+    from worker.logs import register_settings_secrets
     from worker.settings import Settings
 
-    return Settings.from_env()
+    settings = Settings.from_env()
+    register_settings_secrets(settings)
+    return settings
 
 
 def utc_today() -> dt.date:

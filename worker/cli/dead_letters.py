@@ -9,9 +9,8 @@ from worker.cli.common import _settings, reports_errors
 
 
 def _client():
-    import redis
-
-    return redis.Redis.from_url(_settings().redis_url)
+    from worker.redis_client import connect
+    return connect(_settings().redis_url)
 
 
 @click.group("dead-letters")

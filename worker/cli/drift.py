@@ -5,6 +5,7 @@ import json
 
 import click
 
+from worker.cli.common import _settings
 from worker.errors import TraceJudgeError
 
 
@@ -50,21 +51,19 @@ def drift(once, as_json, rebuild, since):
 
     With --rebuild, re-add the scores of ours in Langfuse to the aggregates instead; scores
     already counted (live or by an earlier rebuild) are skipped, so it is safe to rerun."""
-    import redis
-
+    from worker.redis_client import connect
     from worker.drift.run import run_drift
     from worker.langfuse_io.links import trace_linker
     from worker.rubrics.rubric import load_rubrics
-    from worker.settings import Settings
 
     if once == rebuild:
         raise click.UsageError("give exactly one of --once or --rebuild")
     if since is not None and not rebuild:
         raise click.UsageError("--since goes with --rebuild")
     try:
-        settings = Settings.from_env()
+        settings = _settings()
         rubrics = load_rubrics(settings.rubrics_dir)
-        client = redis.Redis.from_url(settings.redis_url)
+        client = connect(settings.redis_url)
         if rebuild:
             _rebuild(settings, rubrics, client, since)
             return

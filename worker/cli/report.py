@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from worker.cli.common import _settings
 from worker.errors import TraceJudgeError
 
 
@@ -71,15 +72,15 @@ def report(out, days, rubric_filter):
     import redis
 
     from worker.report.data import gather, known_rubric_names
+    from worker.redis_client import connect
     from worker.report.page import render
     from worker.rubrics.rubric import load_rubrics
-    from worker.settings import Settings
 
     path = _writable_target(out)
     try:
-        settings = Settings.from_env()
+        settings = _settings()
         rubrics = load_rubrics(settings.rubrics_dir)
-        client = redis.Redis.from_url(settings.redis_url)
+        client = connect(settings.redis_url)
         if rubric_filter and rubric_filter not in (known := known_rubric_names(client, rubrics)):
             names = ", ".join(sorted(n for n in known if "@" not in n)) or "none yet"
             raise click.ClickException(f"--rubric {rubric_filter}: no such rubric (known: {names})")

@@ -35,6 +35,7 @@ def test(rubric, examples_file, min_kappa, weights, as_json, concurrency, direct
     from worker.authoring.examples import examples_path, load_examples
     from worker.authoring.labelled_run import gate_failure, run_examples, summarize
     from worker.judges import build_judge
+    from worker.judges.identity import verify_served_model
     from worker.judging.runtime import validate_rubrics
     from worker.rubrics.rubric import load_rubrics
     from worker.settings import Settings, rubrics_dir_for
@@ -47,7 +48,8 @@ def test(rubric, examples_file, min_kappa, weights, as_json, concurrency, direct
         settings = Settings.for_author_tools(rubrics_dir_for(directory))
         for warning in validate_rubrics({chosen.key: chosen}, settings, today=utc_today()):
             click.echo(f"warning: {warning}", err=True)
-        judge = build_judge(chosen.judge.provider, settings)
+        judge = build_judge(chosen.judge, settings)
+        verify_served_model(judge, chosen.judge)
         with click.progressbar(length=len(examples), label=f"judging {chosen.key}", show_pos=True,
                                file=sys.stderr) as bar:
             results = run_examples(judge, chosen, examples, settings, concurrency, on_done=lambda: bar.update(1))

@@ -36,8 +36,11 @@ def lint(directory, allow_floating_models, strict):
     Exits 1 when there is an error.
     """
     from worker.authoring.lint import lint as run_lint
+    from worker.settings import prices_file_for
 
-    report = run_lint(_rubrics_dir(directory), today=utc_today(), allow_floating_models=allow_floating_models)
+    root = _rubrics_dir(directory)
+    report = run_lint(root, today=utc_today(), allow_floating_models=allow_floating_models,
+                      prices_file=prices_file_for(root))
     errors, warnings, notes = report.errors, report.of("warning"), report.of("note")
     for problem in errors:
         click.echo(_shown(problem))
@@ -109,7 +112,7 @@ def render(rubric, trace_id, trace_file, directory):
     RUBRIC is name@vN, or a name for its newest version.
     """
     from worker.judging.prompt import render as render_prompt
-    from worker.judging.variables import map_variables
+    from worker.judging.variables import map_variables, observation_names
     from worker.langfuse_io.traces import Trace
     from worker.rubrics.rubric import load_rubrics
 
@@ -132,7 +135,8 @@ def render(rubric, trace_id, trace_file, directory):
             from worker.langfuse_io.client import build_langfuse_api
             from worker.langfuse_io.traces import TraceReader
 
-            trace = TraceReader(build_langfuse_api(settings, limited=False)).fetch(trace_id)
+            # read as the worker reads it: the root and the steps the rubric names
+            trace = TraceReader(build_langfuse_api(settings, limited=False)).fetch(trace_id, observation_names(chosen))
         variables, hygiene = map_variables(trace, chosen, settings.max_variable_chars, redact=settings.redact_pii)
         request = render_prompt(chosen, variables)
     except TraceJudgeError as exc:

@@ -17,6 +17,8 @@ def status_report(settings, client, rubrics: dict) -> dict:
     from worker.cli.budget import budget_summary
     from worker.fleet.metrics import RATELIMIT_WAIT_SECONDS, RATELIMIT_WAITS
     from worker.fleet.queues import queue_depth
+    from worker.fleet.redis_health import eviction_warning
+    from worker.rate_limits.circuit import open_circuits
 
     depth = queue_depth(client)
     stats = OutcomeLog(client).stats()
@@ -47,6 +49,8 @@ def status_report(settings, client, rubrics: dict) -> dict:
                        "read_back_requests": stats.get("confirm_requests", 0)},
         "unscored_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
                                if k.startswith("unscored:") and k.count(":") == 1},
+        "paused": open_circuits(client),  # circuit breakers open: their work waits for a probe
+        "warnings": [w for w in (eviction_warning(client),) if w],
         "judge": {"calls": stats.get("judge_calls", 0), "tokens": tokens,
                   "cost_usd": round(stats.get("cost_microusd", 0) / 1_000_000, 6)},
     }
@@ -80,6 +84,9 @@ def render_text(report: dict) -> str:
             f"{k} {v['waits']} ({v['seconds']:.1f}s)" for k, v in report["rate_limit_waits"].items()))
     else:
         lines.append("rate-limit waits: none")
+    for name, state in report["paused"].items():
+        lines.append(f"paused: {name}: {state.get('reason', '?')} (next probe at {state.get('probe_at', '?')})")
+    lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)
 
 

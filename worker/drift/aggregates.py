@@ -16,8 +16,11 @@ from worker.rubrics.rubric import Rubric
 
 PREFIX = "tracejudge:agg:"
 CELLS = PREFIX + "cells"
+DAYS = PREFIX + "days:"  # + cell: zset of the days it has aggregates for (score: the day's epoch)
 DEFAULT_SEGMENT_KEYS = ("feature", "tenant")
 BOTTOM_N = 20
+# A cell-day is kept this long after its day (drift/retention.py expires it): past the rebuild's
+# 90-day reach and the report's longest window, and bounded, so Redis reaches a plateau.
 TTL_DAYS = 120
 
 
@@ -68,6 +71,19 @@ def bottom_key(cell: str, day: str) -> str:
     return f"{PREFIX}bottom:{cell}:{day}"
 
 
+def days_key(cell: str) -> str:
+    return DAYS + cell
+
+
+def day_epoch(day: str) -> int:
+    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def _indexed(cell: str, day: str) -> list[Op]:
+    """The cell in the cell set and its day in the cell's day index: what retention walks."""
+    return [("sadd", CELLS, cell, ""), ("zadd", days_key(cell), day, day_epoch(day))]
+
+
 def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, cost_microusd: int,
                only_key: str | None = None) -> list[Op]:
     points = quality_points(rubric, value)
@@ -76,7 +92,7 @@ def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, 
     for segment in segments(metadata, only_key=only_key):
         cell = cell_key(rubric, segment)
         key = day_key(cell, day)
-        ops += [("sadd", CELLS, cell, ""),
+        ops += [*_indexed(cell, day),
                 ("hincrby", key, "n", 1),
                 ("hincrbyfloat", key, "sum", repr(points)),
                 ("hincrbyfloat", key, "sumsq", repr(points * points)),
@@ -93,7 +109,7 @@ def unscored_ops(rubric: Rubric, metadata: dict, timestamp, reason: str, only_ke
     ops: list[Op] = []
     for segment in segments(metadata, only_key=only_key):
         cell = cell_key(rubric, segment)
-        ops += [("sadd", CELLS, cell, ""), ("hincrby", day_key(cell, day), "unscored", 1),
+        ops += [*_indexed(cell, day), ("hincrby", day_key(cell, day), "unscored", 1),
                 ("hincrby", day_key(cell, day), f"unscored:{reason}", 1)]
     return ops
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
+from collections.abc import Callable
 
 import redis
 
@@ -20,38 +20,19 @@ from worker.alerts.sinks import sinks_for
 from worker.batching.cycle import batch_tick
 from worker.drift.run import run_drift
 from worker.fleet.broker import build_broker
+from worker.fleet.housekeeping import housekeep
+from worker.fleet.lease import LOCK_KEY, Lease  # noqa: F401  (LOCK_KEY: where the lease lives)
 from worker.jobs import judge_message
+from worker.judging.confirm import confirm_writes
 from worker.judging.runtime import get_runtime
 from worker.langfuse_io.client import build_langfuse_api
 from worker.langfuse_io.links import trace_linker
+from worker.logs import register_settings_secrets
+from worker.redis_client import connect
 from worker.rubrics.rubric import load_rubrics
 from worker.settings import Settings
 
-LOCK_KEY = "tracejudge:scheduler:lock"
 log = logging.getLogger("tracejudge.scheduler")
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-
-class Lease:
-    def __init__(self, client: redis.Redis, ttl_seconds: float):
-        self.client = client
-        self.token = uuid.uuid4().hex
-        self.ttl_ms = int(ttl_seconds * 1000)
-        self._renew = client.register_script(_RENEW)
-
-    def hold(self) -> bool:
-        """Take the lease if free, renew it if ours; False when another scheduler holds it."""
-        if self._renew(keys=[LOCK_KEY], args=[self.token, self.ttl_ms]):
-            return True
-        return bool(self.client.set(LOCK_KEY, self.token, nx=True, px=self.ttl_ms))
-
-    def release(self) -> None:
-        if (self.client.get(LOCK_KEY) or b"").decode() == self.token:
-            self.client.delete(LOCK_KEY)
 
 
 DRIFT_LAST_RUN = "tracejudge:drift:last_run"
@@ -76,62 +57,104 @@ def budget_tick(sampler: Sampler) -> int:
 def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drift_tick=None,
                   drift_every: float = 86400, batch_tick=None) -> None:
     """Sampler ticks every ``interval``; ``drift_tick()`` once every ``drift_every`` seconds;
-    ``batch_tick()`` (submit and poll batch-mode judging) at every tick, paced by itself."""
+    ``batch_tick()`` (submit and poll batch-mode judging) at every tick, paced by itself.
+
+    Nothing that goes wrong in a tick ends the loop: a Redis outage longer than the client
+    rides out, a sink or provider error, a lost lease are logged and the next tick tries again,
+    so a blip never takes the scheduler (and, under honcho, the fleet) down."""
     lease = Lease(sampler.client, ttl_seconds=max(60.0, 3 * interval))
+    phases: list[tuple[str, Callable[[], None], str]] = [
+        ("sampler tick", lambda: _sample(sampler), "the cursor did not move"),
+        ("budget tick", lambda: budget_tick(sampler), "parked jobs stay parked"),
+    ]
+    if batch_tick is not None:
+        phases.append(("batch cycle and write read-back", batch_tick, "it runs again at the next tick"))
+    if drift_tick is not None:
+        phases.append(("drift check", lambda: _drift_if_due(sampler.client, drift_tick, drift_every),
+                       "it runs again at the next tick"))
     leading = False
     try:
         while not stop.is_set():
-            if lease.hold():
-                if not leading:
-                    log.info("scheduler is active")
-                    leading = True
-                try:
-                    report = sampler.tick()
-                    if report:
-                        log.info("sampler pass", extra={"summary": report.line()})
-                except Exception:  # boundary: a failed tick is logged and retried next interval
-                    log.exception("sampler tick failed; the cursor did not move")
-                try:
-                    budget_tick(sampler)
-                except Exception:  # boundary: parked jobs stay parked until the next tick
-                    log.exception("budget tick failed; parked jobs stay parked")
-                if batch_tick is not None:
-                    try:
-                        batch_tick()
-                    except Exception:  # boundary: pending and submitted batch requests wait for the next tick
-                        log.exception("batch cycle failed; it runs again at the next tick")
-                if drift_tick is not None and drift_due(sampler.client, drift_every, time.time()):
-                    try:
-                        drift_tick()
-                        sampler.client.set(DRIFT_LAST_RUN, time.time())
-                    except Exception:  # boundary: retried at the next tick
-                        log.exception("drift check failed; it runs again at the next tick")
-            else:
-                if leading:
-                    log.warning("lost the scheduler lease")
+            try:
+                leading = _tick_as_leader(lease, phases, leading)
+            except Exception:  # boundary: Redis unreachable for longer than the client rides out
+                log.exception("scheduler tick failed (is Redis reachable?); retried at the next interval")
                 leading = False
             stop.wait(interval)
     finally:
-        lease.release()
+        try:
+            lease.release()
+        except Exception:  # boundary: the lease expires on its own
+            log.warning("could not release the scheduler lease; it expires by itself")
+
+
+def _tick_as_leader(lease: Lease, phases, leading: bool) -> bool:
+    """One tick if the lease is ours: the phases in order, each guarded, the lease kept alive
+    while they run and checked between them. Returns whether this scheduler leads."""
+    if not lease.hold():
+        if leading:
+            log.warning("lost the scheduler lease")
+        return False
+    if not leading:
+        log.info("scheduler is active")
+    with lease.kept_alive():
+        for name, phase, consequence in phases:
+            if lease.lost.is_set():
+                log.warning("scheduler lease lost mid-tick; the remaining phases are left to the new holder",
+                            extra={"phase": name})
+                return False
+            try:
+                phase()
+            except Exception:  # boundary: a failed phase is logged and retried next interval
+                log.exception(f"{name} failed; {consequence}")
+    return True
+
+
+def _sample(sampler: Sampler) -> None:
+    report = sampler.tick()
+    if report:
+        log.info("sampler pass", extra={"summary": report.line()})
+
+
+def _drift_if_due(client: redis.Redis, drift_tick, every_seconds: float) -> None:
+    if drift_due(client, every_seconds, time.time()):
+        drift_tick()
+        client.set(DRIFT_LAST_RUN, time.time())
 
 
 def build_sampler(settings: Settings) -> Sampler:
-    """The sampler as the scheduler and ``tracejudge sample``/``backfill`` run it."""
-    client = redis.Redis.from_url(settings.redis_url)
-    return Sampler(settings, load_rubrics(settings.rubrics_dir), LangfuseTraceSource(build_langfuse_api(settings)),
-                   build_broker(settings), client)
+    """The sampler as the scheduler and ``tracejudge sample``/``backfill`` run it: Redis through
+    the fleet's one connection policy, and the settings' secrets masked in its logs."""
+    register_settings_secrets(settings)
+    client = connect(settings.redis_url)
+    rubrics = load_rubrics(settings.rubrics_dir)
+    # The legacy listing (v3 servers) carries metadata only with I/O: asked for only when a rubric needs it.
+    source = LangfuseTraceSource.for_rubrics(build_langfuse_api(settings), list(rubrics.values()))
+    return Sampler(settings, rubrics, source, build_broker(settings), client)
 
 
 def run_fleet_scheduler(sampler: Sampler, settings: Settings, stop: threading.Event) -> None:
-    """The Procfile's scheduler: sampler ticks, the drift check and, when a batch-mode rubric is
-    loaded, batch cycles, until ``stop`` is set."""
+    """The Procfile's scheduler: sampler ticks, the drift check, batch cycles when a batch-mode
+    rubric is loaded, and the read-back of written scores, until ``stop`` is set."""
     def drift_tick():
         _, alerts, (sent, pending) = run_drift(settings, {r.key: r for r in sampler.rubrics}, sampler.client,
                                                trace_linker(settings))
         logging.getLogger("tracejudge.drift").info(
             "drift check", extra={"new_alerts": len(alerts), "delivered": sent, "pending": pending})
+        try:  # daily, with the drift check: expire old cell-days, trim logs (worker/fleet/housekeeping.py)
+            housekeep(sampler.client, {r.key for r in sampler.rubrics})
+        except Exception:  # boundary: the bounds are applied again tomorrow
+            log.exception("housekeeping failed; it runs again with the next drift check")
 
-    batch = None
-    if any(r.judge.mode == "batch" for r in sampler.rubrics):
-        batch = lambda: batch_tick(get_runtime())  # noqa: E731  (the runtime is built on first use)
-    run_scheduler(sampler, settings.sample_interval_seconds, stop, drift_tick, settings.drift_interval_seconds, batch)
+    has_batch = any(r.judge.mode == "batch" for r in sampler.rubrics)
+
+    def write_tick():  # every tick: batch cycles (paced by themselves), then the read-back of written scores
+        rt = get_runtime()  # built on first use
+        if has_batch:
+            batch_tick(rt)
+        summary = confirm_writes(rt)
+        if summary.requests:
+            log.info("write-back confirmed", extra={"summary": summary.line()})
+
+    run_scheduler(sampler, settings.sample_interval_seconds, stop, drift_tick, settings.drift_interval_seconds,
+                  write_tick)

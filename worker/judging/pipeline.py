@@ -18,13 +18,15 @@ from samplers.hashing import quota_scope
 from worker.batching.store import BatchStore
 from worker.drift.aggregates import DEFAULT_SEGMENT_KEYS as SEGMENT_KEYS
 from worker.errors import OutputNotYetArrived, Unscored, VerdictError
+from worker.rate_limits.circuit import Breaker
+from worker.judges import judge_key
 from worker.judges.base import Judge, JudgeReply, JudgeRequest
 from worker.judges.models import same_family_producers
 from worker.judging.finish import PENDING_WRITE, account, finish_scored, finish_unscored, write_and_count
 from worker.judging.outcome import Outcome, Prepared, Tally
 from worker.judging.prompt import render, render_repair
 from worker.judging.runtime import Runtime
-from worker.judging.variables import map_variables
+from worker.judging.variables import map_variables, observation_names
 from worker.judging.verdict import Verdict, parse_verdict
 from worker.langfuse_io.scores import score_id_for, valid_environment
 from worker.langfuse_io.traces import Trace
@@ -50,12 +52,13 @@ def judge_one(rt: Runtime, trace_id: str, rubric_key: str) -> Outcome:
         return write_and_count(rt, rubric, score_id, json.loads(pending), started=started)
     tally, trace = Tally(), None
     try:
-        trace = rt.traces.fetch(trace_id)
+        trace = rt.traces.fetch(trace_id, observation_names(rubric))
         job = prepare(rt, rubric, trace, score_id)
         if rubric.judge.mode == "batch":
             BatchStore(rt.redis).defer(job, rt.judge_for(rubric))
             return account(rt, rubric, Outcome(trace_id, rubric_key, score_id, "deferred"), started)
-        verdict, repaired = ask_and_parse(rt.judge_for(rubric), rubric, job.request, tally)
+        verdict, repaired = ask_and_parse(rt.judge_for(rubric), rubric, job.request, tally,
+                                          breaker=Breaker(rt.redis, judge_key(rubric)))
     except Unscored as exc:
         return finish_unscored(rt, rubric, score_id, trace_id, exc, tally.usage, tally.calls,
                                trace.metadata if trace else {}, trace.timestamp if trace else None,
@@ -79,16 +82,18 @@ def prepare(rt: Runtime, rubric: Rubric, trace: Trace, score_id: str) -> Prepare
     return Prepared(score_id, trace.id, rubric.key, request, facts, dict(trace.metadata), trace.timestamp)
 
 
-def ask_and_parse(judge: Judge, rubric: Rubric, request: JudgeRequest, tally: Tally) -> tuple[Verdict, bool]:
+def ask_and_parse(judge: Judge, rubric: Rubric, request: JudgeRequest, tally: Tally,
+                  breaker: Breaker | None = None) -> tuple[Verdict, bool]:
     """The judge's verdict and whether it took the repair turn; every call is added to ``tally``.
 
-    Raises Unscored when the judge rejects the request or its answer stays invalid."""
-    reply = _ask(judge, request)
+    Raises Unscored when the judge rejects the request or its answer stays invalid, and
+    CircuitOpen when ``breaker`` (the judge endpoint × model's) is open or opens on this call."""
+    reply = _ask(judge, request, breaker=breaker)
     tally.add(reply.usage)
     verdict = verdict_or_repair(rubric, reply, repaired=False)
     if not isinstance(verdict, str):
         return verdict, False
-    second = _ask(judge, request, (reply, verdict))
+    second = _ask(judge, request, (reply, verdict), breaker=breaker)
     tally.add(second.usage)
     return verdict_or_repair(rubric, second, repaired=True), True
 
@@ -109,14 +114,21 @@ def verdict_or_repair(rubric: Rubric, reply: JudgeReply, *, repaired: bool) -> V
         return repair_text
 
 
-def _ask(judge: Judge, request: JudgeRequest, repair=None) -> JudgeReply:
+def _ask(judge: Judge, request: JudgeRequest, repair=None, breaker: Breaker | None = None) -> JudgeReply:
+    probing = breaker.before_call() if breaker is not None else False  # open: raises before paying
     try:
-        return call_with_retries(lambda: judge.ask(request, repair))
+        reply = call_with_retries(lambda: judge.ask(request, repair))
     except Exception as exc:
+        paused = breaker.failed(exc, service="judge", probing=probing) if breaker is not None else None
+        if paused is not None:  # a revoked key or a retired model: every job would fail the same way
+            raise paused from None
         status = status_of(exc)
         if status in REJECTED_STATUS:
             raise Unscored("judge_rejected", f"HTTP {status}: {str(exc)[:300]}") from None
         raise
+    if breaker is not None:
+        breaker.succeeded(probing)
+    return reply
 
 
 def _check_applies(trace: Trace, rubric: Rubric) -> None:

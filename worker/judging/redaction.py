@@ -1,13 +1,14 @@
 """PII and secret redaction: trace text is masked with typed placeholders before a judge sees it.
 
 The judge is a third party; production traces carry customers' emails, phone numbers, card
-numbers and, now and then, a pasted API key. Each is replaced by a placeholder naming its kind
-(``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[API_KEY]``) so the judge can still tell that the
-answer *contained* one, and the count per kind goes into the score's metadata.
+numbers, US social security numbers, IBANs, passwords and, now and then, a pasted API key. Each
+is replaced by a placeholder naming its kind (``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[SSN]``,
+``[IBAN]``, ``[API_KEY]`` for any credential) so the judge can still tell that the answer
+*contained* one, and the count per kind goes into the score's metadata.
 
 Rules run in order, most specific first: secrets (a key may contain digit runs or an ``@``),
-emails, card numbers (digits that pass the Luhn check), phone numbers last, because a phone
-pattern is the loosest. Each pattern has guards against what production text is full of:
+labelled passwords, emails, IBANs (mod-97 checked) and SSNs, card numbers (digits that pass the
+Luhn check), phone numbers last, because a phone pattern is the loosest. Each pattern has guards against what production text is full of:
 ISO dates and times, UUIDs, order numbers, prices, version numbers, IP addresses.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ import re
 from collections import Counter
 from typing import Callable
 
-PLACEHOLDERS = {"api_key": "[API_KEY]", "email": "[EMAIL]", "card": "[CARD]", "phone": "[PHONE]"}
+PLACEHOLDERS = {"api_key": "[API_KEY]", "email": "[EMAIL]", "card": "[CARD]", "phone": "[PHONE]",
+                "ssn": "[SSN]", "iban": "[IBAN]"}
 
 # Not preceded or followed by a token character: a key inside a longer identifier is no key.
 _B = r"(?<![A-Za-z0-9_\-])"
@@ -42,7 +44,21 @@ _ASSIGNED = re.compile(
 # The password in a connection URL: postgres://user:PASSWORD@host (before the email rule sees "@").
 _URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:)([^\s@/]+)(?=@)")
 
-_ASSIGNED_HINT = re.compile(r"(?i)key|secret|token|passw")
+# A password of any length after its label (the rule above takes only 16+ characters).
+_PASSWORD = re.compile(r"(?i)(\b[A-Za-z0-9_\-]*(?:password|passwd|passwort|pwd|passcode)[\"']?\s*[=:]\s*[\"']?)"
+                       r"([^\s\"',;]{4,64})")
+
+_ASSIGNED_HINT = re.compile(r"(?i)key|secret|token|passw|pwd")
+
+# US social security number, dashed (the way it is written): area 001-899 except 666, group
+# 01-99, serial 0001-9999; a longer digit-dash run (a date, a part number) is not one.
+_SSN = re.compile(r"(?<![\w\-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w\-]|[.,]\d)")
+# IBAN: country, check digits, 11-30 letters/digits, written solid or in groups of four.
+_IBAN = re.compile(r"(?<![\w\-])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![\w\-])")
+# A space-separated North American number (415 555 2671) is three digit groups like any other:
+# taken only after a word that says it is a phone number.
+_PHONE_SPACED = re.compile(r"(?i)(\b(?:call|phone|tel|telephone|mobile|cell|text|fax|whatsapp|number|"
+                           r"reach (?:me|us) at)\b[^\d\n]{0,12})([2-9]\d{2} [2-9]\d{2} \d{4})(?![\w\-]| \d)")
 
 _EMAIL = re.compile(r"(?<![\w.%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w\-])")
@@ -85,6 +101,20 @@ def _is_card(text: str) -> bool:
     return luhn_valid(digits)
 
 
+def _is_iban(text: str) -> bool:
+    """ISO 13616: 15-34 characters whose mod-97 (letters as 10..35, first four moved last) is 1."""
+    compact = text.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def _is_password(value: str) -> bool:
+    """A plain word after "password:" is prose ("password: click the link"), not a password."""
+    return not value.startswith("[") and not re.fullmatch(r"[A-Za-z][a-z]*", value)
+
+
 def _is_phone(text: str) -> bool:
     digits = re.sub(r"\D", "", text)
     if text.startswith("+"):
@@ -105,9 +135,13 @@ class Redactor:
             text = self._sub(_URL_PASSWORD, text, "api_key", group=2)
         if _ASSIGNED_HINT.search(text):  # cheap test first: most text names no credential
             text = self._sub(_ASSIGNED, text, "api_key", group=2, check=_looks_secret)
+            text = self._sub(_PASSWORD, text, "api_key", group=2, check=_is_password)
         if "@" in text:
             text = self._sub(_EMAIL, text, "email")
+        text = self._sub(_IBAN, text, "iban", check=_is_iban)
+        text = self._sub(_SSN, text, "ssn")
         text = self._sub(_CARD, text, "card", check=_is_card)
+        text = self._sub(_PHONE_SPACED, text, "phone", group=2)
         return self._sub(_PHONE, text, "phone", check=_is_phone)
 
     def _sub(self, pattern: re.Pattern, text: str, kind: str, *, group: int = 0,
