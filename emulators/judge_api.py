@@ -30,11 +30,25 @@ from collections import Counter, defaultdict
 
 from emulators.http_base import Emulator, Reply, Server, is_invalid, serve_until_signalled
 from emulators.judge_batches import BatchRoutes, RawBodyHandler
+from emulators.judge_structured import (
+    JSON_SCHEMA_500,
+    NO_JINJA,
+    STRUCTURED_DEFAULTS,
+    output_config_schema,
+    schema_in_text,
+)
 from emulators.judge_verdicts import all_text, quality, tokens, triggers, verdict_for
 
 DEFAULTS = {"latency_ms": 0, "latency_jitter_ms": 0, "fault_rate_429": 0.0, "fault_rate_500": 0.0,
             "fault_rate_529": 0.0, "garbage_rate": 0.0, "retry_after": 1, "openai_json_schema": True,
-            "cache_ttl_seconds": 300.0, "batch_delay_seconds": 0.2, "batch_expire_rate": 0.0}
+            "cache_ttl_seconds": 300.0, "batch_delay_seconds": 0.2, "batch_expire_rate": 0.0,
+            # The providers' limits: Anthropic's 256 MB per batch request, OpenAI's 200 MB per
+            # batch input file and its enqueued-token limit per model (None: not enforced).
+            "batch_max_request_bytes": 256 * 1024 * 1024, "batch_max_file_bytes": 200 * 1024 * 1024,
+            "batch_enqueued_token_limit": None,
+            # Keys answered 401 (revoked) and models answered 404 (retired), to test the breakers.
+            "revoked_keys": [], "retired_models": []}
+DEFAULTS.update(STRUCTURED_DEFAULTS)  # how servers treat structured-output parameters (judge_structured.py)
 # Minimum cacheable prefix per Anthropic model family, in tokens (first matching prefix wins;
 # the documented floors, taking the higher one where sources disagree).
 ANTHROPIC_MIN_CACHE = (("claude-opus-4-7", 2048), ("claude-opus-4-6", 4096), ("claude-opus-4-5", 4096),
@@ -109,6 +123,10 @@ class JudgeEmulator(Emulator):
         batch_answer = self.batches.route(method, path, headers, body, raw)
         if batch_answer is not None:
             return batch_answer
+        if method == "GET" and path == "/v1/models" and self.config["served_models"] is not None:
+            return 200, {"object": "list", "data": self.config["served_models"]}, {}
+        if method == "GET" and path == "/props" and self.config["props"] is not None:
+            return 200, self.config["props"], {}
         if method == "POST" and path == "/v1/messages":
             return self._provider("anthropic", headers, body, self._anthropic)
         if method == "POST" and path == "/v1/chat/completions":
@@ -128,11 +146,18 @@ class JudgeEmulator(Emulator):
             if latency:
                 time.sleep(latency / 1000)
             self._auth(provider, headers)
+            self._revoked(provider, headers, cfg)
             if is_invalid(body) or not isinstance(body, dict):
                 raise _error(provider, 400, "invalid_request_error", "request body is not a JSON object")
             model = body.get("model")
+            if model in cfg["retired_models"]:
+                with self._lock:
+                    self.counts[f"retired:{model}"] += 1
+                raise _error(provider, 404, "not_found_error", f"model: {model} (the model does not exist)")
             with self._lock:
                 self.request_times[f"{provider}:{model}"].append(arrived)
+            if getattr(self, "provider_limits", None) is not None:  # emulators/judge_limits.py
+                self.provider_limits.admit(provider, body)
             status, payload, extra = answer(body, cfg)
             with self._lock:
                 self.counts[f"status:{status}"] += 1
@@ -144,6 +169,13 @@ class JudgeEmulator(Emulator):
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def _revoked(self, provider, headers, cfg) -> None:
+        key = (headers.get("x-api-key") or (headers.get("Authorization") or "").removeprefix("Bearer ")).strip()
+        if key and key in cfg["revoked_keys"]:
+            with self._lock:
+                self.counts[f"revoked:{provider}"] += 1
+            raise _error(provider, 401, "authentication_error", "invalid x-api-key")
 
     def _auth(self, provider, headers):
         if provider == "anthropic":
@@ -200,9 +232,17 @@ class JudgeEmulator(Emulator):
         q = quality(text)
         usage = self._anthropic_usage(body, cfg)
         tool = _forced_tool(body)
+        if tool is not None and cfg["anthropic_tools"] == "refuse":
+            raise _error("anthropic", 500, "api_error", NO_JINJA)
+        if tool is not None and cfg["anthropic_tools"] == "ignore":
+            tool = None
+        text_schema = None if tool else (output_config_schema(body, cfg) or schema_in_text(all_text(body["messages"])))
         content, stop = [], "end_turn"
         if "refusal" in faults:
             content, stop = [], "refusal"
+        elif text_schema is not None and "garbage" not in faults:
+            verdict = verdict_for(text_schema, q, "offscale" in faults)
+            content = [{"type": "text", "text": json.dumps(verdict)}]
         elif "garbage" in faults or tool is None:
             content = [{"type": "text", "text": f"I think this answer is decent, maybe {round(q * 10)}/10."}]
         elif "truncated" in faults:
@@ -264,15 +304,21 @@ class JudgeEmulator(Emulator):
                 raise _error("openai", 400, "invalid_request_error", f"Missing required parameter: '{key}'.")
         fmt = body.get("response_format") or {}
         if fmt.get("type") == "json_schema" and not cfg["openai_json_schema"]:
-            raise _error("openai", 400, "invalid_request_error",
+            if cfg["openai_json_schema_status"] == 500:
+                raise _error("openai", 500, "internal_server_error", JSON_SCHEMA_500)
+            raise _error("openai", cfg["openai_json_schema_status"], "invalid_request_error",
                          "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.",
                          param="response_format")
+        if body.get("tools") and not cfg["openai_tools"]:
+            raise _error("openai", 500, "server_error", NO_JINJA)
         text = all_text(body["messages"])
         faults = self._faults("openai", body, text, cfg)
         q = quality(text)
         schema, tool_name = None, None
         if fmt.get("type") == "json_schema":
             schema = (fmt.get("json_schema") or {}).get("schema") or {}
+        elif fmt.get("type") == "json_object":
+            schema = schema_in_text(text)
         choice_tool = body.get("tool_choice")
         if isinstance(choice_tool, dict) and choice_tool.get("type") == "function":
             tool_name = choice_tool["function"]["name"]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import redis
 
 from samplers.dedup import EnqueueOnce
+from samplers.late import START_KEY, due_late_windows, utc_stamp as _stamp
 from samplers.quota import SegmentQuota
 from samplers.selection import select
 from samplers.source import LangfuseTraceSource, TraceRef, is_own_or_internal
@@ -21,6 +22,14 @@ from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
 
 CURSOR_KEY = "tracejudge:sampler:cursor"
+# Moves the cursor forward only. Values are UTC ISO 8601 with microseconds, so the string order
+# is the time order (and a value stored without microseconds still compares right: '+' < '.').
+_ADVANCE = """
+local current = redis.call('GET', KEYS[1])
+if current and current >= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
 LAST_PASS_KEY = "tracejudge:sampler:last_pass"
 log = logging.getLogger("tracejudge.sampler")
 
@@ -37,12 +46,15 @@ class PassReport:
     budget_held: int = 0  # selected but not enqueued: the rubric's daily budget is (nearly) spent
     per_rubric: Counter = dataclasses.field(default_factory=Counter)
     requests: int = 0
+    late: list["PassReport"] = dataclasses.field(default_factory=list)  # the late passes run after it
 
     def line(self) -> str:
         return (f"window {self.since.isoformat()} .. {self.until.isoformat()}: scanned {self.scanned}, "
                 f"excluded {self.excluded}, selected {self.selected}, enqueued {self.enqueued}, "
                 f"already enqueued {self.already_enqueued}"
-                + (f", held back by budget {self.budget_held}" if self.budget_held else ""))
+                + (f", held back by budget {self.budget_held}" if self.budget_held else "")
+                + "".join(f"; late pass {r.since.isoformat()} .. {r.until.isoformat()}: scanned {r.scanned}, "
+                          f"enqueued {r.enqueued}" for r in self.late))
 
 
 class Sampler:
@@ -55,6 +67,7 @@ class Sampler:
         self.client = client
         self.once = EnqueueOnce(client)
         self.quota = SegmentQuota(client)
+        self._advance = client.register_script(_ADVANCE)
 
     def run_pass(self, since: dt.datetime, until: dt.datetime,
                  on_trace: Callable[[TraceRef], None] | None = None) -> PassReport:
@@ -104,21 +117,33 @@ class Sampler:
         return set(held)
 
     def tick(self, now: dt.datetime | None = None) -> PassReport | None:
-        """One continuous step: from the cursor (minus the overlap) up to now minus settle."""
+        """One continuous step: from the cursor (minus the overlap) up to now minus settle, then
+        the late passes that are due (samplers/late.py)."""
         now = now or dt.datetime.now(dt.timezone.utc)
         until = now - dt.timedelta(seconds=self.settings.settle_seconds)
         cursor = self.cursor() or until - dt.timedelta(seconds=self.settings.sample_interval_seconds)
         since = cursor - dt.timedelta(seconds=self.settings.overlap_seconds)
         if until <= since:
             return None
+        self.client.set(START_KEY, _stamp(cursor), nx=True)  # late passes never reach before the start
         report = self.run_pass(since, until)
         # Advance only after the whole window was enqueued: a crash re-scans, dedup makes it free.
         self.set_cursor(max(until, cursor))
+        for window in due_late_windows(self.client, self.settings.late_scans, now, max(until, cursor)):
+            late = self.run_pass(window.since, window.until)
+            window.done(self.client, self._advance)
+            report.late.append(late)
         return report
 
     def cursor(self) -> dt.datetime | None:
         raw = self.client.get(CURSOR_KEY)
         return dt.datetime.fromisoformat(raw.decode()) if raw else None
 
-    def set_cursor(self, value: dt.datetime) -> None:
-        self.client.set(CURSOR_KEY, value.astimezone(dt.timezone.utc).isoformat())
+    def set_cursor(self, value: dt.datetime) -> bool:
+        """Advance the cursor to ``value``; never backwards (a scheduler whose slow pass was
+        overtaken by the new lease holder's must not rewind it). False when it did not move."""
+        stamp = _stamp(value)
+        if self._advance(keys=[CURSOR_KEY], args=[stamp]):
+            return True
+        log.info("cursor not moved: it is already at or past this window's end", extra={"until": stamp})
+        return False

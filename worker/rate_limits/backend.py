@@ -8,19 +8,22 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class Grant:
-    """``admitted``: the slot was taken. Otherwise ``wait`` seconds until one may free.
-    ``adaptive``: the key currently runs under a lowered (adaptive) limit."""
+    """``admitted``: a send slot was reserved ``wait`` seconds from now (at ``slot``, the store's
+    clock in ms). Otherwise ``wait`` seconds until the slot, none reserved. ``adaptive``: the key
+    is learning (it was refused lately), so its outcomes are worth reporting."""
 
     admitted: bool
     wait: float = 0.0
     adaptive: bool = False
+    slot: int = 0
 
 
 class RateLimitBackend(abc.ABC):
     @abc.abstractmethod
     def acquire(self, key: str, *, rpm: int | None, tpm: int | None, tokens: int, member: str,
-                window: float) -> Grant:
-        """Take one request slot (and ``tokens``) in the sliding ``window`` if both fit."""
+                window: float, horizon: float, recovery: float) -> Grant:
+        """Reserve the key's next send slot (and ``tokens``) if it is at most ``horizon`` seconds
+        away: paced at the learned rate under the configured one, within the sliding ``window``."""
 
     @abc.abstractmethod
     def settle(self, key: str, member: str, tokens: int) -> None:
@@ -28,13 +31,15 @@ class RateLimitBackend(abc.ABC):
 
     @abc.abstractmethod
     def throttled(self, key: str, *, rpm: int | None, tpm: int | None, retry_after: float | None,
-                  factor: float, cooldown: float, window: float, floor: float) -> None:
-        """The service said 429/529: lower the key's limit (not below ``floor`` requests per
-        window, or the configured limit if lower) and pause the fleet for ``retry_after``."""
+                  window: float, factor: float, evidence: float, recovery: float, floor: float,
+                  latency: float) -> int:
+        """The service said 429/529 to a call that took ``latency`` seconds. Returns 1 when the
+        pace was lowered (to ``factor`` of the rate the service admitted, not below ``floor``),
+        2 when an earlier decrease turned out not to help and was undone, else 0."""
 
     @abc.abstractmethod
-    def succeeded(self, key: str, *, rpm: int | None, tpm: int | None, step: float) -> None:
-        """A call under an adaptive limit succeeded: raise the limit by ``step`` of its ceiling."""
+    def succeeded(self, key: str) -> None:
+        """Count one success of a learning key (the admitted rate, and the clock of recovery)."""
 
     @abc.abstractmethod
     def record_wait(self, key: str, seconds: float) -> None:
@@ -42,4 +47,4 @@ class RateLimitBackend(abc.ABC):
 
     @abc.abstractmethod
     def snapshot(self) -> dict[str, dict]:
-        """Per key: effective limits, pause, throttle and wait counters."""
+        """Per key: the learned pace, background refusal share, pause, throttle and wait counters."""

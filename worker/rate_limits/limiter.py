@@ -1,10 +1,26 @@
-"""The fleet-wide limiter: a worker thread that hits a limit sleeps until a slot frees.
+"""The fleet-wide limiter: a worker thread that hits a limit sleeps until its slot.
 
-Limits are per key ("judge:<provider>:<model>", "langfuse"). They adapt: a 429 (or an
-Anthropic 529 "overloaded") halves the key's effective limit for the whole fleet and pauses
-it for the server's Retry-After; every success adds a small step back toward the configured
-limit (additive increase, multiplicative decrease, as TCP does). A wait longer than
-``max_wait`` raises ``RateLimitWait`` so the job is delayed through dramatiq, never lost.
+Limits are per key (the key RateLimitedJudge passes, "langfuse"). Calls are paced, evenly with
+a small burst, at the configured limit (inside a strict sliding window) or at a pace learned
+from the service's refusals, whichever is lower. The pace is found and held like this:
+
+- A 429 (or an Anthropic 529 "overloaded") is evidence; after ``decrease_cooldown`` seconds of
+  it the pace drops to ``decrease_factor`` of the rate the service actually admitted over that
+  span (not of the configured limit or the current pace), once, for the whole fleet.
+- A few seconds later the decrease is checked: if refusals did not become rarer and the
+  admitted rate fell along with ours, the provider admits a share of whatever we send: the
+  refusals are not caused by our rate (random 429s, an overload). Their share is learned as
+  background, the learned pace is dropped, and from then on only refusals clearly above that
+  share lower the pace (decreases then add the background share back).
+- The pace grows back along a cubic of the time since the decrease (slowly near the rate that
+  drew the refusal, then faster: ``recovery_seconds`` is where it has doubled), once a call has
+  succeeded, so a lifted limit is reached within about a minute.
+- Retry-After pauses the key (never another key) fleet-wide only when most of its recent
+  answers are refusals; an isolated refusal delays just the call that drew it (its retry
+  honours the header).
+
+A wait longer than ``max_wait`` raises ``RateLimitWait`` so the job is delayed through dramatiq,
+never lost.
 """
 from __future__ import annotations
 
@@ -27,6 +43,10 @@ LANGFUSE_KEY = "langfuse"
 DEFAULT_SLACK_SECONDS = 1.0
 # A woken thread rechecks at least this often (a pause may end or a limit rise meanwhile).
 MAX_NAP_SECONDS = 5.0
+# Send slots are reserved at most this far ahead, so a lowered pace takes effect within it.
+RESERVE_AHEAD_SECONDS = 2.0
+# A key is "learning" this long after its last refusal: its successes are reported meanwhile.
+LEARNING_SECONDS = 120.0
 
 _listeners: list[Callable[[str, float], None]] = []
 
@@ -64,37 +84,49 @@ class Ticket:
     tokens: int
     waited: float
     adaptive: bool
+    sent_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class RateLimiter:
     def __init__(self, backend: RateLimitBackend, *, max_wait: float = 300.0,
                  window: float = 60.0, slack: float = DEFAULT_SLACK_SECONDS,
-                 decrease_factor: float = 0.5, decrease_cooldown: float = 5.0,
-                 increase_step: float = 0.02, min_requests_per_minute: float = 10.0, sleep: Callable[[float], None] = time.sleep):
+                 decrease_factor: float = 0.95, decrease_cooldown: float = 1.0,
+                 recovery_seconds: float = 25.0, min_requests_per_minute: float = 10.0,
+                 sleep: Callable[[float], None] = time.sleep):
         if not 0 < decrease_factor < 1:
             raise ValueError("decrease_factor must be between 0 and 1")
+        if recovery_seconds <= 0:
+            raise ValueError("recovery_seconds must be positive")
         self.backend = backend
         self.max_wait = max_wait
         self.window = window + slack
         self.decrease_factor = decrease_factor
         self.decrease_cooldown = decrease_cooldown
-        self.increase_step = increase_step
-        # Halving stops here: one request drawing a 429 says little about the rate the service
-        # allows (its Retry-After pause covers that case), so a limit of 1/min would be a guess.
+        self.recovery_seconds = recovery_seconds
+        # The learned pace stops here: a service that admitted nothing at all over the evidence
+        # span says little about the rate it allows (its Retry-After pause covers that case).
         self.min_requests_per_minute = min_requests_per_minute
         self._sleep = sleep
         # This process's waits per key; the fleet's are in the backend (``snapshot``).
         self.local_waits: Counter = Counter()
+        self._learning: dict[str, float] = {}  # key -> monotonic time it stops learning (this process)
         self._lock = threading.Lock()
 
     def acquire(self, key: str, limit: Limit, *, tokens: int = 0) -> Ticket:
-        """Block until ``key`` has a request slot (and ``tokens``) free, then take it."""
+        """Block until ``key`` has a send slot (and ``tokens``) free, then take it."""
         member = uuid.uuid4().hex
         waited = 0.0
+        horizon = min(self.max_wait, RESERVE_AHEAD_SECONDS)
         while True:
             grant = self.backend.acquire(key, rpm=limit.requests_per_minute, tpm=limit.tokens_per_minute,
-                                         tokens=tokens, member=member, window=self.window)
+                                         tokens=tokens, member=member, window=self.window, horizon=horizon,
+                                         recovery=self.recovery_seconds)
+            if grant.adaptive:
+                self._mark_learning(key)
             if grant.admitted:
+                if grant.wait > 0:
+                    self._sleep(grant.wait)
+                    waited += grant.wait
                 if waited:
                     self._record_wait(key, waited)
                 return Ticket(key, limit, member, tokens, waited, grant.adaptive)
@@ -104,7 +136,9 @@ class RateLimiter:
                 raise RateLimitWait(f"rate limit for {key}: next slot in {grant.wait:.0f}s after "
                                     f"waiting {waited:.0f}s", retry_after=max(grant.wait, 1.0))
             # Jitter spreads the threads that wait for the same slot.
-            nap = min(grant.wait, MAX_NAP_SECONDS) + random.uniform(0.0, 0.05)
+            # A slot further than the horizon can be reserved once it is within it.
+            ahead = grant.wait - horizon if grant.wait > horizon else grant.wait
+            nap = min(max(ahead, 0.01), MAX_NAP_SECONDS) + random.uniform(0.0, 0.05)
             self._sleep(nap)
             waited += nap
 
@@ -114,18 +148,24 @@ class RateLimiter:
             self.backend.settle(ticket.key, ticket.member, max(0, int(tokens)))
 
     def throttled(self, ticket: Ticket, retry_after: float | None) -> None:
-        """The service answered 429/529 to this call: lower the limit, pause the fleet."""
-        log.warning("rate limited by the service", extra={"limit_key": ticket.key, "retry_after": retry_after})
-        self.backend.throttled(ticket.key, rpm=ticket.limit.requests_per_minute,
-                               tpm=ticket.limit.tokens_per_minute, retry_after=retry_after,
-                               factor=self.decrease_factor, cooldown=self.decrease_cooldown,
-                               window=self.window, floor=self.min_requests_per_minute)
+        """The service answered 429/529 to this call: evidence about the key's pace."""
+        self._mark_learning(ticket.key)
+        change = self.backend.throttled(
+            ticket.key, rpm=ticket.limit.requests_per_minute, tpm=ticket.limit.tokens_per_minute,
+            retry_after=retry_after, window=self.window, factor=self.decrease_factor,
+            evidence=self.decrease_cooldown, recovery=self.recovery_seconds,
+            floor=self.min_requests_per_minute, latency=time.monotonic() - ticket.sent_at)
+        if change:
+            log.warning("rate limited by the service" if change == 1 else "refusals are background, pace restored",
+                        extra={"limit_key": ticket.key, "retry_after": retry_after})
 
     def succeeded(self, ticket: Ticket) -> None:
-        """The call went through: a lowered limit climbs back a step."""
-        if ticket.adaptive:
-            self.backend.succeeded(ticket.key, rpm=ticket.limit.requests_per_minute,
-                                   tpm=ticket.limit.tokens_per_minute, step=self.increase_step)
+        """The call went through: counted while the key is learning (its admitted rate)."""
+        if ticket.adaptive or self._learning.get(ticket.key, 0.0) > time.monotonic():
+            self.backend.succeeded(ticket.key)
+
+    def _mark_learning(self, key: str) -> None:
+        self._learning[key] = time.monotonic() + LEARNING_SECONDS
 
     def snapshot(self) -> dict[str, dict]:
         """Fleet-wide, per key: adaptive limits, lowest limit, 429s seen, pause, waits."""
