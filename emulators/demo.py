@@ -125,7 +125,7 @@ def summary(stack: LocalStack, client: redis.Redis, started: float, echo) -> Non
     unscored = {k.split(":", 1)[1]: v for k, v in stats.items()
                 if k.startswith("unscored:") and k.count(":") == 1 and k != "unscored:not_applicable"}
     echo("\n=== tracejudge demo summary ===")
-    echo(f"traces scanned        {stats.get('sampler_scanned', 0)} (with overlap re-scans) "
+    echo(f"traces scanned        {stats.get('sampler_scanned', 0)} (with late passes) "
          f"({stats.get('sampler_excluded', 0)} excluded: langfuse-* environments and tracejudge's own)")
     echo(f"sampled (trace x rubric) {stats.get('sampler_selected', 0)}, enqueued {stats.get('enqueued', 0)}")
     confirmed = stats.get("confirmed", 0)

@@ -136,13 +136,15 @@ def test_report_of_a_real_pipeline_run_shows_every_rubric_and_opens_in_chromium(
 
 
 def _seed(redis_client, rubric, rows):
-    """Record outcomes exactly as the pipeline does: OutcomeLog with the aggregate ops."""
+    """Record outcomes exactly as the pipeline does: OutcomeLog with the aggregate ops, a score's
+    applied when its read-back confirms it."""
     log = OutcomeLog(redis_client)
     usage = Usage(input_tokens=1000, output_tokens=100)
     for i, (trace_id, meta, when, value, reason) in enumerate(rows):
         if reason is None:
             ops = agg.scored_ops(rubric, trace_id, meta, when, value, 12_345)
-            log.scored(f"s{i}", rubric.key, usage, Decimal("0.012345"), 1, extra=ops)
+            log.scored(f"s{i}", rubric.key, usage, Decimal("0.012345"), 1, {"id": f"s{i}"}, on_confirm=ops)
+            log.confirmed(f"s{i}", rubric.key, ops)
         else:
             ops = agg.unscored_ops(rubric, meta, when, reason)
             log.unscored(f"u{i}", rubric.key, trace_id, reason, "", usage, Decimal("0"), 1, extra=ops)

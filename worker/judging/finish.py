@@ -23,6 +23,7 @@ from worker.accounting import job_metrics
 from worker.accounting.pricing import cost_usd
 from worker.drift.aggregates import scored_ops, unscored_ops
 from worker.errors import Unscored
+from worker.judges import judge_key
 from worker.judges.base import Usage
 from worker.judging.outcome import Outcome, Prepared
 from worker.judging.runtime import Runtime
@@ -40,7 +41,7 @@ def finish_scored(rt: Runtime, rubric: Rubric, job: Prepared, verdict: Verdict, 
 
     The verdict is kept first, before anything that can fail (the config lookup, the write),
     so a retry finishes from it and never pays the judge again."""
-    cost = cost_usd(rubric.judge.model, usage, batch=batch)
+    cost = judge_cost(rubric, usage, batch=batch)
     body = score_body(job, rubric, verdict, usage, cost, calls, repaired, batch=batch)
     pending = {"body": body, "usage": dataclasses.asdict(usage), "calls": calls, "cost": str(cost),
                "metadata": job.metadata, "timestamp": job.timestamp.isoformat() if job.timestamp else None,
@@ -75,7 +76,7 @@ def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict, *
 def finish_unscored(rt: Runtime, rubric: Rubric, score_id: str, trace_id: str, exc: Unscored, usage: Usage,
                     calls: int, metadata: dict, timestamp, *, batch: bool = False,
                     started: float | None = None) -> Outcome:
-    cost = cost_usd(rubric.judge.model, usage, batch=batch)
+    cost = judge_cost(rubric, usage, batch=batch)
     extra = [] if exc.reason == "not_applicable" else unscored_ops(rubric, metadata, timestamp, exc.reason,
                                                                     quota_scope(rubric, trace_id, rt.settings.sample_rate))
     rt.outcomes.unscored(score_id, rubric.key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
@@ -83,6 +84,11 @@ def finish_unscored(rt: Runtime, rubric: Rubric, score_id: str, trace_id: str, e
                                 "detail": exc.detail[:200]})
     outcome = Outcome(trace_id, rubric.key, score_id, "unscored", exc.reason, usage=usage, cost=cost)
     return account(rt, rubric, outcome, started)
+
+
+def judge_cost(rubric: Rubric, usage: Usage, *, batch: bool = False) -> Decimal:
+    """What the rubric's judge calls cost: its endpoint's own price row, else its model's."""
+    return cost_usd(rubric.judge.model, usage, batch=batch, judge_key=judge_key(rubric))
 
 
 def account(rt: Runtime, rubric: Rubric, outcome: Outcome, started: float | None) -> Outcome:
