@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from emulators.judge_api import JudgeEmulator
-from tests.helpers import REPO, hand_built_runtime, one_trace
+from tests.helpers import REPO, hand_built_runtime, one_trace, spy_on
 from worker.accounting.pricing import check_priced, cost_usd, price_table, use_price_file
 from worker.authoring.lint import lint
 from worker.errors import ConfigError, Unscored
@@ -184,7 +184,11 @@ def test_a_500_naming_json_schema_falls_back_to_a_tool_once_for_the_fleet(tmp_pa
     local_emu.configure(openai_json_schema=False, openai_json_schema_status=500)  # llama-cpp-python
     rubric = rubric_for(tmp_path, local_emu)
     judge = build_judge(rubric.judge, settings, memory=ModeMemory(redis_client))
+    sent = spy_on(local_emu)
     verdict = ask(judge, rubric)
+    # Asked once with the schema (refused with the 500), then answered through the forced tool.
+    assert [b.get("response_format", {}).get("type") for b in sent] == ["json_schema", None]
+    assert sent[-1]["tool_choice"]["function"]["name"] == sent[-1]["tools"][0]["function"]["name"]
     assert 1 <= verdict.raw_score <= 5
     assert redis_client.hget(MEMORY_KEY, judge_key(rubric)) == b"tool"
     # Another process of the fleet starts on the learned mode: no json_schema request at all.
