@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from emulators.http_base import Reply
-from emulators.langfuse_routes import _raw, _trace, select_traces
+from emulators.langfuse_routes import _raw, _trace, newest_in_window, select_traces
 from emulators.langfuse_store import Invalid, Store, parse_time
 
 TRACE_FIELD_GROUPS = ("core", "io", "scores", "observations", "metrics")
@@ -135,11 +135,8 @@ def scores_v1(store: Store, q: dict, query: dict) -> dict:
             continue
         if environments and s["environment"] not in environments:
             continue
-        stamp = parse_time(s["timestamp"])
-        if (since and stamp < since) or (until and stamp >= until):
-            continue
         selected.append(s)
-    selected.sort(key=lambda s: (s["timestamp"], s["id"]), reverse=True)
+    selected = newest_in_window(selected, since, until)
     chunk = selected[(page - 1) * limit: page * limit]
     return {"data": [_score_v1(s) for s in chunk],
             "meta": {"page": page, "limit": limit, "totalItems": len(selected),

@@ -225,11 +225,8 @@ def scores_v3(store: Store, q: dict) -> dict:
         if any(str(s.get(k) if k != "source" else s[k].upper()) not in {v.upper() if k == "source" else v for v in vals}
                for k, vals in lists.items()):
             continue
-        stamp = parse_time(s["timestamp"])
-        if (since and stamp < since) or (until and stamp >= until):
-            continue
         selected.append(s)
-    selected.sort(key=lambda s: (s["timestamp"], s["id"]), reverse=True)
+    selected = newest_in_window(selected, since, until)
     if q.get("cursor"):
         after = decode_cursor(q["cursor"])
         selected = [s for s in selected if (s["timestamp"], s["id"]) < (after["t"], after["id"])]
@@ -262,3 +259,10 @@ def score_configs(store: Store, method: str, path: str, q: dict, body):
                 if body and key in body:
                     config[key] = body[key]
         return 200, dict(config)
+
+
+def newest_in_window(scores: list[dict], since, until) -> list[dict]:
+    """Scores with a timestamp in [since, until), newest first (ties by id), as both score lists order them."""
+    kept = [s for s in scores if not (since and parse_time(s["timestamp"]) < since)
+            and not (until and parse_time(s["timestamp"]) >= until)]
+    return sorted(kept, key=lambda s: (s["timestamp"], s["id"]), reverse=True)
