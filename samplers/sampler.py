@@ -81,6 +81,7 @@ class Sampler:
             if is_own_or_internal(ref):
                 report.excluded += 1
                 continue
+            claimed = []
             for rubric in select(self.rubrics, ref, self.settings.sample_rate, self.quota):
                 report.selected += 1
                 if rubric.key in held:
@@ -90,14 +91,8 @@ class Sampler:
                 if not self.once.claim(rubric.key, ref.trace_id):
                     report.already_enqueued += 1
                     continue
-                try:
-                    self.broker.enqueue(judge_message(ref.trace_id, rubric.key))
-                except Exception:
-                    self.once.release(rubric.key, ref.trace_id)
-                    raise
-                self.once.confirm(rubric.key, ref.trace_id)
-                report.enqueued += 1
-                report.per_rubric[rubric.key] += 1
+                claimed.append(rubric.key)
+            self._enqueue(ref.trace_id, claimed, report)
         report.requests = self.source.requests - before
         self.client.hset(LAST_PASS_KEY, mapping={"at": dt.datetime.now(dt.timezone.utc).isoformat(),
                                                  "line": report.line()})
@@ -107,6 +102,19 @@ class Sampler:
             if value:
                 self.client.hincrby(STATS, field, value)
         return report
+
+    def _enqueue(self, trace_id: str, keys: list[str], report: PassReport) -> None:
+        """One job per claimed rubric version, each naming the others, so the trace is read once."""
+        for i, key in enumerate(keys):
+            try:
+                self.broker.enqueue(judge_message(trace_id, key, [k for k in keys if k != key]))
+            except Exception:
+                for left in keys[i:]:
+                    self.once.release(left, trace_id)
+                raise
+            self.once.confirm(key, trace_id)
+            report.enqueued += 1
+            report.per_rubric[key] += 1
 
     def budget_held(self) -> set[str]:
         """Rubric keys whose budget is held now (checked once per pass); the day's alert is queued."""

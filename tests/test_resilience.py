@@ -81,6 +81,7 @@ def test_ten_percent_of_langfuse_and_judge_calls_failing_loses_and_duplicates_no
     assert len(pairs) == len(set(pairs))
     assert set(pairs) == expected
     lf, judge = langfuse_emu.stats(), judge_emu.stats()["counts"]
-    assert lf.get("fault 500", 0) > 5 and lf.get("fault 429", 0) > 5, lf  # faults were really injected
+    # faults were really injected (the run makes ~150 Langfuse requests: a trace read is one request)
+    assert lf.get("fault 500", 0) > 0 and lf.get("fault 429", 0) > 0 and lf["fault 500"] + lf["fault 429"] > 5, lf
     assert judge.get("fault:500", 0) > 0 and judge.get("fault:429", 0) > 0, judge
     assert runtime.outcomes.stats()["scored"] == len(expected)

@@ -223,12 +223,15 @@ def test_agent_trace_fetch_reads_only_the_root_and_the_named_steps(settings, run
     trace = runtime.traces.fetch(info["trace_id"], observation_names(groundedness))
     assert [o["id"] for o in trace.observations] == [info["root_id"], info["retrieval_ids"][0]]
     with_io = [r["query"] for r in langfuse_emu.requests()[before:] if "io" in r["query"]["fields"][0]]
-    assert len(with_io) == 2
+    # the first page (a small trace would be whole in it), the root, the chosen step
+    assert len(with_io) == 3
     assert {json.dumps(sorted(q)) for q in with_io} == {
+        json.dumps(sorted(["traceId", "fields", "limit"])),
         json.dumps(sorted(["traceId", "isRootObservation", "fields", "limit"])),
         json.dumps(sorted(["traceId", "name", "fromStartTime", "toStartTime", "fields", "limit"]))}
+    assert with_io[0]["limit"] == [str(traces.SMALL_TRACE)]
     assert all(q["traceId"] == [info["trace_id"]] for q in with_io)
-    assert len(langfuse_emu.requests()) - before == 3  # root, the outline (no I/O), the chosen step
+    assert len(langfuse_emu.requests()) - before == 4  # and the outline (no I/O)
     assert trace.producer_models == [] and trace.metadata == {"feature": "agent", "tenant": "acme"}
     assert langfuse_emu.violations() == []
 
@@ -252,4 +255,7 @@ def test_large_trace_benchmark_runs_and_the_sized_fetch_reads_less_for_the_same_
     rows = large_trace.run(n_observations=60, payload_bytes=4_000, repeat=1)
     whole, named, legacy = rows
     assert whole["score"] == named["score"] == legacy["score"]
-    assert named["bytes"] * 5 < whole["bytes"] and named["kept"] == 2 and whole["kept"] == 60
+    # the named fetch reads a first page (SMALL_TRACE of the 60 steps with I/O, a small trace's
+    # whole read), the root, the outline and the named step: under a third of the whole trace
+    assert named["bytes"] * 3 < whole["bytes"]
+    assert named["kept"] == 2 and whole["kept"] == 60

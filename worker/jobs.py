@@ -1,6 +1,7 @@
 """The judge job's wire contract: queue and actor names, the message, and the rubric key.
 
-A job is ``judge_trace(trace_id, "name@vN")`` on the ``judge`` queue. The sampler, the budget's
+A job is ``judge_trace(trace_id, "name@vN")`` on the ``judge`` queue (with its siblings, the
+other versions judging the same trace, as a message option). The sampler, the budget's
 unparking and the dead-letter tools build and read jobs through this module alone, so they
 depend on the contract and not on the broker that runs it (worker/fleet).
 """
@@ -13,6 +14,7 @@ from dramatiq.message import Message
 JUDGE_QUEUE = "judge"
 JUDGE_ACTOR = "judge_trace"
 EXHAUSTED_ACTOR = "record_exhausted"
+SIBLINGS = "siblings"  # message option: the rubric keys judged with this one for its trace
 
 
 class RubricKey(NamedTuple):
@@ -35,6 +37,8 @@ def format_rubric_key(name: str, version: int) -> str:
     return f"{name}@v{version}"
 
 
-def judge_message(trace_id: str, rubric_key: str) -> Message:
+def judge_message(trace_id: str, rubric_key: str, siblings: tuple[str, ...] | list[str] = ()) -> Message:
+    """``siblings``: the other rubric versions enqueued for the same trace in the same pass, so
+    the first of their jobs reads the trace once for all (worker/langfuse_io/shared_traces.py)."""
     return Message(queue_name=JUDGE_QUEUE, actor_name=JUDGE_ACTOR, args=(trace_id, rubric_key),
-                   kwargs={}, options={})
+                   kwargs={}, options={SIBLINGS: list(siblings)} if siblings else {})

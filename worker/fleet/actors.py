@@ -16,7 +16,7 @@ from worker.alerts import outbox
 from worker.alerts.kinds import WorkPaused
 from worker.alerts.sinks import sinks_for
 from worker.errors import CircuitOpen, OutputNotYetArrived, TransientError
-from worker.jobs import RubricKey
+from worker.jobs import SIBLINGS, RubricKey
 from worker.judging.pipeline import judge_one
 from worker.judging.runtime import Runtime, get_runtime
 from worker.langfuse_io.scores import score_id_for
@@ -32,10 +32,19 @@ def judge_trace(trace_id: str, rubric_key: str) -> None:
     """Judge one trace for one rubric version; the message is acked only after the score is
     written (or the trace recorded unscored, or the job parked by the budget)."""
     with job_context(trace_id, rubric_key):
-        _judge_trace(trace_id, rubric_key)
+        _judge_trace(trace_id, rubric_key, _siblings())
 
 
-def _judge_trace(trace_id: str, rubric_key: str) -> None:
+def _siblings() -> list[str]:
+    """The other versions judging this trace, on a job's first delivery only: a retry comes
+    later, when its siblings are done, and reads the trace for itself."""
+    message = CurrentMessage.get_current_message()
+    if message is None or message.options.get("retries") or message.options.get("free_delays"):
+        return []
+    return list(message.options.get(SIBLINGS) or [])
+
+
+def _judge_trace(trace_id: str, rubric_key: str, siblings: list[str]) -> None:
     rt = get_runtime()
     budget = rt.budget
     rubric = rt.rubrics.get(rubric_key)
@@ -55,7 +64,7 @@ def _judge_trace(trace_id: str, rubric_key: str) -> None:
                 return
             reservation = None  # judged already: the pipeline skips it at no cost
     try:
-        outcome = _judge_one_guarded(rt, writes, probing, trace_id, rubric_key)
+        outcome = _judge_one_guarded(rt, writes, probing, trace_id, rubric_key, siblings)
     except CircuitOpen as exc:  # the judge's or Langfuse's breaker is open: wait, burning no retry
         raise _paused(rt, rubric_key, exc) from None
     except RateLimitWait as exc:  # a full rate limit is not a failure: the delay burns no retry
@@ -77,11 +86,12 @@ def _judge_trace(trace_id: str, rubric_key: str) -> None:
                               "cost_usd": float(outcome.cost)})
 
 
-def _judge_one_guarded(rt: Runtime, writes: Breaker, probing: bool, trace_id: str, rubric_key: str):
+def _judge_one_guarded(rt: Runtime, writes: Breaker, probing: bool, trace_id: str, rubric_key: str,
+                       siblings: list[str]):
     """``judge_one`` (which records its spend before the reservation goes), with a permanent
     Langfuse error (a revoked key, ingestion suspended) turned into the Langfuse breaker's pause."""
     try:
-        outcome = judge_one(rt, trace_id, rubric_key)
+        outcome = judge_one(rt, trace_id, rubric_key, siblings)
     except CircuitOpen:
         raise
     except Exception as exc:

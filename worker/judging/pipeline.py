@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 from samplers.hashing import quota_scope
 from worker.batching.store import BatchStore
@@ -39,7 +40,9 @@ _SELF_PREFERENCE_WARNED: set[tuple[str, str]] = set()  # (rubric, producer model
 OUTPUT_GRACE = dt.timedelta(hours=1)
 
 
-def judge_one(rt: Runtime, trace_id: str, rubric_key: str) -> Outcome:
+def judge_one(rt: Runtime, trace_id: str, rubric_key: str, siblings: Sequence[str] = ()) -> Outcome:
+    """Judge ``trace_id`` for one rubric version; ``siblings``, the versions judging the same
+    trace in other jobs, share its read."""
     started = time.monotonic()
     rubric = rt.rubrics.get(rubric_key)
     if rubric is None:
@@ -52,7 +55,8 @@ def judge_one(rt: Runtime, trace_id: str, rubric_key: str) -> Outcome:
         return write_and_count(rt, rubric, score_id, json.loads(pending), started=started)
     tally, trace = Tally(), None
     try:
-        trace = rt.traces.fetch(trace_id, observation_names(rubric))
+        trace = rt.traces.fetch(trace_id, observation_names(rubric),
+                                [observation_names(rt.rubrics[k]) for k in siblings if k in rt.rubrics])
         job = prepare(rt, rubric, trace, score_id)
         if rubric.judge.mode == "batch":
             BatchStore(rt.redis).defer(job, rt.judge_for(rubric))

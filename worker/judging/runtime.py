@@ -18,6 +18,7 @@ from worker.judging.prompt import compile_template
 from worker.langfuse_io.client import build_langfuse_api
 from worker.langfuse_io.score_configs import ScoreConfigs
 from worker.langfuse_io.scores import ScoreWriter
+from worker.langfuse_io.shared_traces import SharedTraces
 from worker.langfuse_io.traces import TraceReader
 from worker.rate_limits import Limit, RateLimitedJudge, RateLimiter, RedisBackend
 from worker.redis_client import connect
@@ -38,7 +39,7 @@ class Runtime:
         # One limiter per process; the limits themselves are shared by the fleet through Redis.
         self.rate_limiter = RateLimiter(RedisBackend(self.redis))
         self.langfuse = build_langfuse_api(settings, rate_limiter=self.rate_limiter)
-        self.traces = TraceReader(self.langfuse)
+        self.traces = SharedTraces(TraceReader(self.langfuse), self.redis)
         self.scores = ScoreWriter(self.langfuse)
         self.outcomes = OutcomeLog(self.redis)
         self.budget = Budget(self.redis, settings.daily_budget_usd)

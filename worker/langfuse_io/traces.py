@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from langfuse.api import LangfuseAPI
@@ -39,11 +39,14 @@ from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError, OutputNotYetArrived, TransientError, Unscored
 from worker.langfuse_io.client import raw_request
-from worker.langfuse_io.observations import ServerGeneration, is_not_found, walk_v2, walk_v2_plain
+from worker.langfuse_io.observations import ServerGeneration, is_not_found, walk_v2_plain
 from worker.retrying import call_with_retries
 
 TRACE_FIELDS = "core,basic,io,metadata,model,trace_context"  # every field a variable may read
 LEAN_FIELDS = "core,basic,model"  # the trace's outline: no input, output or metadata
+# A trace of at most this many observations is read whole in one request (every field); a
+# larger one costs that page, its root, its outline and one read per named step.
+SMALL_TRACE = 10
 MAX_FIELD_CHARS = 200_000  # per kept input/output; the judge's budget (12,000 by default) cuts further
 YOUNG = dt.timedelta(hours=1)  # a trace whose root has not arrived this long after its first step may still get it
 _CUT_KEY = "tracejudgeCutChars"
@@ -118,44 +121,39 @@ class TraceReader:
                                     lambda: self._fetch_legacy(trace_id, wanted))
 
     # -- v2 -----------------------------------------------------------------------------------
-    def _walk(self, fields: str, limit: int, **filters) -> list[dict]:
-        return [_observation_dict(o.dict(by_alias=True))
-                for o in walk_v2(self.api, fields=fields, limit=limit, **filters)]
+    def _walk(self, fields: str, limit: int, **params) -> list[dict]:
+        return [_observation_dict(o) for o in walk_v2_plain(self.api, fields=fields, limit=limit, **params)]
 
     def _fetch_v2(self, trace_id: str, names: tuple[str, ...] | None) -> Trace:
         if names is None:
-            observations = sorted(self._walk(TRACE_FIELDS, 1000, trace_id=trace_id), key=_start_key)
+            observations = sorted(self._walk(TRACE_FIELDS, 1000, traceId=trace_id), key=_start_key)
             if not observations:
                 return self._not_on_v2(trace_id, names)
             return _trace_of(trace_id, _root_of(observations), observations)
-        roots = self._walk(TRACE_FIELDS, 10, trace_id=trace_id, is_root_observation=True)
-        outline = [_observation_dict(o)
-                   for o in walk_v2_plain(self.api, fields=LEAN_FIELDS, limit=1000, traceId=trace_id)]
-        if not roots and not outline:
-            return self._not_on_v2(trace_id, names)
-        if roots:
-            root = first_by_start(roots)
-        else:  # steps without their root: the root span is exported last, when the run ends
-            root = self._read_one(trace_id, first_by_start(outline))
-            if _age(root) < YOUNG:
-                raise OutputNotYetArrived(f"trace {trace_id}: steps arrived, its root observation not yet")
-        root = _bounded(root)
-        kept = [root]
-        for name in names:
-            chosen = first_by_start(o for o in outline if o.get("name") == name)
-            if chosen is not None and chosen.get("id") != root.get("id"):
-                kept.append(_bounded(self._read_one(trace_id, chosen)))
-        models = tuple(o["model"] for o in outline if o.get("model"))
-        return _trace_of(trace_id, root, kept, models=models)
+        # Most traces are small: one read with every field answers the whole trace.
+        page = call_with_retries(lambda: raw_request(self.api, "GET", "api/public/v2/observations", params={
+            "fields": TRACE_FIELDS, "limit": SMALL_TRACE, "traceId": trace_id}))
+        steps = {o.get("id"): o for o in map(_observation_dict, page.get("data") or [])}
+        if not (page.get("meta") or {}).get("cursor"):
+            if not steps:
+                return self._not_on_v2(trace_id, names)
+            return _assemble(trace_id, names, [o for o in steps.values() if o.get("isRootObservation")],
+                             list(steps.values()), read=lambda obs: obs)
+        # A larger one (an agent's): its root, its outline, and only the steps the names resolve to
+        # (those not on the page already read).
+        roots = self._walk(TRACE_FIELDS, 10, traceId=trace_id, isRootObservation="true")
+        outline = self._walk(LEAN_FIELDS, 1000, traceId=trace_id)
+        return _assemble(trace_id, names, roots, outline,
+                         read=lambda lean: steps.get(lean.get("id")) or self._read_one(trace_id, lean))
 
     def _read_one(self, trace_id: str, lean: dict) -> dict:
         """One observation of the outline with all its fields: filtered by trace, name and start time."""
         start = _as_datetime(lean.get("startTime"))
-        filters = {"trace_id": trace_id}
+        filters = {"traceId": trace_id}
         if lean.get("name"):
             filters["name"] = lean["name"]
         if start is not None:
-            filters.update(from_start_time=start - _MS, to_start_time=start + _MS)
+            filters.update(fromStartTime=_utc_stamp(start - _MS), toStartTime=_utc_stamp(start + _MS))
         for obs in self._walk(TRACE_FIELDS, 50, **filters):
             if obs.get("id") == lean.get("id"):
                 return obs
@@ -191,6 +189,32 @@ class TraceReader:
         chosen = (first_by_start(o for o in observations if o.get("name") == name) for name in names)
         models = tuple(o["model"] for o in observations if o.get("model"))
         return _trace_of(trace_id, _bounded(root), [_bounded(o) for o in chosen if o is not None], models=models)
+
+
+def _assemble(trace_id: str, names: tuple[str, ...], roots: list[dict], outline: list[dict], *,
+              read: Callable[[dict], dict]) -> Trace:
+    """The trace of its root and the steps ``names`` resolve to in ``outline``; ``read`` gives an
+    outline entry with all its fields (the entry itself when the outline was read whole)."""
+    if not roots and not outline:
+        raise Unscored("trace_not_found", f"no observations for trace {trace_id}")
+    if roots:
+        root = first_by_start(roots)
+    else:  # steps without their root: the root span is exported last, when the run ends
+        root = read(first_by_start(outline))
+        if _age(root) < YOUNG:
+            raise OutputNotYetArrived(f"trace {trace_id}: steps arrived, its root observation not yet")
+    root = _bounded(root)
+    kept = [root]
+    for name in names:
+        chosen = first_by_start(o for o in outline if o.get("name") == name)
+        if chosen is not None and chosen.get("id") != root.get("id"):
+            kept.append(_bounded(read(chosen)))
+    models = tuple(o["model"] for o in outline if o.get("model"))
+    return _trace_of(trace_id, root, kept, models=models)
+
+
+def _utc_stamp(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _trace_of(trace_id: str, root: dict, observations: list[dict], *, models: tuple[str, ...] | None = None) -> Trace:
