@@ -258,6 +258,19 @@ def test_the_served_model_is_checked_where_the_server_shows_it(tmp_path, local_e
         check_identity(dataclasses.replace(spec, identity=("digest", "cd" * 8)), describe_server(judge, spec.base_url))
 
 
+def test_a_server_listing_several_models_is_checked_on_the_rubrics_model_only(local_emu, settings):
+    spec = dataclasses.replace(spec_of(local_emu), identity=("digest", "sha256:" + "ab" * 8))
+    judge = build_judge(spec, settings)
+    other = {"id": "llama3:8b", "object": "model", "owned_by": "x", "created": 0, "digest": "sha256:" + "ab" * 32}
+    mine = {"id": LOCAL_MODEL + ":latest", "object": "model", "owned_by": "x", "created": 0,
+            "digest": "sha256:" + "cd" * 32}
+    local_emu.configure(props=None, served_models=[other, mine])  # the pinned digest is the *other* model's
+    with pytest.raises(ConfigError, match="not the pinned digest"):
+        check_identity(spec, describe_server(judge, spec.base_url))
+    local_emu.configure(served_models=[other, {**mine, "digest": "sha256:" + "ab" * 32}])
+    assert check_identity(spec, describe_server(judge, spec.base_url)) is None
+
+
 def test_a_server_that_shows_nothing_is_warned_about_once(tmp_path, local_emu, settings, caplog):
     spec = dataclasses.replace(spec_of(local_emu), identity=("revision", "0123abcd"))
     judge = build_judge(spec, settings)
@@ -274,13 +287,14 @@ def test_one_fleet_judges_one_rubric_locally_and_another_on_the_hosted_api(tmp_p
                                                                            redis_client, langfuse_emu, monkeypatch):
     local_emu.configure(openai_json_schema=False, openai_json_schema_status=500,
                         props={"model_path": f"/m/{GGUF}"})
-    monkeypatch.setenv("LOCAL_JUDGE_KEY", "local-secret")
     root = copy_rubrics(tmp_path, "helpfulness", "groundedness")
     point_at(root, "helpfulness", local_judge(local_emu, api_key_env="LOCAL_JUDGE_KEY"))
     point_at(root, "groundedness", {"provider": "openai", "model": "gpt-4.1-2025-04-14", "max_tokens": 800})
     (root / "prices.json").write_text(json.dumps({LOCAL_MODEL: {"input": 0, "output": 0}}))
     assert not [p for p in lint(root, today=TODAY).errors if "rubric.yaml" in p.path]
-    rt = hand_built_runtime(settings, redis_client, rubrics_dir=root)
+    # the key the rubric names, in the environment the settings were read from
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=root,
+                            source_env={**settings.source_env, "LOCAL_JUDGE_KEY": "local-secret"})
     trace_id = "c" * 32
     langfuse_emu.load_observations(one_trace(trace_id, "Open Settings > Security. [[quality:0.8]]",
                                              retrieval=[{"text": "Settings > Security resets passwords."}]))

@@ -35,6 +35,17 @@ def test_secrets_never_appear_in_repr():
     assert "sk-lf-secret-value" not in repr(s) and "sk-ant-topsecret" not in repr(s)
 
 
+def test_a_key_a_rubric_names_is_read_from_the_environment_the_settings_came_from(monkeypatch):
+    monkeypatch.setenv("LOCAL_JUDGE_KEY", "from-the-process")
+    for name, value in GOOD.items():
+        monkeypatch.setenv(name, value)
+    injected = Settings.from_env({**GOOD, "LOCAL_JUDGE_KEY": " from-the-mapping "})
+    assert injected.named_secret("LOCAL_JUDGE_KEY") == "from-the-mapping"
+    assert Settings.from_env(GOOD).named_secret("LOCAL_JUDGE_KEY") is None  # not the process's
+    assert Settings.from_env().named_secret("LOCAL_JUDGE_KEY") == "from-the-process"
+    assert "from-the-mapping" not in repr(injected)
+
+
 def test_log_lines_mask_key_shapes():
     import logging
 

@@ -70,6 +70,8 @@ class Settings:
     batch_max_tokens: int | None = None
     # The user's judge price table, merged over the shipped one (None: <rubrics_dir>/prices.json if present).
     prices_file: Path | None = None
+    # The environment these settings were read from, for the keys rubrics name (``named_secret``).
+    source_env: Mapping[str, str] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -178,6 +180,7 @@ class Settings:
             batch_poll_seconds=number("TRACEJUDGE_BATCH_POLL_SECONDS", cls.batch_poll_seconds, int, 1),
             batch_max_tokens=number("TRACEJUDGE_BATCH_MAX_TOKENS", None, int, 1000),
             prices_file=_prices_file(text("TRACEJUDGE_PRICES_FILE"), problems),
+            source_env=dict(env),
         )
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
@@ -187,7 +190,8 @@ class Settings:
     def named_secret(self, name: str) -> str | None:
         """The value of the environment variable a rubric names for its judge's key
         (``judge.api_key_env``), read here so nothing else touches the environment."""
-        return os.environ.get(name, "").strip() or None
+        env = os.environ if self.source_env is None else self.source_env
+        return (env.get(name) or "").strip() or None
 
     def user_prices_file(self) -> Path | None:
         """The user's price table: TRACEJUDGE_PRICES_FILE, else ``<rubrics_dir>/prices.json``."""

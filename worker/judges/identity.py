@@ -64,6 +64,21 @@ def _values(description: list[dict], names: tuple[str, ...]) -> list[str]:
     return out
 
 
+_NAME_FIELDS = ("id", "name", "model")
+
+
+def about_model(description: list[dict], model: str) -> list[dict]:
+    """The entries about ``model``: a server listing several models (Ollama's ``/api/tags``, a
+    vLLM serving LoRAs) must not pass a pin because *another* model it serves has that digest.
+    Entries that name no model (llama.cpp's ``/props``) describe the one served model."""
+    def names(entry: dict) -> set[str]:
+        found = {str(entry[k]) for k in _NAME_FIELDS if isinstance(entry.get(k), str)}
+        return found | {n.removesuffix(":latest") for n in found} | {n.rsplit("/", 1)[-1] for n in found}
+
+    wanted = {model, model.removesuffix(":latest"), model.rsplit("/", 1)[-1]}
+    return [entry for entry in description if not names(entry) or names(entry) & wanted]
+
+
 def matches(kind: str, declared: str, seen: str) -> bool:
     if kind == "digest":
         a, b = declared.lower().removeprefix("sha256:"), seen.lower().removeprefix("sha256:")
@@ -77,7 +92,7 @@ def check_identity(spec, description: list[dict]) -> str | None:
     """None when verified; a warning when the server shows nothing of that kind; raises
     ConfigError when it shows a different model."""
     kind, declared = spec.identity
-    seen = _values(description, FIELDS[kind])
+    seen = _values(about_model(description, spec.model), FIELDS[kind])
     if not seen:
         return (f"judge endpoint {spec.base_url} does not say which {kind} it serves: "
                 f"{spec.model} is trusted to be {kind} {declared!r} unchecked")

@@ -2,7 +2,8 @@
 
 Servers differ in what POST /api/public/scores takes: the official spec (server 4.x) one
 object answered 200, newer servers (what SDK 5 targets) an array answered 202/207. We send
-the spec's object first and switch, once per process, when the server rejects that shape.
+arrays, the scores of concurrent jobs together (score_batches.py), and switch to one object
+per request, once per process, when the server refuses the array.
 A reply that is not the endpoint's own (no id back, no acceptance) is an error, never a
 success: only an accepted write goes on to its read-back (worker/judging/confirm.py).
 """
@@ -16,6 +17,7 @@ from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError, Unscored
 from worker.langfuse_io.client import raw_request
+from worker.langfuse_io.score_batches import ALONE, LINGER_SECONDS, GroupCommit, PartlyRejected, WholeBatchRefused
 from worker.retrying import call_with_retries
 
 _NAMESPACE = uuid.UUID("6f1c0b52-2a55-4d0e-9a53-7d5f3c1e2b10")
@@ -31,46 +33,73 @@ def valid_environment(env: str | None) -> str | None:
 
 
 class ScoreWriter:
-    def __init__(self, api: LangfuseAPI):
+    def __init__(self, api: LangfuseAPI, *, linger: float = LINGER_SECONDS):
         self.api = api
-        self.shape = "object"  # or "array", learnt from the server
+        self.shape = "array"  # or "object" (one score per request), learnt from the server
+        self.batches = GroupCommit(lambda bodies: call_with_retries(lambda: self._post_array(bodies)),
+                                   linger=linger)
 
     def write(self, body: dict) -> None:
-        call_with_retries(lambda: self._write_once(body))
-
-    def _write_once(self, body: dict) -> None:
-        try:
-            self._send(self.shape, body)
-        except ApiError as exc:
-            if exc.status_code not in (400, 405, 415, 422):
-                raise
-            other = "array" if self.shape == "object" else "object"
+        """Returns once the server accepted ``body``; raises Unscored when it rejects it."""
+        if self.shape == "array":
             try:
-                self._send(other, body)
-            except ApiError as second:
-                if second.status_code in (400, 422):
-                    raise Unscored("score_rejected", _brief(exc.body) + " / " + _brief(second.body)) from None
+                if self.batches.submit(body) is not ALONE:
+                    return
+            except PartlyRejected as exc:
+                raise Unscored("score_rejected", exc.detail) from None
+        call_with_retries(lambda: self._write_alone(body))
+
+    def _write_alone(self, body: dict) -> None:
+        first, second = ("array", "object") if self.shape == "array" else ("object", "array")
+        try:
+            self._send(first, body)
+        except (ApiError, WholeBatchRefused) as exc:
+            if isinstance(exc, ApiError) and exc.status_code not in _SHAPE_REFUSED:
                 raise
-            self.shape = other
+            try:
+                self._send(second, body)
+            except (ApiError, WholeBatchRefused) as again:
+                if isinstance(again, ApiError) and again.status_code not in (400, 422):
+                    raise
+                raise Unscored("score_rejected", _why(exc) + " / " + _why(again)) from None
+            self.shape = second
+        except PartlyRejected as exc:
+            raise Unscored("score_rejected", exc.detail) from None
 
     def _send(self, shape: str, body: dict) -> None:
-        reply = raw_request(self.api, "POST", "api/public/scores", json=body if shape == "object" else [body])
+        if shape == "array":
+            self._post_array([body])
+            return
+        reply = raw_request(self.api, "POST", "api/public/scores", json=body)
+        if not isinstance(reply, dict) or reply.get("id") != body["id"]:
+            raise _not_a_write(reply)
+
+    def _post_array(self, bodies: list[dict]) -> None:
+        try:
+            reply = raw_request(self.api, "POST", "api/public/scores", json=bodies)
+        except ApiError as exc:
+            if exc.status_code in _SHAPE_REFUSED:
+                raise WholeBatchRefused(_brief(exc.body)) from None
+            raise
         if not isinstance(reply, dict):
             raise _not_a_write(reply)
-        if shape == "object":
-            if reply.get("id") != body["id"]:
-                raise _not_a_write(reply)
-            return
         if reply.get("rejected"):
             errors = reply.get("errors") or []
-            raise Unscored("score_rejected", "; ".join(str(e.get("message", e)) for e in errors)[:300])
-        if reply.get("message") != "Accepted" and reply.get("accepted") != 1:
+            raise PartlyRejected("; ".join(str(e.get("message", e)) for e in errors)[:300])
+        if reply.get("message") != "Accepted" and reply.get("accepted") != len(bodies):
             raise _not_a_write(reply)
+
+
+_SHAPE_REFUSED = (400, 405, 415, 422)
 
 
 def _not_a_write(reply) -> ConfigError:
     return ConfigError("POST /api/public/scores answered without accepting the score "
                        f"({_brief(reply)[:120]}): is LANGFUSE_BASE_URL the Langfuse API itself?")
+
+
+def _why(exc: Exception) -> str:
+    return _brief(exc.body if isinstance(exc, ApiError) else str(exc))
 
 
 def _brief(body) -> str:
