@@ -42,6 +42,7 @@ for i = 3, #ARGV, 4 do
   elseif op == 'zrem' then redis.call('ZREM', key, a)
   elseif op == 'hset' then redis.call('HSET', key, a, b)
   elseif op == 'hdel' then redis.call('HDEL', key, a)
+  elseif op == 'del' then redis.call('DEL', key)
   elseif op == 'lpush' then
     redis.call('LPUSH', key, a)
     redis.call('LTRIM', key, 0, tonumber(b) - 1)
@@ -64,15 +65,24 @@ class OutcomeLog:
     def is_done(self, score_id: str) -> bool:
         return bool(self.client.exists(_DONE + score_id))
 
+    def done_and_get(self, score_id: str, key: str) -> tuple[bool, bytes | None]:
+        """``is_done`` and the value at ``key`` (a kept verdict), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(_DONE + score_id)
+        pipe.get(key)
+        done, value = pipe.execute()
+        return bool(done), value
+
     def scored(self, score_id: str, rubric_key: str, usage: Usage, cost: Decimal, calls: int,
-               body: dict, on_confirm: list[Op] = ()) -> bool:
+               body: dict, on_confirm: list[Op] = (), also: list[Op] = ()) -> bool:
         """A score Langfuse accepted: counted as written, and waiting for its read-back with the
-        ops (drift aggregates) that only its confirmation applies."""
+        ops (drift aggregates) that only its confirmation applies; ``also``: ops applied with the
+        count (in its round trip, and only when it counts)."""
         fields = {"scored": 1, f"scored:{rubric_key}": 1, **_usage_fields(usage, cost, calls)}
         now = time.time()
         item = json.dumps({"rubric": rubric_key, "body": body, "ops": [list(op) for op in on_confirm],
                            "written_at": now}, default=str)
-        waiting = [("zadd", UNCONFIRMED, score_id, now), ("hset", UNCONFIRMED_ITEMS, score_id, item)]
+        waiting = [("zadd", UNCONFIRMED, score_id, now), ("hset", UNCONFIRMED_ITEMS, score_id, item), *also]
         return self._apply(score_id, "scored", fields, None, waiting)
 
     def confirmed(self, score_id: str, rubric_key: str, ops: list, waited_ms: int = 0) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from worker.judges.base import JudgeReply, Usage
@@ -36,6 +37,9 @@ PARAMETERS = {
     "json_text": (),
 }
 MEMORY_KEY = "tracejudge:judge:structured_output"  # Redis hash: judge key -> mode
+# A judge key with nothing learned is asked about again this much later: another process that
+# learns a fallback meanwhile costs this process at most one refused call of its own.
+UNLEARNED_RECHECK_SECONDS = 30.0
 
 
 class ModeMemory:
@@ -45,19 +49,24 @@ class ModeMemory:
     def __init__(self, redis_client=None):
         self.redis = redis_client
         self._local: dict[str, str] = {}
+        self._unlearned_until: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
         with self._lock:
             if key in self._local:
                 return self._local[key]
+            if time.monotonic() < self._unlearned_until.get(key, 0.0):
+                return None  # asked the fleet a moment ago: nothing learned yet
         if self.redis is None:
             return None
         raw = self.redis.hget(MEMORY_KEY, key)
         mode = raw.decode() if isinstance(raw, bytes) else raw
-        if mode:
-            with self._lock:
+        with self._lock:
+            if mode:
                 self._local[key] = mode
+            else:
+                self._unlearned_until[key] = time.monotonic() + UNLEARNED_RECHECK_SECONDS
         return mode
 
     def set(self, key: str, mode: str) -> None:

@@ -67,8 +67,10 @@ def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict, *
                                batch=pending["batch"], started=started)
     only_key = rubric.segment_key if body["metadata"].get("sampled_by_quota") else None
     extra = scored_ops(rubric, body["traceId"], metadata, timestamp, body["value"], int(cost * 1_000_000), only_key)
-    rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, body, on_confirm=extra)
-    rt.redis.delete(PENDING_WRITE + score_id)
+    kept = PENDING_WRITE + score_id  # the kept verdict goes with the count, in the same script
+    if not rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, body, on_confirm=extra,
+                              also=[("del", kept, "", "")]):
+        rt.redis.delete(kept)  # counted before (a redelivery): only the kept verdict goes
     outcome = Outcome(body["traceId"], rubric.key, score_id, "scored", value=body["value"], usage=usage, cost=cost)
     return account(rt, rubric, outcome, started)
 

@@ -48,9 +48,9 @@ def judge_one(rt: Runtime, trace_id: str, rubric_key: str, siblings: Sequence[st
     if rubric is None:
         raise Unscored("not_applicable", f"rubric {rubric_key} is not loaded by this worker")
     score_id = score_id_for(trace_id, rubric.name, rubric.version)
-    if rt.outcomes.is_done(score_id):
+    done, pending = rt.outcomes.done_and_get(score_id, PENDING_WRITE + score_id)
+    if done:
         return account(rt, rubric, Outcome(trace_id, rubric_key, score_id, "skipped"), started)
-    pending = rt.redis.get(PENDING_WRITE + score_id)
     if pending is not None:  # judged already, but the write or the count failed: finish, don't pay again
         return write_and_count(rt, rubric, score_id, json.loads(pending), started=started)
     tally, trace = Tally(), None
