@@ -38,6 +38,7 @@ from collections import Counter
 
 from emulators import langfuse_legacy as legacy
 from emulators.langfuse_admin import admin_route
+from emulators import langfuse_review as review
 from emulators import langfuse_routes as routes
 from emulators.http_base import Emulator, Reply, is_invalid, serve_until_signalled
 from emulators.langfuse_async_scores import DeferredScoreChecks
@@ -116,6 +117,10 @@ class LangfuseEmulator(Emulator):
         self._requests: list[dict] = []
         self._violations: list[dict] = []
         self.counts: Counter = Counter()
+        # Per endpoint (the v2 observations listing apart from trace reads), every status; and
+        # how many listing replies each trace's root appeared in (benchmarks/continuous.py).
+        self.endpoints: Counter = Counter()
+        self.listed: Counter = Counter()
 
     def configure(self, **faults) -> None:
         unknown = set(faults) - set(FAULT_KEYS)
@@ -143,6 +148,13 @@ class LangfuseEmulator(Emulator):
     def stats(self) -> dict:
         return dict(self.counts)
 
+    def endpoint_counts(self) -> dict:
+        return dict(self.endpoints)
+
+    def listing_appearances(self) -> dict:
+        """trace id -> how many listing replies (v2 root listing, legacy /traces list) carried it."""
+        return dict(self.listed)
+
     # -- HTTP ----------------------------------------------------------------------------------
     def handle(self, method, path, query, headers, body):
         if path.startswith("/_emulator/"):
@@ -158,12 +170,15 @@ class LangfuseEmulator(Emulator):
         except Invalid as exc:
             self._count(method, path, 400, query, body)
             raise Reply(400, {"message": str(exc)}) from None
-        self._count(method, path, status, query, body)
+        self._count(method, path, status, query, body, payload)
         return status, payload, {}
 
-    def _count(self, method, path, status, query, body):
+    def _count(self, method, path, status, query, body, payload=None):
         with self._lock:
             self.counts[f"{method} {path.split('/api/public/')[-1].split('/')[0]} {status}"] += 1
+            self.endpoints[routes.endpoint_label(method, path, query)] += 1
+            if status == 200 and routes.is_listing(method, path, query):
+                self.listed.update(routes.listed_trace_ids(path, payload))
             self._requests.append({"method": method, "path": path, "query": query, "status": status,
                                    "body": body if not is_invalid(body) else "<invalid json>"})
 
@@ -230,11 +245,13 @@ class LangfuseEmulator(Emulator):
         if path == "/api/public/scores" and method == "GET":  # only reached in a server generation
             return 200, legacy.scores_v1(self.store, q, query) | {"_deprecation": SCORES_DEPRECATION}
         if path == "/api/public/v3/scores":
-            return 200, routes.scores_v3(self.store, q)
+            return 200, review.with_annotation_fields(self.store, q, routes.scores_v3(self.store, q))
         if path == "/api/public/v2/scores" and method == "GET":  # deprecated; what servers before 3.179 have
             return 200, legacy.scores_v1(self.store, q, query) | {"_deprecation": SCORES_DEPRECATION}
         if path.startswith("/api/public/score-configs"):
             return routes.score_configs(self.store, method, path, q, body)
+        if review.handles(path):  # annotation queues, datasets, dataset items
+            return review.route(self.store, method, path, q, body)
         raise Reply(404, {"message": f"{method} {path} is not emulated"})
 
     def _legacy_trace_read(self, modes: Modes, path: str, q: dict, query: dict) -> dict:

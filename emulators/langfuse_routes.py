@@ -266,3 +266,28 @@ def newest_in_window(scores: list[dict], since, until) -> list[dict]:
     kept = [s for s in scores if not (since and parse_time(s["timestamp"]) < since)
             and not (until and parse_time(s["timestamp"]) >= until)]
     return sorted(kept, key=lambda s: (s["timestamp"], s["id"]), reverse=True)
+
+
+# -- request counters (benchmarks/continuous.py) ---------------------------------------------
+def endpoint_label(method: str, path: str, query: dict) -> str:
+    """The endpoint a request is counted under: ids collapsed, and the v2 observations
+    listing (no ``traceId``: the sampler's) apart from trace reads (``traceId``: the worker's)."""
+    rest = path.split("/api/public/", 1)[-1]
+    if rest == "v2/observations":
+        return f"{method} v2/observations ({'trace read' if query.get('traceId') else 'listing'})"
+    parts = rest.split("/")
+    if parts[0] in ("traces", "score-configs", "scores") and len(parts) == 2 and parts[1]:
+        return f"{method} {parts[0]}/{{id}}"
+    return f"{method} {rest}"
+
+
+def is_listing(method: str, path: str, query: dict) -> bool:
+    return method == "GET" and (path == "/api/public/traces" or (
+        path == "/api/public/v2/observations" and not query.get("traceId")))
+
+
+def listed_trace_ids(path: str, payload) -> list[str]:
+    """The trace ids of a listing reply's items: v2 observations carry traceId, legacy traces id."""
+    data = (payload or {}).get("data") or [] if isinstance(payload, dict) else []
+    key = "id" if path == "/api/public/traces" else "traceId"
+    return [item.get(key) for item in data if isinstance(item, dict) and item.get(key)]

@@ -1,7 +1,8 @@
 """The alerts tracejudge sends, one type per kind, each with the fields that kind has.
 
 Drift gives ``QualityDrop`` and ``UnscoredRise`` (one cell of one rubric version); the budget
-gives ``BudgetHeld``; the write-back's read-back gives ``ScoresMissing``; a circuit breaker that opens gives ``WorkPaused``. The outbox stores an alert as JSON (``as_json``) and reads it back with
+gives ``BudgetHeld``; the write-back's read-back gives ``ScoresMissing``; a circuit breaker that opens gives ``WorkPaused``;
+the review loop gives ``AgreementLow`` (judge–human kappa below the rubric's ``calibration.min_kappa``). The outbox stores an alert as JSON (``as_json``) and reads it back with
 ``from_json``; the webhook sink posts that same JSON, the other sinks render each kind their way.
 """
 from __future__ import annotations
@@ -97,8 +98,25 @@ class WorkPaused(Alert):
     opened_at: str
 
 
+@dataclasses.dataclass(frozen=True)
+class AgreementLow(Alert):
+    """A rubric version's judge agrees less with human reviewers than its ``calibration.min_kappa``
+    (production traces people labelled in Langfuse, over a rolling window)."""
+
+    kind: ClassVar[str] = "agreement_low"
+    version: int
+    kappa: float
+    kappa_low: float | None  # 95% bootstrap interval
+    kappa_high: float | None
+    min_kappa: float
+    pairs: int
+    exact: float | None
+    window_days: int
+    disagreements: list[dict]  # the widest: {"trace_id", "human", "judge"}
+
+
 KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, UnscoredRise, BudgetHeld, ScoresMissing,
-                                                     WorkPaused)}
+                                                     WorkPaused, AgreementLow)}
 
 
 def from_json(raw: dict[str, Any]) -> Alert:

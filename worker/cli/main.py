@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from worker.cli.agreement import agreement
 from worker.cli.batches import batches
 from worker.cli.budget import budget
 from worker.cli.dead_letters import dead_letters
@@ -25,7 +26,7 @@ def main():
 
 
 for command in (demo, stack, sample, backfill, scheduler, worker, status, rubrics, dead_letters, drift, report,
-                batches, budget):
+                batches, budget, agreement):
     main.add_command(command)
 
 if __name__ == "__main__":

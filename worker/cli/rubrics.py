@@ -152,3 +152,45 @@ def render(rubric, trace_id, trace_file, directory):
 
 
 rubrics.add_command(test)
+
+
+@rubrics.group()
+def examples():
+    """Labelled examples (rubrics/<name>/examples.jsonl)."""
+
+
+@examples.command("pull")
+@click.argument("rubric")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 365),
+              help="Human labels given in the last DAYS days.")
+@click.option("--file", "examples_file", type=click.Path(dir_okay=False),
+              help="The examples file to append to (default: the rubric's examples.jsonl).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False))
+def pull(rubric, days, examples_file, directory):
+    """Append human-labelled production traces to RUBRIC's examples.jsonl.
+
+    The labels are Langfuse scores with source ANNOTATION under the rubric's name (what reviewers
+    leave in its annotation queue); each trace is stored redacted as the judge sees it, once
+    (a trace already in the file is skipped). RUBRIC is name@vN, or a name for its newest version.
+    """
+    import datetime as dt
+
+    from worker.langfuse_io.client import build_langfuse_api
+    from worker.langfuse_io.traces import TraceReader
+    from worker.review.examples import pull_examples
+    from worker.rubrics.rubric import load_rubrics
+    from worker.settings import Settings
+
+    try:
+        root = _rubrics_dir(directory)
+        chosen = pick_rubric(load_rubrics(root), rubric)
+        settings = Settings.from_env()
+        api = build_langfuse_api(settings, limited=False)
+        result = pull_examples(api, TraceReader(api), chosen, redact=settings.redact_pii,
+                               since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days),
+                               path=Path(examples_file) if examples_file else None)
+    except TraceJudgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{result.path}: {result.added} example(s) added from {result.labelled_traces} human-labelled "
+               f"trace(s); {result.already_present} already there, {result.off_scale} with labels off the "
+               f"{chosen.key} scale")

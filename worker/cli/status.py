@@ -19,6 +19,8 @@ def status_report(settings, client, rubrics: dict) -> dict:
     from worker.fleet.queues import queue_depth
     from worker.fleet.redis_health import eviction_warning
     from worker.rate_limits.circuit import open_circuits
+    from worker.review.agreement import read_all as read_agreement
+    from worker.review.queue import STATS as REVIEW_STATS
 
     depth = queue_depth(client)
     stats = OutcomeLog(client).stats()
@@ -49,6 +51,11 @@ def status_report(settings, client, rubrics: dict) -> dict:
                        "read_back_requests": stats.get("confirm_requests", 0)},
         "unscored_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
                                if k.startswith("unscored:") and k.count(":") == 1},
+        # judge-human agreement per rubric version, as the scheduler's review tick last computed it
+        "agreement": {key: {k: r.get(k) for k in ("n", "exact", "within_one", "kappa", "kappa_low", "kappa_high",
+                                                  "spearman", "status", "min_kappa", "window_days", "computed_at")}
+                      for key, r in read_agreement(client).items()},
+        "review": {k.decode(): int(v) for k, v in sorted(client.hgetall(REVIEW_STATS).items())},
         "paused": open_circuits(client),  # circuit breakers open: their work waits for a probe
         "warnings": [w for w in (eviction_warning(client),) if w],
         "judge": {"calls": stats.get("judge_calls", 0), "tokens": tokens,
@@ -84,6 +91,12 @@ def render_text(report: dict) -> str:
             f"{k} {v['waits']} ({v['seconds']:.1f}s)" for k, v in report["rate_limit_waits"].items()))
     else:
         lines.append("rate-limit waits: none")
+    from worker.cli.agreement import agreement_line
+
+    for key, figures in report["agreement"].items():
+        lines.append("agreement: " + agreement_line(key, figures))
+    if report["review"]:
+        lines.append("review: " + ", ".join(f"{k} {v}" for k, v in report["review"].items()))
     for name, state in report["paused"].items():
         lines.append(f"paused: {name}: {state.get('reason', '?')} (next probe at {state.get('probe_at', '?')})")
     lines += [f"warning: {w}" for w in report["warnings"]]

@@ -26,6 +26,7 @@ from worker.accounting.outcomes import EXHAUSTED, STATS, UNCONFIRMED
 from worker.fleet.queues import queue_depth
 from worker.jobs import RubricKey
 from worker.logs import configure_logging, register_settings_secrets
+from worker.review.agreement import read_all as read_agreement
 from worker.rubrics.rubric import load_rubrics
 from worker.settings import Settings
 
@@ -142,6 +143,26 @@ class FleetCollector:
             held_f.add_metric([name], 1 if state.held_by else 0)
             parked_f.add_metric([name], sum(n for key, n in parked.items() if RubricKey.parse(key).name == name))
         yield from (spent_f, left_f, held_f, parked_f)
+        yield from _agreement_families(Gauge, read_agreement(self.client))
+
+
+def _agreement_families(Gauge, results: dict):
+    """Judge-human agreement per rubric version, as the review tick last computed it."""
+    measure = Gauge("tracejudge_agreement", "Judge-human agreement over the rolling window: exact, within_one, "
+                    "kappa (with kappa_low/kappa_high, its 95% bootstrap interval), spearman.",
+                    labels=["rubric", "version", "measure"])
+    pairs = Gauge("tracejudge_agreement_pairs", "Human-labelled traces paired with the judge's score.",
+                  labels=["rubric", "version"])
+    low = Gauge("tracejudge_agreement_low", "1 while kappa is below the rubric's calibration.min_kappa.",
+                labels=["rubric", "version"])
+    for result in results.values():
+        labels = [str(result["rubric"]), str(result["version"])]
+        for name in ("exact", "within_one", "kappa", "kappa_low", "kappa_high", "spearman"):
+            if result.get(name) is not None:
+                measure.add_metric(labels + [name], float(result[name]))
+        pairs.add_metric(labels, result["n"])
+        low.add_metric(labels, 1 if result["status"] == "low" else 0)
+    yield from (measure, pairs, low)
 
 
 def _latest_versions(rubrics: dict) -> dict:

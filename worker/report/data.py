@@ -19,6 +19,7 @@ from worker.drift import aggregates as agg
 from worker.drift import check
 from worker.drift.check import CellReport, run_check
 from worker.jobs import format_rubric_key
+from worker.review.agreement import read_all as read_agreement
 from worker.rubrics.rubric import Rubric
 
 MOVING_WINDOW = 7
@@ -77,6 +78,7 @@ class Section:
     cells: list[CellReport]
     bottom: list[BottomTrace]
     notified: dict[str, str]  # cell -> when its current alert was sent
+    agreement: dict | None = None  # judge-human agreement (worker/review/agreement.py), when computed
 
     @property
     def key(self) -> str:
@@ -212,6 +214,7 @@ def gather(client: redis.Redis, rubrics: dict[str, Rubric], *, days: int = 28, r
     # The check runs over every cell, filtered or not: Benjamini–Hochberg's q-values depend on
     # all cells of the run, and the page must show the same q as `tracejudge drift --once`.
     checked = {r.cell: r for r in run_check(client, rubrics, today)} if groups else {}
+    agreements = read_agreement(client) if groups else {}
     sections = []
     for (name, version, model), cells in groups.items():
         series = {cell: agg.read_days(client, cell, lead + window) for cell in cells}
@@ -241,7 +244,8 @@ def gather(client: redis.Redis, rubrics: dict[str, Rubric], *, days: int = 28, r
             ops=_ops(series[all_cell], window),
             cells=reports,
             bottom=_bottom(client, all_cell, ranked, curr_days, single, trace_url),
-            notified=_notified(client, reports)))
+            notified=_notified(client, reports),
+            agreement=agreements.get(f"{name}@{version}")))
     # Sections that alert come first: the page is opened to act on them.
     sections.sort(key=lambda s: (-sum(c.decision.status == "alert" or c.unscored_alert for c in s.cells),
                                  s.rubric, -s.version, s.judge_model))

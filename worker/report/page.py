@@ -92,6 +92,7 @@ def _section(data: ReportData, s: Section) -> str:
     parts = [f'<section class="rubric" id="{escape(s.anchor)}"><h2>{escape(s.rubric)} '
              f'<span class="ver">v{s.version}</span> <span class="model">judge {escape(s.judge_model)}</span> '
              f'{badge}</h2>']
+    parts.append(_scoreline(s))
     if s.description:
         parts.append(f'<p class="desc">{escape(s.description)}</p>')
     if not s.checked:
@@ -240,6 +241,27 @@ def _status(c: CellReport, notified: str | None) -> str:
     if notified:
         out += f' <span class="muted">· notified {escape(notified)}</span>'
     return out
+
+
+def _scoreline(s: Section) -> str:
+    """This week's score and, beside it, how far the judge agrees with people on this version."""
+    curr = next((c.decision for c in s.cells if c.segment == "all"), None)
+    score = (f'score this week <b>{curr.curr_mean:.1f}</b> points <span class="n">n={curr.n_curr:,}</span>'
+             if curr is not None and curr.curr_mean is not None else "score this week: no confirmed scores")
+    a = s.agreement
+    if not a or not a.get("n"):
+        human = '<span class="agreement muted">judge–human agreement: no human labels yet</span>'
+    else:
+        pct = lambda x: "–" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        kappa = "–" if a.get("kappa") is None else f"{a['kappa']:.2f}"
+        interval = (f" [{a['kappa_low']:.2f}, {a['kappa_high']:.2f}]" if a.get("kappa_low") is not None else "")
+        rho = "" if a.get("spearman") is None else f" · Spearman {a['spearman']:.2f}"
+        css = {"low": "bad", "ok": "good"}.get(a.get("status"), "muted")
+        human = (f'<span class="agreement {css}">judge–human agreement: κ <b>{escape(kappa)}</b>{escape(interval)} · '
+                 f'exact {pct(a.get("exact"))} · within one {pct(a.get("within_one"))}{escape(rho)} · '
+                 f'<span class="n">n={int(a["n"]):,} human-labelled, {int(a.get("window_days") or 0)} days</span> · '
+                 f'{escape(str(a.get("status", "")).replace("_", " "))}</span>')
+    return f'<p class="scoreline">{score} · {human}</p>'
 
 
 def _bottom_table(s: Section) -> str:

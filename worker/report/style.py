@@ -15,6 +15,7 @@ h3 small{font-weight:400;color:var(--muted);margin-left:6px}
 .ver{color:var(--accent)}
 .model{font-size:13px;font-weight:400;color:var(--muted);font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .desc{color:var(--muted);margin:0 0 4px;max-width:900px}
+.scoreline{margin:0 0 6px}.scoreline .agreement.bad{color:#b42318}.scoreline .agreement.good{color:#067647}
 .note{background:var(--warn-bg);padding:8px 12px;border-radius:6px}
 .muted{color:var(--muted)}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(118px,1fr));gap:10px;margin-bottom:14px}

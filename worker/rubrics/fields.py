@@ -11,6 +11,8 @@ import re
 from worker.errors import ConfigError
 from worker.rubrics.doc import RubricDoc
 from worker.rubrics.judge_spec import JudgeSpec, parse_judge  # noqa: F401  (JudgeSpec: importable from here too)
+from worker.rubrics.review_spec import (CALIBRATION_KEYS, DATASET_KEYS, FEEDBACK_KEYS, REVIEW_KEYS,
+                                        CalibrationSpec, ReviewSpec, parse_calibration, parse_review)
 from worker.rubrics.scales import Scale
 
 _SOURCES = ("input", "output", "metadata", "observation", "trace")
@@ -21,13 +23,17 @@ RESERVED_NAMES = ("rubric", "scale")
 # Keys the format knows; anything else is a warning (most likely a typo that silently does nothing).
 _KNOWN = {
     (): {"name", "version", "description", "owner", "score", "applies_to", "sampling", "variables",
-         "judge", "budget", "template"},
+         "judge", "budget", "template", "review", "calibration"},
     ("owner",): {"team", "alert_route", "drift_threshold_points"},
     ("applies_to",): {"environments", "trace_names", "tags", "metadata", "observations"},
     ("sampling",): {"rate", "min_per_segment"},
     ("sampling", "min_per_segment"): {"key", "per_day"},
     ("judge",): {"provider", "model", "max_tokens", "mode", "base_url", "api_key_env", "identity"},
     ("budget",): {"daily_usd"},
+    ("review",): REVIEW_KEYS,
+    ("review", "dataset"): DATASET_KEYS,
+    ("review", "dataset", "user_feedback"): FEEDBACK_KEYS,
+    ("calibration",): CALIBRATION_KEYS,
 }
 _SCALE_KEYS = {"numeric": {"type", "min", "max", "integer", "direction"},
                "categorical": {"type", "labels", "direction"},
@@ -199,6 +205,16 @@ def _sampling(doc: RubricDoc, raw) -> tuple[float, str | None, int]:
 
 def _judge(doc: RubricDoc, raw) -> JudgeSpec | None:
     return parse_judge(doc, raw)
+
+
+def _review(doc: RubricDoc, raw, scale: Scale | None) -> ReviewSpec | None:
+    """The optional ``review:`` section (worker/rubrics/review_spec.py)."""
+    return parse_review(doc, raw, scale)
+
+
+def _calibration(doc: RubricDoc, raw) -> CalibrationSpec | None:
+    """The optional ``calibration:`` section: the production agreement the rubric needs."""
+    return parse_calibration(doc, raw)
 
 
 def _variables(doc: RubricDoc, raw) -> tuple[Variable, ...]:

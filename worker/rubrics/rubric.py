@@ -28,14 +28,18 @@ from worker.rubrics.doc import Problems, RubricDoc
 # AppliesTo, JudgeSpec and Variable are part of a Rubric, so they are importable from here too.
 from worker.rubrics.fields import (
     AppliesTo,
+    CalibrationSpec,
     JudgeSpec,
+    ReviewSpec,
     Variable,
     _applies_to,
+    _calibration,
     _is_int,
     _is_number,
     _judge,
     _mapping,
     _owner,
+    _review,
     _sampling,
     _scale,
     _variables,
@@ -71,6 +75,9 @@ class Rubric:
     daily_budget_usd: float | None = None  # this rubric's own daily judge spend cap
     # The answer format for a judge on the JSON-text fallback (json_answer.j2): part of the hash too.
     json_template: str | None = None
+    # Optional: human review routing and failure datasets (review:), production agreement (calibration:).
+    review: ReviewSpec | None = None
+    calibration: CalibrationSpec | None = None
 
     @property
     def key(self) -> str:
@@ -193,6 +200,8 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
     rate, segment_key, per_day = _sampling(doc, raw.get("sampling") or {})
     variables = _variables(doc, raw.get("variables"))
     judge = _judge(doc, raw.get("judge"))
+    review = _review(doc, raw.get("review"), scale)
+    calibration = _calibration(doc, raw.get("calibration"))
     budget = _mapping(doc, ("budget",), raw.get("budget") or {}).get("daily_usd")
     if budget is not None and (not _is_number(budget) or budget < 0):
         doc.error(("budget", "daily_usd"), "budget.daily_usd must be a non-negative number (USD a day)")
@@ -219,4 +228,5 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
         segment_key=segment_key, min_per_segment_day=per_day,
         daily_budget_usd=None if budget is None else float(budget),
         json_template=json_file.read_text() if json_file else None,
+        review=review, calibration=calibration,
     )
