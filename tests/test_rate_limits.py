@@ -24,6 +24,7 @@ from worker.fleet.queues import queue_depth
 from worker.judges.anthropic_judge import AnthropicJudge
 from worker.judges.base import JudgeRequest
 from worker.judging.runtime import set_runtime
+from worker.rate_limits.backends.redis import _keys
 from worker.langfuse_io.client import NO_SDK_RETRIES, build_langfuse_api
 from worker.rate_limits import (
     LANGFUSE_KEY,
@@ -301,3 +302,20 @@ def test_two_worker_processes_never_exceed_60_judge_requests_in_any_60_seconds(
     pairs = score_pairs(langfuse_emu.scores())
     assert len(pairs) == len(set(pairs)) and set(pairs) == expected
     assert int(redis_client.hget(WAITS, judge_key("anthropic", MODEL))) > 0
+
+
+def test_tokens_are_reserved_and_settled_only_against_a_configured_token_limit(redis_client, judge_emu):
+    limiter = limiter_on(redis_client)
+    request = JudgeRequest(model=MODEL, max_tokens=100, system="s" * 400, user="u" * 400, schema={},
+                           tool_name="verdict", tool_description="d")
+    unlimited = RateLimitedJudge(AnthropicJudge("test-key", judge_emu.base_url, 10), limiter, Limit(600, None))
+    def tokens_held(key: str) -> int:
+        return int(redis_client.hget(_keys(key)[3], "tokens") or 0)
+
+    unlimited.ask(request)
+    assert tokens_held(judge_key("anthropic", MODEL)) == 0 and not redis_client.exists(_keys(judge_key("anthropic", MODEL))[1])
+    limited = RateLimitedJudge(AnthropicJudge("test-key", judge_emu.base_url, 10), limiter, Limit(600, 100_000),
+                               key="other:" + MODEL)
+    reply = limited.ask(request)
+    used = reply.usage.input_tokens + reply.usage.output_tokens + reply.usage.cache_write_tokens
+    assert tokens_held("judge:other:" + MODEL) == used > 0  # reserved, then settled to the real count

@@ -42,8 +42,10 @@ class RateLimitedJudge:
 
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
         limiter_key = f"judge:{self.key}" if self.key else judge_key(self.provider, request.model)
-        ticket = self.limiter.acquire(limiter_key, self.limit,
-                                      tokens=estimate_tokens(request, repair))
+        # Tokens are reserved (and settled to the real count) only against a configured token
+        # limit: unconfigured, the fleet learns the request pace alone, and the round trip is saved.
+        tokens = estimate_tokens(request, repair) if self.limit.tokens_per_minute else 0
+        ticket = self.limiter.acquire(limiter_key, self.limit, tokens=tokens)
         try:
             reply = self.inner.ask(request, repair)
         except Exception as exc:
