@@ -15,6 +15,7 @@ from worker import logs
 from worker.fleet.broker import build_broker
 from worker.fleet.queues import queue_depth
 from worker.jobs import judge_message
+from worker.judging.pipeline import judge_one
 from worker.settings import Settings
 
 SECRETS = {"LANGFUSE_SECRET_KEY": "sk-lf-0000-wrong-secret-value",
@@ -94,3 +95,10 @@ def test_a_job_failing_on_bad_credentials_never_logs_a_secret(
     assert opened[0] in job_lines  # the line about the job names the job
     for entry in job_lines:
         assert (entry["trace_id"], entry["rubric"], entry["rubric_version"]) == ("trace-auth", "helpfulness", 1)
+
+
+def test_a_judged_trace_logs_no_line_per_http_request(settings, runtime, langfuse_emu, captured):
+    langfuse_emu.load_observations(one_trace("b" * 32, "Reset it under Settings."))
+    assert judge_one(runtime, "b" * 32, "helpfulness@v1").status == "scored"
+    # three HTTP requests (trace read, judge call, score write) and not one log line for them
+    assert not [e for e in lines(captured) if "HTTP Request" in e["event"] or e["logger"].startswith(("httpx", "httpcore"))]

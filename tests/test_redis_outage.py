@@ -88,3 +88,22 @@ def test_the_broker_uses_durable_retries_with_dramatiq_defaults(settings):
         assert "no Retries middleware" in str(exc)
     else:
         raise AssertionError("replacing twice must say there is nothing left to replace")
+
+
+def test_a_process_may_hold_more_redis_connections_than_redis_py_allows_by_default(redis_url):
+    """redis-py 8 caps a pool at 100 connections and raises past it; a worker runs more threads."""
+    client = connect(redis_url)
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            client.blpop("tracejudge:test:nothing", timeout=1)  # holds its connection for a second
+        except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hold) for _ in range(150)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []

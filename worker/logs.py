@@ -103,6 +103,8 @@ def configure_logging(level: int = logging.INFO, stream=None) -> logging.Handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "anthropic", "openai", "urllib3"):
+    # The HTTP clients log a line per request at INFO (the judge SDKs' vendored httpx2/httpcore2
+    # too): at fleet rates that is most of the log and a lock every thread queues on.
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "anthropic", "openai", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return handler

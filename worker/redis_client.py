@@ -18,6 +18,7 @@ from redis.retry import Retry
 # for a restart or failover (typically 5–30 s) with margin, short enough that a Redis that is
 # really gone surfaces as an error an operator sees.
 OUTAGE_SECONDS = 90.0
+MAX_CONNECTIONS = 2048
 _ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
 
 
@@ -57,7 +58,9 @@ def connection_pool(url: str, seconds: float = OUTAGE_SECONDS) -> redis.Connecti
     # Timeouts: a Redis host that vanishes without closing the socket must not hang 32 threads
     # until the kernel gives up; nothing here blocks on Redis by design (no blocking pops).
     options: dict = {"socket_keepalive": True} if urlparse(url).scheme != "unix" else {}  # TCP only
-    return redis.ConnectionPool.from_url(url, retry=OutageRetry(seconds),
+    # redis-py 8 caps a pool at 100 connections by default and then *raises*: a worker process
+    # with more threads than that (``--threads 128``) would fail jobs. One per thread is the need.
+    return redis.ConnectionPool.from_url(url, retry=OutageRetry(seconds), max_connections=MAX_CONNECTIONS,
                                          retry_on_error=[redis.ConnectionError, redis.TimeoutError],
                                          health_check_interval=30, socket_timeout=10,
                                          socket_connect_timeout=5, **options)
