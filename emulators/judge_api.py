@@ -93,12 +93,14 @@ class JudgeEmulator(Emulator):
             self.in_flight = 0
             self.max_in_flight = 0
             self.request_times: dict[str, list[float]] = defaultdict(list)
+            self.paid_at: list[float] = []  # arrival time of every call answered 200 (billed)
 
     def stats(self) -> dict:
         with self._lock:
             return {"total_requests": self.counts["total"], "counts": dict(self.counts),
                     "max_in_flight": self.max_in_flight,
                     "request_times": {k: list(v) for k, v in self.request_times.items()},
+                    "paid_at": list(self.paid_at),
                     "input_tokens": self.counts["input_tokens"], "output_tokens": self.counts["output_tokens"],
                     "cache_read_tokens": self.counts["cache_read_tokens"],
                     "cache_write_tokens": self.counts["cache_write_tokens"]}
@@ -161,6 +163,8 @@ class JudgeEmulator(Emulator):
             status, payload, extra = answer(body, cfg)
             with self._lock:
                 self.counts[f"status:{status}"] += 1
+                if status == 200:
+                    self.paid_at.append(arrived)
             return status, payload, extra
         except Reply as reply:
             with self._lock:

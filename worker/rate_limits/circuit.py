@@ -10,8 +10,9 @@ endpoint × model (``judge_key``) and one for Langfuse writes:
   that opened it: ``CircuitOpen.opened``); every job that needs it then waits (``CircuitOpen``: a delayed retry that burns none)
   without calling, so nothing is paid, retried per job or dead-lettered;
 - after ``PROBE_AFTER`` one call (a *probe*, elected by a Redis lock) goes through; success
-  closes the breaker and the waiting jobs flow again; the same error reopens it and the next
-  probe waits twice as long (up to ``MAX_PROBE_AFTER``).
+  closes the breaker and the waiting jobs flow again; the same error on the probe keeps it open
+  and the next probe waits twice as long (up to ``MAX_PROBE_AFTER``). Calls already in flight
+  when it opened that fail the same way change nothing.
 """
 from __future__ import annotations
 
@@ -31,17 +32,29 @@ MAX_PROBE_AFTER = 600.0
 _PROBE_LOCK_MS = 60_000
 log = logging.getLogger("tracejudge.circuit")
 
-# KEYS: the breaker; ARGV: reason, now, first probe delay, max delay. Opens it (1) or, when a
-# probe failed, pushes the next probe out (0).
+# KEYS: the breaker; ARGV: reason, now, first probe delay, max delay, whether the call was the
+# probe. Opens it (1); when the probe failed, pushes the next probe out (0). A call that was
+# already in flight when the breaker opened and fails the same way changes nothing (0): a
+# fleet's in-flight calls must not push the first probe out exponentially (64 threads: ten
+# minutes instead of thirty seconds, long after the key was restored).
 _OPEN = """
 local wait = tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[5] ~= '1' then return 0 end
   wait = math.min(tonumber(ARGV[4]), 2 * tonumber(redis.call('HGET', KEYS[1], 'wait') or ARGV[3]))
   redis.call('HSET', KEYS[1], 'reason', ARGV[1], 'wait', wait, 'probe_at', tonumber(ARGV[2]) + wait)
   return 0
 end
 redis.call('HSET', KEYS[1], 'reason', ARGV[1], 'opened_at', ARGV[2], 'wait', wait, 'probe_at', tonumber(ARGV[2]) + wait)
 return 1
+"""
+
+# KEYS: the breaker, its probe lock; ARGV: now, lock ms. 1 when this call is the probe.
+_ELECT = """
+local probe_at = redis.call('HGET', KEYS[1], 'probe_at')
+if not probe_at or tonumber(ARGV[1]) < tonumber(probe_at) then return 0 end
+if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
 """
 
 
@@ -65,6 +78,7 @@ class Breaker:
     def __init__(self, client: redis.Redis, name: str):
         self.client, self.name, self.key = client, name, PREFIX + name
         self._open = client.register_script(_OPEN)
+        self._elect = client.register_script(_ELECT)
 
     def before_call(self, now: float | None = None) -> bool:
         """Raise CircuitOpen when the breaker is open and this call is not its probe; returns
@@ -75,7 +89,9 @@ class Breaker:
         now = time.time() if now is None else now
         probe_at = float(state.get(b"probe_at") or 0)
         reason = (state.get(b"reason") or b"").decode()
-        if now >= probe_at and self.client.set(self.key + ":probe", 1, nx=True, px=_PROBE_LOCK_MS):
+        # Elected in one script against the breaker's current probe_at: a probe that just failed
+        # (probe_at pushed out, lock freed) must not let a call that read the old state probe again.
+        if now >= probe_at and self._elect(keys=[self.key, self.key + ":probe"], args=[now, _PROBE_LOCK_MS]):
             log.info("circuit probe", extra={"circuit": self.name})
             return True
         wait = max(probe_at - now, 5.0) * random.uniform(1.0, 1.5)  # jitter: the backlog must not stampede the probe
@@ -95,8 +111,9 @@ class Breaker:
                 self.client.delete(self.key + ":probe")
             return None
         now = time.time() if now is None else now
-        opened = self._open(keys=[self.key], args=[reason, now, PROBE_AFTER, MAX_PROBE_AFTER])
-        self.client.delete(self.key + ":probe")
+        opened = self._open(keys=[self.key], args=[reason, now, PROBE_AFTER, MAX_PROBE_AFTER, int(probing)])
+        if probing:  # only the probe holds the lock: another call's failure must not free it
+            self.client.delete(self.key + ":probe")
         if opened:
             # Once fleet-wide: only the process whose script opened the breaker says so.
             log.error("circuit opened: this work waits until a probe succeeds",
