@@ -1,0 +1,106 @@
+"""The emulators as the benchmarks run them: TCP_NODELAY on, and the Langfuse emulator indexed.
+
+1. TCP_NODELAY. emulators/http_base.py writes a reply's headers and body in two sends on a
+keep-alive connection; with Nagle's algorithm on, the body waits for the client's delayed ACK
+of the headers: about 40 ms added to every request (measured: a trace read 45 ms -> 1.5 ms).
+Real servers (Langfuse is Node, which sets no-delay; the providers' front ends) do not do that,
+and at a 500 ms judge with 3-4 Langfuse requests per job it alone caps efficiency near 0.8.
+
+2. Indexes. The emulator answers a v2 observations request by scanning every stored observation (tens of
+milliseconds at 40,000), so at benchmark scale the emulator, not tracejudge, would set the
+pace and eat the shared cores. This runs the same emulator (same routes, checks, faults and
+counters) and only narrows the rows each v2 observations request scans to a superset of what
+it can match: a ``traceId`` request scans that trace's observations, a root listing with a
+start-time window scans the roots in that window. The route still applies every filter
+itself, so every answer is the one the plain emulator gives.
+
+    python -m benchmarks.fast_emulators langfuse --port 8787 --public-key pk --secret-key sk
+    python -m benchmarks.fast_emulators judge --port 8788 --latency-ms 500     (emulators.judge_api)
+    python -m benchmarks.fast_emulators judge_limits --port 8789               (emulators.judge_limits)
+"""
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import sys
+from collections import defaultdict
+
+import emulators.langfuse_api as langfuse_api
+from emulators import langfuse_routes as routes
+from emulators.langfuse_store import Invalid, Store, is_root, parse_time
+
+_plain_observations_v2 = routes.observations_v2
+
+
+class IndexedStore(Store):
+    def __init__(self):
+        super().__init__()
+        self.by_trace: dict[str, dict[str, dict]] = defaultdict(dict)
+        self.root_keys: list[tuple[dt.datetime, str]] = []  # (start, observation id), sorted
+
+    def load(self, observations: list[dict]) -> int:
+        with self.lock:
+            n = super().load(observations)
+            for obs in observations:
+                row = self.observations[obs["id"]]
+                self.by_trace[row["traceId"]][row["id"]] = row
+                if is_root(row):
+                    bisect.insort(self.root_keys, (row["_start"], row["id"]))
+            return n
+
+
+class _Rows:
+    """What observations_v2 reads of a store: its lock and the observations to scan."""
+
+    def __init__(self, lock, observations: dict):
+        self.lock, self.observations = lock, observations
+
+
+def _narrowed(store: IndexedStore, q: dict) -> _Rows | None:
+    if q.get("traceId"):
+        with store.lock:
+            return _Rows(store.lock, dict(store.by_trace.get(q["traceId"], {})))
+    if q.get("isRootObservation") == "true" and (q.get("fromStartTime") or q.get("toStartTime")):
+        try:
+            since = parse_time(q["fromStartTime"]) if q.get("fromStartTime") else None
+            until = parse_time(q["toStartTime"]) if q.get("toStartTime") else None
+        except Invalid:
+            return None  # the route answers the 400
+        with store.lock:
+            keys = store.root_keys
+            lo = bisect.bisect_left(keys, (since,)) if since else 0
+            hi = bisect.bisect_left(keys, (until,)) if until else len(keys)
+            # ids may have been re-loaded with another start: keep only rows that are still roots
+            rows = {obs_id: store.observations[obs_id] for _, obs_id in keys[max(0, lo - 1):hi + 1]
+                    if obs_id in store.observations}
+        return _Rows(store.lock, rows)
+    return None
+
+
+def observations_v2(store, q: dict, query: dict, order: str = "spec") -> dict:
+    rows = _narrowed(store, q) if isinstance(store, IndexedStore) else None
+    return _plain_observations_v2(rows if rows is not None else store, q, query, order)
+
+
+def main(argv=None) -> None:
+    import emulators.http_base
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    which = argv.pop(0) if argv else ""
+    emulators.http_base.JsonHandler.disable_nagle_algorithm = True  # socketserver's own switch
+    if which == "langfuse":
+        routes.observations_v2 = observations_v2
+        langfuse_api.Store = IndexedStore
+        langfuse_api.main(argv)
+    elif which == "judge":
+        from emulators import judge_api
+        judge_api.main(argv)
+    elif which == "judge_limits":
+        from emulators import judge_limits
+        judge_limits.main(argv)
+    else:
+        raise SystemExit("usage: python -m benchmarks.fast_emulators langfuse|judge|judge_limits [emulator args]")
+
+
+if __name__ == "__main__":
+    main()
