@@ -57,10 +57,14 @@ def refuse_redirects(response: httpx.Response) -> None:
 
 def raw_request(api: LangfuseAPI, method: str, path: str, *, params: dict | None = None,
                 json: typing.Any = None) -> typing.Any:
-    """A request through the SDK's HTTP client; non-2xx raises the SDK's ApiError."""
-    response = api._client_wrapper.httpx_client.request(
-        path, method=method, params=params, json=json, request_options=NO_SDK_RETRIES
-    )
+    """A request with the SDK client's own httpx client, base URL, auth headers and timeout, as
+    plain JSON: the SDK's request wrapper re-encodes every body and query value through its
+    ``jsonable_encoder`` (a walk of the whole score batch), which the worker's bodies, already
+    plain JSON, do not need. Non-2xx raises the SDK's ApiError."""
+    wrapper = api._client_wrapper
+    response = wrapper.httpx_client.httpx_client.request(
+        method, f"{wrapper.get_base_url().rstrip('/')}/{path.lstrip('/')}", params=params, json=json,
+        headers=wrapper.get_headers(), timeout=wrapper.get_timeout())
     try:
         body = response.json()
     except ValueError:
