@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import sys
 import threading
@@ -116,8 +115,10 @@ def worker(processes, threads):
     """The dramatiq worker fleet (the Procfile's `worker`).
 
     Prometheus metrics of all its processes are served on TRACEJUDGE_METRICS_PORT (0: off)."""
+    from worker.fleet.supervisor import supervise
     from worker.jobs import JUDGE_QUEUE
     from worker.judging.runtime import Runtime
+    from worker.logs import configure_logging
     from worker.settings import process_environment
 
     settings = _settings()
@@ -135,4 +136,5 @@ def worker(processes, threads):
     args = [sys.executable, "-m", "dramatiq", "worker.fleet.boot", "--processes", str(processes),
             "--threads", str(threads), "--queues", JUDGE_QUEUE, "--skip-logging",
             "--worker-shutdown-timeout", "60000"]
-    os.execve(sys.executable, args, env)
+    configure_logging()
+    sys.exit(supervise(args, env))  # dramatiq again when one of its processes dies
