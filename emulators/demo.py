@@ -40,9 +40,10 @@ class DemoOptions:
 
 
 def seed_traces(stack: LocalStack, n: int, end: dt.datetime) -> dict:
-    from emulators.seed import generate
+    from emulators.seed import generate, generate_targets
 
-    observations = generate(n, end=end)
+    # beside the traces: agent runs (observation rubrics) and multi-turn sessions (session rubrics)
+    observations = generate(n, end=end) + generate_targets(max(1, n // 10), max(1, n // 20), end=end)
     with httpx.Client(base_url=stack.langfuse_url, timeout=60) as client:
         for start in range(0, len(observations), 2000):
             # json.dumps escapes lone surrogates (the non-UTF-8 trace); httpx's json= would refuse them
@@ -147,10 +148,43 @@ def summary(stack: LocalStack, client: redis.Redis, started: float, echo) -> Non
         summary = (f", mean {sum(numeric) / len(numeric):.2f}" if numeric else "") + (
             ", " + ", ".join(f"{label} {n}" for label, n in labels.most_common()) if labels else "")
         echo(f"rubric {name:<22} {len(values)} scores in Langfuse{summary}")
+    _targets(stats, echo)
     echo(f"scores read back through GET /api/public/v3/scores: {len(scores)}; saved to {out}")
-    echo(f"look at them: run `tracejudge demo --keep` and open "
-         f"{stack.langfuse_url}/api/public/v3/scores?fields=details (Basic auth pk-lf-local-demo / sk-lf-local-demo),"
-         " or point the same services at your Langfuse (README) to see them in the trace UI")
+    report = write_report(stack, client)
+    echo(f"quality report        {report}  (open it in a browser: per rubric and target, quality per feature "
+         "and tenant, week over week, the lowest-scoring traces and sessions)")
+    echo(f"raw scores: run `tracejudge demo --keep` and open "
+         f"{stack.langfuse_url}/api/public/v3/scores?fields=details,subject (Basic auth pk-lf-local-demo / "
+         "sk-lf-local-demo), or point the same services at your Langfuse (README) to see them in the trace UI")
+
+
+def _targets(stats: dict, echo) -> None:
+    """The three targets' figures: what each kind of rubric judged."""
+    from worker.rubrics.rubric import load_rubrics
+
+    by_target: dict[str, list[str]] = defaultdict(list)
+    for key, rubric in load_rubrics(REPO / "rubrics").items():
+        by_target[rubric.target].append(key)
+    echo("by target:")
+    for target, unit in (("trace", "traces"), ("observation", "observations"), ("session", "sessions")):
+        keys = sorted(by_target.get(target, []))
+        scored = sum(stats.get(f"scored:{k}", 0) for k in keys)
+        na = sum(stats.get(f"unscored:{k}:not_applicable", 0) for k in keys)
+        extra = {"trace": "", "observation": " (generations that call no tool are not applicable)",
+                 "session": f"; {stats.get('sessions_enqueued', 0)} sessions enqueued once idle, "
+                            f"{stats.get('sessions_rejudged', 0)} re-judged after resuming"}[target]
+        echo(f"  {unit:<13} {scored} scored, {na} not applicable{extra} - {', '.join(keys) or 'no rubric'}")
+
+
+def write_report(stack: LocalStack, client: redis.Redis) -> Path:
+    """The quality report of the demo's scores, as ``tracejudge report`` writes it."""
+    from worker.report.data import gather
+    from worker.report.page import render
+    from worker.rubrics.rubric import load_rubrics
+
+    path = stack.workdir / "report.html"
+    path.write_text(render(gather(client, load_rubrics(REPO / "rubrics"))), encoding="utf-8")
+    return path
 
 
 def fetch_scores(stack: LocalStack) -> list[dict]:

@@ -8,7 +8,7 @@ from emulators.http_base import Reply
 from emulators.langfuse_store import GROUPS, Invalid, Store, decode_cursor, encode_cursor, is_root, parse_time
 
 _FILTER_COLUMNS = {"environment", "name", "traceName", "type", "level", "traceId", "tags", "metadata", "userId",
-                   "sessionId", "startTime", "isRootObservation"}
+                   "sessionId", "startTime", "isRootObservation", "model"}
 
 
 def _raw(value):
@@ -49,6 +49,8 @@ def _matches_filter(obs: dict, cond: dict) -> bool:
     if column not in _FILTER_COLUMNS:
         raise Invalid(f"filter column {column!r} is not supported by this server")
     have = obs.get(column)
+    if column == "model":  # the filter's model column is the provided model name
+        have = obs.get("providedModelName")
     if column == "metadata":
         have = (obs.get("metadata") or {}).get(cond.get("key"))
     if column == "startTime":
@@ -203,8 +205,19 @@ def _score_v3(score: dict, fields: set[str]) -> dict:
     if "details" in fields:
         out.update(comment=score["comment"], configId=score["configId"], metadata=score["metadata"])
     if "subject" in fields:
-        out["subject"] = {"kind": "trace", "id": score["traceId"]}
+        out["subject"] = score_subject(score)
     return out
+
+
+def score_subject(score: dict) -> dict:
+    """v3's ``subject``: an observation (with its trace), a session, or a trace."""
+    if score.get("observationId"):
+        return {"kind": "observation", "id": score["observationId"], "traceId": score["traceId"]}
+    if score.get("sessionId") and not score.get("traceId"):
+        return {"kind": "session", "id": score["sessionId"]}
+    if score.get("datasetRunId") and not score.get("traceId"):
+        return {"kind": "experiment", "id": score["datasetRunId"]}
+    return {"kind": "trace", "id": score["traceId"]}
 
 
 def scores_v3(store: Store, q: dict) -> dict:
@@ -214,8 +227,13 @@ def scores_v3(store: Store, q: dict) -> dict:
     fields = set((q.get("fields") or "").split(","))
     # comma lists, trimmed and without empty items, as the server's optionalCommaSeparatedStringArray
     lists = {k: {v.strip() for v in q[k].split(",") if v.strip()}
-             for k in ("id", "name", "source", "dataType", "environment", "configId", "traceId") if q.get(k)}
+             for k in ("id", "name", "source", "dataType", "environment", "configId", "traceId", "sessionId",
+                       "observationId") if q.get(k)}
     lists = {k: vals for k, vals in lists.items() if vals}
+    if len({"traceId", "sessionId"} & set(lists)) > 1:
+        raise Invalid("give one of traceId, sessionId or experimentId")
+    if "observationId" in lists and "traceId" not in lists:
+        raise Invalid("observationId needs traceId")
     since = parse_time(q["fromTimestamp"]) if q.get("fromTimestamp") else None
     until = parse_time(q["toTimestamp"]) if q.get("toTimestamp") else None
     with store.lock:

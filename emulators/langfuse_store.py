@@ -146,6 +146,11 @@ class Store:
             raise Invalid("a score must be a JSON object")
         if body.get("source") == "EVAL":
             raise Invalid("source EVAL is reserved for Langfuse evaluators")
+        subjects = [k for k in ("traceId", "sessionId", "datasetRunId") if body.get(k)]
+        if len(subjects) != 1:  # a score belongs to one trace, one session or one dataset run
+            raise Invalid("a score needs exactly one of traceId, sessionId or datasetRunId")
+        if body.get("observationId") and not body.get("traceId"):
+            raise Invalid("observationId needs the observation's traceId")
         env = body.get("environment") or "default"
         if not _ENV.match(env):
             raise Invalid(f"invalid environment {env!r}")
@@ -174,7 +179,8 @@ class Store:
         return {"id": body.get("id") or str(uuid.uuid4()), "projectId": PROJECT_ID, "name": body["name"],
                 "value": value, "dataType": data_type, "source": body.get("source") or "API",
                 "traceId": body.get("traceId"), "observationId": body.get("observationId"),
-                "sessionId": body.get("sessionId"), "comment": body.get("comment"),
+                "sessionId": body.get("sessionId"), "datasetRunId": body.get("datasetRunId"),
+                "comment": body.get("comment"),
                 "metadata": body.get("metadata"), "configId": config_id, "environment": env,
                 "timestamp": body.get("timestamp") or stamp, "createdAt": stamp, "updatedAt": stamp}
 

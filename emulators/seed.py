@@ -137,6 +137,47 @@ def late_output_update(observations: list[dict]) -> list[dict]:
     return [{**root, "output": {"role": "assistant", "content": "It arrived late but it is right. [[quality:0.90]]"}}]
 
 
+TOOLS = [("search_kb", {"query": "refund window annual plan"}, [{"doc": DOCS[0]}]),
+         ("get_subscription", {"account_id": "acct_88"}, {"plan": "pro", "seats": 25}),
+         ("cancel_order", {"order_id": "4417"}, {"status": "cancelled"})]
+
+
+def generate_targets(n_agents: int, n_sessions: int, *, days: int = 14, end: dt.datetime | None = None,
+                     seed: int = 43) -> list[dict]:
+    """Traces for observation and session rubrics: agent runs (a GENERATION that calls a tool,
+    the TOOL, a final GENERATION that calls none) and multi-turn chat sessions (2-8 traces a few
+    minutes apart, one sessionId), all ended well before ``end`` (so idle)."""
+    rng = random.Random(seed)
+    end = end or dt.datetime.now(dt.timezone.utc)
+    out: list[dict] = []
+    for _ in range(n_agents):
+        start = end - dt.timedelta(seconds=rng.uniform(3600, days * 86400))
+        tenant = rng.choices(TENANTS, TENANT_WEIGHTS)[0]
+        tool, args, result = rng.choice(TOOLS)
+        q = min(1.0, max(0.0, rng.gauss(0.75, 0.2)))
+        trace = _trace(rng, _hex(rng, 32), start, "support-chat", tenant, "production",
+                       _answer(rng, "support-chat", q), name="support-agent")
+        root, generation = trace[0], trace[1]
+        plan = {**generation, "id": _hex(rng, 16), "name": "plan",
+                "output": {"role": "assistant", "tool_calls": [{"id": f"call_{_hex(rng, 6)}", "type": "function",
+                           "function": {"name": tool, "arguments": json.dumps(args)}}]}}
+        step = {**generation, "id": _hex(rng, 16), "type": "TOOL", "name": tool, "parentObservationId": plan["id"],
+                "input": args, "output": result, "providedModelName": None}
+        out += [root, plan, step, {**generation, "name": "answer"}]
+    for _ in range(n_sessions):
+        session_id = f"chat-{_hex(rng, 12)}"
+        when = end - dt.timedelta(seconds=rng.uniform(7200, days * 86400))
+        tenant = rng.choices(TENANTS, TENANT_WEIGHTS)[0]
+        for _turn in range(rng.randint(2, 8)):
+            q = min(1.0, max(0.0, rng.gauss(0.78, 0.2)))
+            turn = _trace(rng, _hex(rng, 32), when, "support-chat", tenant, "production", _answer(rng, "support-chat", q))
+            for obs in turn:
+                obs["sessionId"] = session_id
+            out += turn
+            when += dt.timedelta(minutes=rng.uniform(1, 6))
+    return out
+
+
 def write_jsonl(path, observations: list[dict]) -> None:
     with open(path, "w") as fh:
         for obs in observations:

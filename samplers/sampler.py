@@ -9,15 +9,18 @@ from collections.abc import Callable
 
 import redis
 
+from samplers import observations as obs_targets
 from samplers.dedup import EnqueueOnce
 from samplers.late import START_KEY, due_late_windows, utc_stamp as _stamp
 from samplers.quota import SegmentQuota
 from samplers.selection import select
+from samplers.sessions import SessionScanner, SessionTickReport, seen as session_seen, session_rubrics
 from samplers.source import LangfuseTraceSource, TraceRef, is_own_or_internal
 from worker.accounting.budget import Budget
 from worker.accounting.outcomes import STATS
 from worker.alerts.sinks import sinks_for
 from worker.jobs import judge_message
+from worker.langfuse_io.traces import TraceReader
 from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
 
@@ -47,12 +50,19 @@ class PassReport:
     per_rubric: Counter = dataclasses.field(default_factory=Counter)
     requests: int = 0
     late: list["PassReport"] = dataclasses.field(default_factory=list)  # the late passes run after it
+    observations_scanned: int = 0  # listed for observation rubrics (v2 filters)
+    sessions_marked: int = 0  # session x rubric marked pending (judged once idle)
+    sessions: SessionTickReport | None = None  # the idle scan run after the passes (tick only)
 
     def line(self) -> str:
         return (f"window {self.since.isoformat()} .. {self.until.isoformat()}: scanned {self.scanned}, "
                 f"excluded {self.excluded}, selected {self.selected}, enqueued {self.enqueued}, "
                 f"already enqueued {self.already_enqueued}"
                 + (f", held back by budget {self.budget_held}" if self.budget_held else "")
+                + (f", observations scanned {self.observations_scanned}" if self.observations_scanned else "")
+                + (f", sessions marked {self.sessions_marked}" if self.sessions_marked else "")
+                + (f"; sessions idle-checked {self.sessions.checked}, enqueued {self.sessions.enqueued} "
+                   f"({self.sessions.rejudges} re-judges)" if self.sessions and self.sessions.checked else "")
                 + "".join(f"; late pass {r.since.isoformat()} .. {r.until.isoformat()}: scanned {r.scanned}, "
                           f"enqueued {r.enqueued}" for r in self.late))
 
@@ -62,6 +72,8 @@ class Sampler:
                  broker, client: redis.Redis):
         self.settings = settings
         self.rubrics = list(rubrics.values())
+        self.sessions = SessionScanner(client, self.rubrics, TraceReader(
+            source.api, generation=source.generation), broker) if self.session_rubrics else None
         self.source = source
         self.broker = broker
         self.client = client
@@ -74,6 +86,7 @@ class Sampler:
         report = PassReport(since, until)
         before = self.source.requests
         held = self.budget_held()
+        trace_rubrics, sessions = self.trace_rubrics, self.session_rubrics  # once per pass
         for ref in self.source.iter_roots(since, until):
             report.scanned += 1
             if on_trace:
@@ -81,8 +94,10 @@ class Sampler:
             if is_own_or_internal(ref):
                 report.excluded += 1
                 continue
+            if sessions:
+                report.sessions_marked += session_seen(self.client, sessions, ref, self.settings.sample_rate)
             claimed = []
-            for rubric in select(self.rubrics, ref, self.settings.sample_rate, self.quota):
+            for rubric in select(trace_rubrics, ref, self.settings.sample_rate, self.quota):
                 report.selected += 1
                 if rubric.key in held:
                     # Not claimed: budget-held traces are skipped, not marked as enqueued.
@@ -93,6 +108,7 @@ class Sampler:
                     continue
                 claimed.append(rubric.key)
             self._enqueue(ref.trace_id, claimed, report)
+        self._observation_pass(since, until, held, report)
         report.requests = self.source.requests - before
         self.client.hset(LAST_PASS_KEY, mapping={"at": dt.datetime.now(dt.timezone.utc).isoformat(),
                                                  "line": report.line()})
@@ -102,6 +118,42 @@ class Sampler:
             if value:
                 self.client.hincrby(STATS, field, value)
         return report
+
+    def _observation_pass(self, since: dt.datetime, until: dt.datetime, held: set[str], report: PassReport) -> None:
+        """Observation rubrics: their matching observations of the window (samplers/observations.py),
+        each hashed on its observation id, one job per (observation, rubric version)."""
+        for filters, rubrics in obs_targets.groups(self.observation_rubrics).items():
+            for ref in obs_targets.iter_observations(self.source.api, filters, since, until,
+                                                     on_request=self._count_request):
+                report.observations_scanned += 1
+                if obs_targets.is_internal(ref):
+                    report.excluded += 1
+                    continue
+                for rubric in obs_targets.select(rubrics, ref, self.settings.sample_rate):
+                    report.selected += 1
+                    subject = str(ref.subject)
+                    if rubric.key in held:
+                        report.budget_held += 1
+                    elif not self.once.claim(rubric.key, subject):
+                        report.already_enqueued += 1
+                    else:
+                        self._enqueue(subject, [rubric.key], report)
+
+    # By target, from ``rubrics`` each time (a caller may narrow ``rubrics`` after construction).
+    @property
+    def trace_rubrics(self) -> list[Rubric]:
+        return [r for r in self.rubrics if r.target == "trace"]
+
+    @property
+    def observation_rubrics(self) -> list[Rubric]:
+        return [r for r in self.rubrics if r.target == "observation"]
+
+    @property
+    def session_rubrics(self) -> list[Rubric]:
+        return session_rubrics(self.rubrics)
+
+    def _count_request(self) -> None:
+        self.source.requests += 1
 
     def _enqueue(self, trace_id: str, keys: list[str], report: PassReport) -> None:
         """One job per claimed rubric version, each naming the others, so the trace is read once."""
@@ -135,6 +187,9 @@ class Sampler:
             return None
         self.client.set(START_KEY, _stamp(cursor), nx=True)  # late passes never reach before the start
         report = self.run_pass(since, until)
+        if self.session_rubrics and self.sessions is not None:  # idle since a pass saw them: judged now
+            self.sessions.rubrics = self.session_rubrics
+            report.sessions = self.sessions.tick(now)
         # Advance only after the whole window was enqueued: a crash re-scans, dedup makes it free.
         self.set_cursor(max(until, cursor))
         for window in due_late_windows(self.client, self.settings.late_scans, now, max(until, cursor)):

@@ -36,6 +36,7 @@ class TraceRef:
     tags: tuple[str, ...]
     metadata: dict
     timestamp: dt.datetime | None
+    session_id: str | None = None  # what session rubrics group by (samplers/sessions.py)
 
 
 def is_own_or_internal(ref: TraceRef) -> bool:
@@ -77,6 +78,7 @@ class LangfuseTraceSource:
                 tags=tuple(getattr(obs, "tags", None) or ()),
                 metadata=obs.metadata if isinstance(obs.metadata, dict) else {},
                 timestamp=obs.start_time,
+                session_id=getattr(obs, "session_id", None),
             )
 
     def _iter_legacy(self, since, until) -> Iterator[TraceRef]:
@@ -93,6 +95,7 @@ class LangfuseTraceSource:
                     tags=tuple(trace.get("tags") or ()),
                     metadata=trace.get("metadata") if isinstance(trace.get("metadata"), dict) else {},
                     timestamp=_parse(trace.get("timestamp")),
+                    session_id=trace.get("sessionId"),
                 )
             total_pages = (body.get("meta") or {}).get("totalPages") or 0
             if not data or page_no >= total_pages:

@@ -24,6 +24,7 @@ UNCONFIRMED = "tracejudge:unconfirmed"  # zset: score id -> when it is due for a
 UNCONFIRMED_ITEMS = "tracejudge:unconfirmed:items"  # hash: score id -> {rubric, body, ops, written_at}
 MISSING_LOG = "tracejudge:missing"
 _DONE = "tracejudge:done:"
+_REOPENED = "tracejudge:reopened:"  # + score id + ":" + occasion: that reopening happened
 _CONFIRMED = "tracejudge:confirmed:"
 DONE_TTL_SECONDS = 90 * 24 * 3600  # a rebuild may only reach back this far (see drift/rebuild.py)
 _DONE_TTL = DONE_TTL_SECONDS
@@ -64,6 +65,15 @@ class OutcomeLog:
 
     def is_done(self, score_id: str) -> bool:
         return bool(self.client.exists(_DONE + score_id))
+
+    def reopen(self, score_id: str, occasion: str) -> bool:
+        """Lift a score id's done marker once per ``occasion`` (a resumed session's judgement N),
+        so that verdict is counted too; the confirmation marker stays. False when that occasion
+        reopened it already (a redelivery), which then finds the marker set and is skipped."""
+        if not self.client.set(f"{_REOPENED}{score_id}:{occasion}", 1, nx=True, ex=_DONE_TTL):
+            return False
+        self.client.delete(_DONE + score_id)
+        return True
 
     def done_and_get(self, score_id: str, key: str) -> tuple[bool, bytes | None]:
         """``is_done`` and the value at ``key`` (a kept verdict), in one round trip."""

@@ -88,6 +88,7 @@ def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, 
                only_key: str | None = None) -> list[Op]:
     points = quality_points(rubric, value)
     day = day_of(timestamp)
+    member = bottom_member(trace_id, metadata)
     ops: list[Op] = []
     for segment in segments(metadata, only_key=only_key):
         cell = cell_key(rubric, segment)
@@ -97,11 +98,22 @@ def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, 
                 ("hincrbyfloat", key, "sum", repr(points)),
                 ("hincrbyfloat", key, "sumsq", repr(points * points)),
                 ("hincrby", key, "cost_microusd", cost_microusd),
-                ("keep_lowest", bottom_key(cell, day), trace_id, repr(points))]
+                ("keep_lowest", bottom_key(cell, day), member, repr(points))]
         if rubric.scale.kind != "numeric":
             ops += [("hincrby", key, "passes", 1 if passed(rubric, value) else 0),
                     ("hincrby", key, f"label:{value}", 1)]
     return ops
+
+
+SESSION_MEMBER = "session:"
+
+
+def bottom_member(trace_id: str | None, metadata: dict) -> str:
+    """What a bottom list names: the trace (trace and observation scores, which carry their
+    trace), or ``session:<id>`` for a session score (which has no trace)."""
+    if trace_id is not None:
+        return trace_id
+    return SESSION_MEMBER + str(metadata.get("session_id"))
 
 
 def unscored_ops(rubric: Rubric, metadata: dict, timestamp, reason: str, only_key: str | None = None) -> list[Op]:

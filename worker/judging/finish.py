@@ -130,4 +130,10 @@ def score_body(job: Prepared, rubric: Rubric, verdict: Verdict, usage: Usage, co
     }
     if job.facts.get("environment"):
         body["environment"] = job.facts["environment"]
+    subject = job.facts.get("subject") or {}  # observation and session targets (pipeline.trace_facts)
+    if subject.get("observationId"):
+        body["observationId"] = subject["observationId"]  # with its traceId: the server needs both
+    if subject.get("sessionId"):
+        body["sessionId"] = subject["sessionId"]  # a session score: no trace
+        body["traceId"] = None
     return body

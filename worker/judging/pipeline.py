@@ -27,9 +27,12 @@ from worker.judging.finish import PENDING_WRITE, account, finish_scored, finish_
 from worker.judging.outcome import Outcome, Prepared, Tally
 from worker.judging.prompt import render, render_repair
 from worker.judging.runtime import Runtime
+from worker.jobs import Subject
+from worker.judging.session_view import has_tool_calls, session_facts, view_for
 from worker.judging.variables import map_variables, observation_names
 from worker.judging.verdict import Verdict, parse_verdict
 from worker.langfuse_io.scores import score_id_for, valid_environment
+from worker.langfuse_io.subjects import read_observation, read_session
 from worker.langfuse_io.traces import Trace
 from worker.retrying import REJECTED_STATUS, call_with_retries, status_of
 from worker.rubrics.rubric import Rubric
@@ -42,12 +45,16 @@ OUTPUT_GRACE = dt.timedelta(hours=1)
 
 def judge_one(rt: Runtime, trace_id: str, rubric_key: str, siblings: Sequence[str] = ()) -> Outcome:
     """Judge ``trace_id`` for one rubric version; ``siblings``, the versions judging the same
-    trace in other jobs, share its read."""
+    trace in other jobs, share its read. ``trace_id`` is the job's subject (worker/jobs.py): a
+    trace id, or an observation or session subject."""
     started = time.monotonic()
     rubric = rt.rubrics.get(rubric_key)
     if rubric is None:
         raise Unscored("not_applicable", f"rubric {rubric_key} is not loaded by this worker")
+    subject = Subject.parse(trace_id)
     score_id = score_id_for(trace_id, rubric.name, rubric.version)
+    if subject.kind == "session" and subject.judgement > 1:
+        _reopen(rt, score_id, subject.judgement)
     done, pending = rt.outcomes.done_and_get(score_id, PENDING_WRITE + score_id)
     if done:
         return account(rt, rubric, Outcome(trace_id, rubric_key, score_id, "skipped"), started)
@@ -55,23 +62,45 @@ def judge_one(rt: Runtime, trace_id: str, rubric_key: str, siblings: Sequence[st
         return write_and_count(rt, rubric, score_id, json.loads(pending), started=started)
     tally, trace = Tally(), None
     try:
-        trace = rt.traces.fetch(trace_id, observation_names(rubric),
-                                [observation_names(rt.rubrics[k]) for k in siblings if k in rt.rubrics])
+        trace = _read(rt, rubric, subject, siblings)
         job = prepare(rt, rubric, trace, score_id)
+        if subject.kind == "session":
+            job.facts["metadata"]["judgement"] = subject.judgement
         if rubric.judge.mode == "batch":
             BatchStore(rt.redis).defer(job, rt.judge_for(rubric))
             return account(rt, rubric, Outcome(trace_id, rubric_key, score_id, "deferred"), started)
         verdict, repaired = ask_and_parse(rt.judge_for(rubric), rubric, job.request, tally,
                                           breaker=Breaker(rt.redis, judge_key(rubric)))
     except Unscored as exc:
-        return finish_unscored(rt, rubric, score_id, trace_id, exc, tally.usage, tally.calls,
+        return finish_unscored(rt, rubric, score_id, subject.trace_id or trace_id, exc, tally.usage, tally.calls,
                                trace.metadata if trace else {}, trace.timestamp if trace else None,
                                started=started)
     return finish_scored(rt, rubric, job, verdict, tally.usage, tally.calls, repaired, started=started)
 
 
+def _read(rt: Runtime, rubric: Rubric, subject: Subject, siblings: Sequence[str]) -> Trace:
+    """The subject's view: a trace (shared with its siblings), an observation in its trace, a session."""
+    if subject.kind != rubric.target:
+        raise Unscored("not_applicable", f"{rubric.key} judges {rubric.target}s, not a {subject.kind}")
+    if subject.kind == "observation":
+        return read_observation(rt.traces.reader, subject.trace_id, subject.observation_id)
+    if subject.kind == "session":
+        return read_session(rt.traces.reader, subject.session_id, rubric.session.max_turns)
+    return rt.traces.fetch(subject.trace_id, observation_names(rubric),
+                           [observation_names(rt.rubrics[k]) for k in siblings if k in rt.rubrics])
+
+
+def _reopen(rt: Runtime, score_id: str, judgement: int) -> None:
+    """A resumed session's re-judge: its score id is the first verdict's (the new score is an
+    upsert), so the count's done marker is lifted, once per judgement: a redelivered re-judge
+    finds it set again and is skipped. The confirmation marker stays: the session counts in the
+    drift aggregates once, with its first confirmed verdict."""
+    rt.outcomes.reopen(score_id, f"judgement-{judgement}")
+
+
 def prepare(rt: Runtime, rubric: Rubric, trace: Trace, score_id: str) -> Prepared:
     """Check, map and render: raises Unscored (or OutputNotYetArrived for a young trace)."""
+    trace = view_for(trace, rubric)
     _check_applies(trace, rubric)
     try:
         variables, hygiene = map_variables(trace, rubric, rt.settings.max_variable_chars,
@@ -83,7 +112,11 @@ def prepare(rt: Runtime, rubric: Rubric, trace: Trace, score_id: str) -> Prepare
     request = render(rubric, variables)
     facts = trace_facts(trace, hygiene, rubric)
     facts["metadata"]["sampled_by_quota"] = quota_scope(rubric, trace.id, rt.settings.sample_rate) is not None
-    return Prepared(score_id, trace.id, rubric.key, request, facts, dict(trace.metadata), trace.timestamp)
+    metadata = dict(trace.metadata)
+    if rubric.target == "session":
+        metadata["session_id"] = trace.session_id  # the drift aggregates' member for the session
+        return Prepared(score_id, None, rubric.key, request, facts, metadata, trace.timestamp)
+    return Prepared(score_id, trace.id, rubric.key, request, facts, metadata, trace.timestamp)
 
 
 def ask_and_parse(judge: Judge, rubric: Rubric, request: JudgeRequest, tally: Tally,
@@ -136,9 +169,26 @@ def _ask(judge: Judge, request: JudgeRequest, repair=None, breaker: Breaker | No
 
 
 def _check_applies(trace: Trace, rubric: Rubric) -> None:
+    if rubric.target == "observation":
+        _check_observation(trace.subject or {}, rubric)
+        return
+    if rubric.target == "session":
+        return
     missing = [n for n in rubric.applies_to.observations if trace.observation(n) is None]
     if missing:
         raise Unscored("not_applicable", f"trace has no observation named {', '.join(missing)}")
+
+
+def _check_observation(obs: dict, rubric: Rubric) -> None:
+    """What the sampler's filters chose, checked on the read (and ``with_tool_calls``, which no
+    listing filter can express)."""
+    a = rubric.applies_to
+    for wanted, have, what in ((a.types, obs.get("type"), "type"), (a.names, obs.get("name"), "name"),
+                               (a.levels, obs.get("level"), "level"), (a.models, obs.get("model"), "model")):
+        if wanted and have not in wanted:
+            raise Unscored("not_applicable", f"observation {what} {have!r} is not one of {', '.join(wanted)}")
+    if a.with_tool_calls and obs.get("type") == "GENERATION" and not has_tool_calls(obs):
+        raise Unscored("not_applicable", "the generation calls no tool")
 
 
 def _young(trace: Trace) -> bool:
@@ -164,4 +214,15 @@ def trace_facts(trace: Trace, hygiene, rubric: Rubric) -> dict:
     for key in SEGMENT_KEYS:
         if isinstance(trace.metadata.get(key), (str, int)):
             metadata[key] = str(trace.metadata[key])
-    return {"metadata": metadata, "environment": valid_environment(trace.environment)}
+    facts = {"metadata": metadata, "environment": valid_environment(trace.environment)}
+    if rubric.target == "observation" and trace.subject is not None:
+        obs = trace.subject
+        facts["subject"] = {"observationId": obs.get("id")}
+        metadata.update(observation_id=obs.get("id"), observation_type=obs.get("type"),
+                        observation_name=obs.get("name"))
+    elif rubric.target == "session":
+        facts["subject"] = {"sessionId": trace.session_id}
+        seen = session_facts(trace)
+        metadata.update(turns_judged=seen["turns_judged"], turns_total=seen["turns_total"],
+                        session_last_start=seen["last_start"])
+    return facts

@@ -17,7 +17,8 @@ from typing import Any
 
 from worker.errors import Unscored
 from worker.judging.redaction import Redactor
-from worker.langfuse_io.traces import Trace
+from worker.judging.session_view import conversation, session_facts, view_for
+from worker.langfuse_io.traces import _CUT_KEY, Trace
 from worker.rubrics.rubric import Rubric, Variable
 
 _MISSING = object()
@@ -133,7 +134,12 @@ def observation_names(rubric: Rubric) -> tuple[str, ...]:
 
 
 def raw_value(trace: Trace, var: Variable) -> Any:
-    if var.source == "input":
+    """``trace`` is the subject's view (session_view.view_for): for an observation rubric,
+    input, output and metadata are the judged observation's; root, parent its context."""
+    own = trace.subject  # an observation rubric's judged observation
+    if var.source in ("input", "output", "metadata") and own is not None:
+        base = own.get(var.source)
+    elif var.source == "input":
         base = trace.input
     elif var.source == "output":
         base = trace.output
@@ -142,8 +148,16 @@ def raw_value(trace: Trace, var: Variable) -> Any:
     elif var.source == "trace":
         base = {"id": trace.id, "name": trace.name, "environment": trace.environment,
                 "tags": trace.tags, "metadata": trace.metadata}
+    elif var.source == "root":
+        base = {"input": trace.input, "output": trace.output, "metadata": trace.metadata, "name": trace.name}.get(var.field)
+    elif var.source == "parent":
+        base = trace.parent.get(var.field) if trace.parent else None
+    elif var.source == "conversation":
+        base = conversation(trace) if trace.turns else None
+    elif var.source == "session":
+        base = session_facts(trace)
     else:
-        obs = trace.observation(var.observation)
+        obs = trace.observation(var.observation) if var.observation else own
         base = obs.get(var.field) if obs else None
     if base is None:
         return _MISSING
@@ -157,6 +171,8 @@ def raw_value(trace: Trace, var: Variable) -> Any:
 
 
 def _cut_at_read(trace: Trace, var: Variable) -> int:
+    if var.source in ("input", "output") and trace.subject is not None:
+        return (trace.subject.get(_CUT_KEY) or {}).get(var.source, 0)
     if var.source in ("input", "output"):
         return trace.cut_chars.get(var.source, 0)
     if var.source == "observation":
@@ -168,6 +184,7 @@ def map_variables(trace: Trace, rubric: Rubric, budget: int, *,
                   redact: bool = True) -> tuple[dict[str, str], Hygiene]:
     """Each variable: selected, as text, redacted (when on), truncated, then neutralised."""
     tags = template_tags(rubric.system_template, rubric.user_template)
+    trace = view_for(trace, rubric)
     hygiene = Hygiene(redaction=redact)
     redactor = Redactor() if redact else None
     out: dict[str, str] = {}

@@ -16,6 +16,7 @@ from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError, Unscored
+from worker.jobs import Subject
 from worker.langfuse_io.client import raw_request
 from worker.langfuse_io.score_batches import ALONE, LINGER_SECONDS, GroupCommit, PartlyRejected, WholeBatchRefused
 from worker.retrying import call_with_retries
@@ -25,7 +26,18 @@ _ENVIRONMENT = re.compile(r"^(?!langfuse)[a-z0-9_-]{1,40}$")
 
 
 def score_id_for(trace_id: str, rubric_name: str, rubric_version: int) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{trace_id}|{rubric_name}|v{rubric_version}"))
+    """One score id per (subject, rubric version). ``trace_id`` is a job's first argument: a
+    trace id (the id is then what it always was), or an observation or session subject
+    (worker/jobs.py): uuid5 over ``trace|observation|rubric|vN``, or ``session:<id>|rubric|vN``
+    (the same id for every judgement of a session, so a re-judge is an upsert)."""
+    subject = Subject.parse(trace_id)
+    if subject.kind == "observation":
+        key = f"{subject.trace_id}|{subject.observation_id}|{rubric_name}|v{rubric_version}"
+    elif subject.kind == "session":
+        key = f"session:{subject.session_id}|{rubric_name}|v{rubric_version}"
+    else:
+        key = f"{trace_id}|{rubric_name}|v{rubric_version}"
+    return str(uuid.uuid5(_NAMESPACE, key))
 
 
 def valid_environment(env: str | None) -> str | None:

@@ -69,6 +69,11 @@ class Trace:
     models: tuple[str, ...] | None = None
     # characters the reader did not keep (MAX_FIELD_CHARS), by "input"/"output" or "<name>.<field>"
     cut_chars: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Observation and session subjects (worker/langfuse_io/subjects.py); None for a trace's view.
+    subject: dict | None = None  # the judged observation, all its fields
+    parent: dict | None = None  # its parent observation (None for a root, or when not read)
+    session_id: str | None = None
+    turns: list[dict] | None = None  # a session's traces in time order: {trace_id, start, input, output, metadata}
 
     def observation(self, name: str) -> dict | None:
         """The observation ``name`` resolves to: the earliest-starting one (ties: smallest id)."""
@@ -145,6 +150,10 @@ class TraceReader:
         outline = self._walk(LEAN_FIELDS, 1000, traceId=trace_id)
         return _assemble(trace_id, names, roots, outline,
                          read=lambda lean: steps.get(lean.get("id")) or self._read_one(trace_id, lean))
+
+    def read_one(self, trace_id: str, lean: dict) -> dict:
+        """One observation of a trace's outline (a lean entry: id, name, start) with all its fields."""
+        return _bounded(self._read_one(trace_id, lean))
 
     def _read_one(self, trace_id: str, lean: dict) -> dict:
         """One observation of the outline with all its fields: filtered by trace, name and start time."""

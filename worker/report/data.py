@@ -23,6 +23,7 @@ from worker.review.agreement import read_all as read_agreement
 from worker.rubrics.rubric import Rubric
 
 MOVING_WINDOW = 7
+UNITS = {"trace": "traces", "observation": "observations", "session": "sessions"}
 TOP_TENANTS = 5
 MAX_FEATURE_LINES = 8
 
@@ -87,6 +88,7 @@ class Section:
     @property
     def anchor(self) -> str:
         return "r-" + "".join(c if c.isalnum() else "-" for c in f"{self.key}-{self.judge_model}")
+    unit: str = "traces"  # what the rubric judges, as the page counts it: traces, observations, sessions
 
 
 @dataclasses.dataclass
@@ -174,7 +176,19 @@ def _bottom(client: redis.Redis, all_cell: str, ranked: list[tuple[str, float]],
             key, _, value = split_cell(cell)[3].partition("=")
             segments.setdefault(trace_id, {})[key] = value
     return [BottomTrace(t, p, trace_day[t], segments.get(t, {}).get("feature"), segments.get(t, {}).get("tenant"),
-                        trace_url(t) if trace_url else None) for t, p in ranked]
+                        _link(t, trace_url)) for t, p in ranked]
+
+
+def _link(member: str, trace_url: Callable[[str], str] | None) -> str | None:
+    """A bottom entry's Langfuse link: its trace, or for a session score (``session:<id>``) the
+    session page, which lives beside the traces in the UI."""
+    if trace_url is None:
+        return None
+    if member.startswith(agg.SESSION_MEMBER):
+        session_id = member[len(agg.SESSION_MEMBER):]
+        url = trace_url(session_id)
+        return url.replace("/traces/", "/sessions/") if "/traces/" in url else None
+    return trace_url(member)
 
 
 def _notified(client: redis.Redis, cells: list[CellReport]) -> dict[str, str]:
@@ -244,6 +258,7 @@ def gather(client: redis.Redis, rubrics: dict[str, Rubric], *, days: int = 28, r
             ops=_ops(series[all_cell], window),
             cells=reports,
             bottom=_bottom(client, all_cell, ranked, curr_days, single, trace_url),
+            unit=UNITS.get(rubric.target, "traces") if rubric else "traces",
             notified=_notified(client, reports),
             agreement=agreements.get(f"{name}@{version}")))
     # Sections that alert come first: the page is opened to act on them.

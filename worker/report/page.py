@@ -91,7 +91,7 @@ def _section(data: ReportData, s: Section) -> str:
         '<span class="badge ok">no alerts</span>' if s.checked else '<span class="badge muted">not checked</span>')
     parts = [f'<section class="rubric" id="{escape(s.anchor)}"><h2>{escape(s.rubric)} '
              f'<span class="ver">v{s.version}</span> <span class="model">judge {escape(s.judge_model)}</span> '
-             f'{badge}</h2>']
+             f'<span class="model">judges {escape(s.unit)}</span> {badge}</h2>']
     parts.append(_scoreline(s))
     if s.description:
         parts.append(f'<p class="desc">{escape(s.description)}</p>')
@@ -104,7 +104,7 @@ def _section(data: ReportData, s: Section) -> str:
     if s.tenants:
         parts.append(_chart_block(f"Top {len(s.tenants)} tenants by volume", data.days, [s.all_traffic] + s.tenants,
                                   f"{s.key} daily mean and 7-day moving average for the top tenants"))
-    parts.append(f'<div class="two"><div>{_cost(s.ops, s.key)}</div><div>{_unscored(s.ops, s.key)}</div></div>')
+    parts.append(f'<div class="two"><div>{_cost(s.ops, s.key, s.unit)}</div><div>{_unscored(s.ops, s.key)}</div></div>')
     parts.append(_cells_table(s))
     parts.append(_bottom_table(s))
     parts.append("</section>")
@@ -124,13 +124,13 @@ def _chart_block(title: str, days: list[str], lines: list[Line], aria: str) -> s
             f'<div class="legend">{legend}</div>{line_chart(days, series, aria=aria)}')
 
 
-def _cost(ops: list[DayOps], key: str) -> str:
+def _cost(ops: list[DayOps], key: str, unit: str = "traces") -> str:
     days = [o.day for o in ops]
     total = sum(o.cost_usd for o in ops)
     chart = bar_chart(days, [Stack("judge cost", "#4e79a7", [o.cost_usd for o in ops])], fmt=_usd_axis,
                       tooltip=lambda i: f"{days[i]}: {_usd(ops[i].cost_usd)} judge cost, {ops[i].scored:,} scored",
                       aria=f"{key} judge cost per day", empty="no judge cost recorded in this window")
-    return (f'<h3>Judge cost per day <small>{escape(_usd(total))} in {len(days)} days, scored traces</small></h3>'
+    return (f'<h3>Judge cost per day <small>{escape(_usd(total))} in {len(days)} days, scored {escape(unit)}</small></h3>'
             f'{chart}')
 
 
@@ -265,8 +265,9 @@ def _scoreline(s: Section) -> str:
 
 
 def _bottom_table(s: Section) -> str:
+    unit = escape(s.unit)
     if not s.bottom:
-        return '<h3>Lowest-scoring traces this week</h3><p class="muted">No scored traces this week.</p>'
+        return f'<h3>Lowest-scoring {unit} this week</h3><p class="muted">No scored {unit} this week.</p>'
     rows = []
     for i, t in enumerate(s.bottom, 1):
         tid = escape(t.trace_id)
@@ -275,8 +276,9 @@ def _bottom_table(s: Section) -> str:
         rows.append(f'<tr><td class="r muted">{i}</td><td class="tid">{link}</td><td class="r">{t.points:.1f}</td>'
                     f'<td>{escape(t.day or "–")}</td><td>{escape(t.feature or "–")}</td>'
                     f'<td>{escape(t.tenant or "–")}</td></tr>')
-    return (f'<h3>Lowest-scoring {len(s.bottom)} traces this week <small>all traffic; links open the trace in '
-            'Langfuse</small></h3><table class="bottom"><thead><tr><th class="r">#</th><th>trace</th>'
+    what = "session" if s.unit == "sessions" else "trace"
+    return (f'<h3>Lowest-scoring {len(s.bottom)} {unit} this week <small>all traffic; links open the {what} in '
+            f'Langfuse</small></h3><table class="bottom"><thead><tr><th class="r">#</th><th>{what}</th>'
             '<th class="r">points</th><th>day</th><th>feature</th><th>tenant</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
 

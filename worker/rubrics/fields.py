@@ -14,18 +14,21 @@ from worker.rubrics.judge_spec import JudgeSpec, parse_judge  # noqa: F401  (Jud
 from worker.rubrics.review_spec import (CALIBRATION_KEYS, DATASET_KEYS, FEEDBACK_KEYS, REVIEW_KEYS,
                                         CalibrationSpec, ReviewSpec, parse_calibration, parse_review)
 from worker.rubrics.scales import Scale
+from worker.rubrics.targets import ALL_SOURCES as _SOURCES
+from worker.rubrics.targets import SESSION_KEYS
 
-_SOURCES = ("input", "output", "metadata", "observation", "trace")
-_OBSERVATION_FIELDS = ("input", "output", "metadata", "model", "type", "level", "statusMessage")
+_OBSERVATION_FIELDS = ("input", "output", "metadata", "model", "type", "level", "statusMessage", "name")
 # Names the templates' render context already uses (worker/judging/prompt.py): a variable may not hide them.
 RESERVED_NAMES = ("rubric", "scale")
 
 # Keys the format knows; anything else is a warning (most likely a typo that silently does nothing).
 _KNOWN = {
     (): {"name", "version", "description", "owner", "score", "applies_to", "sampling", "variables",
-         "judge", "budget", "template", "review", "calibration"},
+         "judge", "budget", "template", "review", "calibration", "target", "session"},
     ("owner",): {"team", "alert_route", "drift_threshold_points"},
-    ("applies_to",): {"environments", "trace_names", "tags", "metadata", "observations"},
+    ("applies_to",): {"environments", "trace_names", "tags", "metadata", "observations",
+                      "types", "names", "models", "levels", "with_tool_calls"},
+    ("session",): SESSION_KEYS,
     ("sampling",): {"rate", "min_per_segment"},
     ("sampling", "min_per_segment"): {"key", "per_day"},
     ("judge",): {"provider", "model", "max_tokens", "mode", "base_url", "api_key_env", "identity"},
@@ -58,6 +61,12 @@ class AppliesTo:
     tags: tuple[str, ...] = ()
     metadata: tuple[tuple[str, str], ...] = ()
     observations: tuple[str, ...] = ()  # named observations the trace must have (checked by the worker)
+    # target: observation only (worker/rubrics/targets.py): the v2 filters that list the observations
+    types: tuple[str, ...] = ()  # GENERATION, TOOL, AGENT, RETRIEVER, SPAN, EVENT, ...
+    names: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()  # DEBUG, DEFAULT, WARNING, ERROR
+    with_tool_calls: bool = False  # a GENERATION counts only when its output calls tools (checked by the worker)
 
 
 def _is_int(value) -> bool:
@@ -184,8 +193,14 @@ def _applies_to(doc: RubricDoc, raw) -> AppliesTo:
     if not isinstance(metadata, dict) or not all(isinstance(v, (str, int, float, bool)) for v in metadata.values()):
         doc.error(("applies_to", "metadata"), "applies_to.metadata must map metadata keys to plain values")
         metadata = {}
+    with_tool_calls = raw.get("with_tool_calls", False)
+    if not isinstance(with_tool_calls, bool):
+        doc.error(("applies_to", "with_tool_calls"), "applies_to.with_tool_calls must be true or false")
+        with_tool_calls = False
     return AppliesTo(names("environments"), names("trace_names"), names("tags"),
-                     tuple((str(k), str(v)) for k, v in metadata.items()), names("observations"))
+                     tuple((str(k), str(v)) for k, v in metadata.items()), names("observations"),
+                     tuple(t.upper() for t in names("types")), names("names"), names("models"),
+                     tuple(lv.upper() for lv in names("levels")), with_tool_calls)
 
 
 def _sampling(doc: RubricDoc, raw) -> tuple[float, str | None, int]:
@@ -243,8 +258,10 @@ def _variables(doc: RubricDoc, raw) -> tuple[Variable, ...]:
             doc.error(keys + ("from",), f"variables.{name}.from must be one of {', '.join(_SOURCES)}")
             continue
         field = spec.get("field", "output")
-        if source == "observation":
-            if not isinstance(spec.get("name"), str) or not spec["name"]:
+        if source in ("observation", "root", "parent"):
+            # without a name, an observation rubric's variable reads the judged observation itself
+            if source == "observation" and (not isinstance(spec.get("name"), str) or not spec["name"]) \
+                    and (doc.data or {}).get("target") != "observation":
                 doc.error(keys, f"variables.{name} reads an observation: give its 'name'")
             if field not in _OBSERVATION_FIELDS:
                 doc.error(keys + ("field",), f"variables.{name}.field must be one of {', '.join(_OBSERVATION_FIELDS)}")

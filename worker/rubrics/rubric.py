@@ -46,6 +46,7 @@ from worker.rubrics.fields import (
     _warn_unknown_keys,
 )
 from worker.rubrics.scales import Scale
+from worker.rubrics.targets import SessionSpec, check_target_fields, parse_session, parse_target
 
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 # Prompt files in the rubrics folder every version uses unless it has its own copy.
@@ -78,6 +79,9 @@ class Rubric:
     # Optional: human review routing and failure datasets (review:), production agreement (calibration:).
     review: ReviewSpec | None = None
     calibration: CalibrationSpec | None = None
+    # What it judges (worker/rubrics/targets.py): trace (default), observation or session.
+    target: str = "trace"
+    session: SessionSpec | None = None  # target: session only: idle time, turn budget, re-judges
 
     @property
     def key(self) -> str:
@@ -194,6 +198,9 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
     description = raw.get("description")
     if not isinstance(description, str) or not description.strip():
         doc.error(("description",), "'description' is required (a string; the judge and the score config show it)")
+    target = parse_target(doc, raw)
+    session = parse_session(doc, raw.get("session"), target)
+    check_target_fields(doc, raw, target)
     owner = _owner(doc, raw.get("owner"))
     scale = _scale(doc, raw.get("score"))
     applies = _applies_to(doc, raw.get("applies_to") or {})
@@ -228,5 +235,5 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
         segment_key=segment_key, min_per_segment_day=per_day,
         daily_budget_usd=None if budget is None else float(budget),
         json_template=json_file.read_text() if json_file else None,
-        review=review, calibration=calibration,
+        review=review, calibration=calibration, target=target, session=session,
     )

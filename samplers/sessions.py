@@ -1,0 +1,158 @@
+"""Session rubrics: a session is judged once it has been idle, and again when it resumes.
+
+Langfuse does not know when a session has concluded, so tracejudge decides by idleness:
+
+1. ``seen`` (from every sampler pass over root observations): a trace of a session that a
+   session rubric applies to, and whose **session id** the contract's hash selects, marks the
+   session *pending* with its newest activity (a sorted set per rubric version).
+2. ``SessionScanner.tick`` (from ``Sampler.tick``): each pending session whose newest activity
+   is ``session.idle_minutes`` old is read (its traces' outline, v2 ``sessionId`` filter, no I/O)
+   and, when its newest trace really is that old, enqueued as ``judge_trace(@session:[id, n], key)``
+   (worker/jobs.py); a session still active is put back with its true newest activity. Never
+   before it is idle.
+3. A trace that arrives after the verdict (newer than what was judged) marks the session pending
+   again; once idle it is judged again, judgement n + 1, under the same score id (an upsert, with
+   ``turns_judged`` in the metadata). At most ``session.max_judgements`` (default 3: the first
+   verdict and two re-judges) per session and rubric version; later resumes are counted, not judged.
+
+State per (rubric version, session) lives ``STATE_TTL`` (45 days, the sampler's dedup horizon).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+
+import redis
+
+from samplers.dedup import EnqueueOnce
+from samplers.hashing import is_sampled
+from samplers.selection import applies
+from samplers.source import TraceRef
+from worker.accounting.outcomes import STATS
+from worker.jobs import Subject, judge_message
+from worker.langfuse_io.subjects import session_outline
+from worker.langfuse_io.traces import TraceReader
+from worker.rubrics.rubric import Rubric
+
+log = logging.getLogger("tracejudge.sessions")
+PENDING = "tracejudge:sessions:pending:"  # + rubric key: zset session id -> newest activity (epoch s)
+STATE = "tracejudge:sessions:state:"  # + rubric key + ":" + session id: {judgements, judged_until, turns}
+STATE_TTL = 45 * 24 * 3600
+MAX_PER_TICK = 500  # idle sessions read per rubric version and tick; the rest wait for the next
+
+
+@dataclasses.dataclass
+class SessionTickReport:
+    checked: int = 0
+    still_active: int = 0
+    enqueued: int = 0
+    rejudges: int = 0
+    capped: int = 0  # resumed past max_judgements: not judged again
+
+
+def session_rubrics(rubrics) -> list[Rubric]:
+    return [r for r in rubrics if r.target == "session"]
+
+
+def _state_key(rubric: Rubric, session_id: str) -> str:
+    return f"{STATE}{rubric.key}:{session_id}"
+
+
+def read_state(client: redis.Redis, rubric: Rubric, session_id: str) -> dict | None:
+    raw = client.get(_state_key(rubric, session_id))
+    return json.loads(raw) if raw else None
+
+
+def seen(client: redis.Redis, rubrics: list[Rubric], ref: TraceRef, rate_override: float | None) -> int:
+    """Mark ``ref``'s session pending for every session rubric that applies and samples it;
+    returns how many rubric versions it was marked for."""
+    session_id = getattr(ref, "session_id", None)
+    if not session_id or ref.timestamp is None:
+        return 0
+    marked = 0
+    for rubric in rubrics:
+        rate = rubric.sampling_rate if rate_override is None else rate_override
+        if not applies(rubric, ref) or not is_sampled(session_id, rate):
+            continue
+        state = read_state(client, rubric, session_id)
+        if state is not None and ref.timestamp.timestamp() <= state["judged_until"]:
+            continue  # a trace the verdict already covered (an overlapping re-scan)
+        client.zadd(PENDING + rubric.key, {session_id: ref.timestamp.timestamp()}, gt=True)
+        marked += 1
+    return marked
+
+
+def _activity(turn: dict) -> float:
+    stamp = turn.get("endTime") or turn.get("startTime")
+    return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+
+
+class SessionScanner:
+    """The idle scan (step 2 above), one per sampler; ``tick`` is what the scheduler runs."""
+
+    def __init__(self, client: redis.Redis, rubrics: list[Rubric], reader: TraceReader, broker):
+        self.client, self.rubrics, self.reader, self.broker = client, session_rubrics(rubrics), reader, broker
+        self.once = EnqueueOnce(client)
+
+    def tick(self, now: dt.datetime | None = None) -> SessionTickReport:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        report = SessionTickReport()
+        for rubric in self.rubrics:
+            idle = rubric.session.idle_minutes * 60
+            due = self.client.zrangebyscore(PENDING + rubric.key, "-inf", now.timestamp() - idle,
+                                            start=0, num=MAX_PER_TICK)
+            for raw in due:
+                self._check(rubric, raw.decode(), now, idle, report)
+        return report
+
+    def _check(self, rubric: Rubric, session_id: str, now: dt.datetime, idle: float,
+               report: SessionTickReport) -> None:
+        report.checked += 1
+        pending = PENDING + rubric.key
+        outline = session_outline(self.reader, session_id)
+        if not outline:
+            self.client.zrem(pending, session_id)
+            return
+        newest = max(_activity(t) for t in outline)
+        if now.timestamp() - newest < idle:  # a turn the sampler has not listed yet: still active
+            self.client.zadd(pending, {session_id: newest}, gt=True)
+            report.still_active += 1
+            return
+        state = read_state(self.client, rubric, session_id) or {"judgements": 0, "judged_until": 0}
+        if newest <= state["judged_until"]:
+            self.client.zrem(pending, session_id)  # nothing new since the verdict
+            return
+        judgement = state["judgements"] + 1
+        if judgement > rubric.session.max_judgements:
+            self.client.zrem(pending, session_id)
+            report.capped += 1
+            log.info("session resumed past its re-judge bound; not judged again",
+                     extra={"rubric": rubric.key, "session_id": session_id, "judgements": state["judgements"]})
+            return
+        subject = Subject.session(session_id, judgement)
+        if self.once.claim(rubric.key, str(subject)):
+            try:
+                self.broker.enqueue(judge_message(subject, rubric.key))
+            except Exception:
+                self.once.release(rubric.key, str(subject))
+                raise
+            self.once.confirm(rubric.key, str(subject))
+            report.enqueued += 1
+            report.rejudges += judgement > 1
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hincrby(STATS, "enqueued", 1)
+            pipe.hincrby(STATS, "sessions_enqueued", 1)
+            if judgement > 1:
+                pipe.hincrby(STATS, "sessions_rejudged", 1)
+            pipe.execute()
+        state = {"judgements": judgement, "judged_until": newest, "turns": len(outline)}
+        self.client.set(_state_key(rubric, session_id), json.dumps(state), ex=STATE_TTL)
+        if (self.client.zscore(pending, session_id) or 0) <= newest:
+            self.client.zrem(pending, session_id)
+
+
+def session_tick(sampler, now: dt.datetime | None = None) -> SessionTickReport:
+    """The idle scan of ``sampler``'s session rubrics (``Sampler.tick`` runs it after its passes)."""
+    return sampler.sessions.tick(now)
