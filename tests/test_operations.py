@@ -84,3 +84,20 @@ def test_drift_runs_when_due_and_not_again_until_the_interval_passed(redis_clien
     redis_client.set(DRIFT_LAST_RUN, 1000.0)
     assert not drift_due(redis_client, 86400, now=1000.0 + 3600)
     assert drift_due(redis_client, 86400, now=1000.0 + 86400)
+
+
+def test_the_scheduler_runs_the_review_loop_once_per_interval_across_restarts(settings, runtime, broker, redis_client):
+    import threading
+
+    from tests.helpers import sampler_for
+    from worker.fleet.scheduler import REVIEW_LAST_RUN, run_scheduler
+
+    runs: list[float] = []
+    for _ in range(2):  # two scheduler runs (a restart) inside one review interval
+        stop = threading.Event()
+        timer = threading.Timer(1.5, stop.set)
+        timer.start()
+        run_scheduler(sampler_for(settings, runtime, broker), 0.2, stop, review_tick=lambda: runs.append(1),
+                      review_every=900)
+        timer.cancel()
+    assert len(runs) == 1 and redis_client.exists(REVIEW_LAST_RUN)

@@ -24,6 +24,7 @@ from worker.fleet.housekeeping import housekeep
 from worker.fleet.lease import LOCK_KEY, Lease  # noqa: F401  (LOCK_KEY: where the lease lives)
 from worker.jobs import judge_message
 from worker.judging.confirm import confirm_writes
+from worker.review.tick import review_tick
 from worker.judging.runtime import get_runtime
 from worker.langfuse_io.client import build_langfuse_api
 from worker.langfuse_io.links import trace_linker
@@ -36,10 +37,12 @@ log = logging.getLogger("tracejudge.scheduler")
 
 
 DRIFT_LAST_RUN = "tracejudge:drift:last_run"
+REVIEW_LAST_RUN = "tracejudge:review:last_run"
+REVIEW_EVERY_SECONDS = 900  # review routing, human labels and agreement (worker/review/tick.py)
 
 
-def drift_due(client: redis.Redis, every_seconds: float, now: float) -> bool:
-    last = client.get(DRIFT_LAST_RUN)
+def drift_due(client: redis.Redis, every_seconds: float, now: float, key: str = DRIFT_LAST_RUN) -> bool:
+    last = client.get(key)
     return last is None or now - float(last) >= every_seconds
 
 
@@ -55,9 +58,11 @@ def budget_tick(sampler: Sampler) -> int:
 
 
 def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drift_tick=None,
-                  drift_every: float = 86400, batch_tick=None) -> None:
+                  drift_every: float = 86400, batch_tick=None, review_tick=None,
+                  review_every: float = REVIEW_EVERY_SECONDS) -> None:
     """Sampler ticks every ``interval``; ``drift_tick()`` once every ``drift_every`` seconds;
-    ``batch_tick()`` (submit and poll batch-mode judging) at every tick, paced by itself.
+    ``batch_tick()`` (submit and poll batch-mode judging) at every tick, paced by itself;
+    ``review_tick()`` (the human-review loop) once every ``review_every`` seconds.
 
     Nothing that goes wrong in a tick ends the loop: a Redis outage longer than the client
     rides out, a sink or provider error, a lost lease are logged and the next tick tries again,
@@ -70,7 +75,10 @@ def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drif
     if batch_tick is not None:
         phases.append(("batch cycle and write read-back", batch_tick, "it runs again at the next tick"))
     if drift_tick is not None:
-        phases.append(("drift check", lambda: _drift_if_due(sampler.client, drift_tick, drift_every),
+        phases.append(("drift check", lambda: _if_due(sampler.client, DRIFT_LAST_RUN, drift_tick, drift_every),
+                       "it runs again at the next tick"))
+    if review_tick is not None:
+        phases.append(("review loop", lambda: _if_due(sampler.client, REVIEW_LAST_RUN, review_tick, review_every),
                        "it runs again at the next tick"))
     leading = False
     try:
@@ -116,10 +124,10 @@ def _sample(sampler: Sampler) -> None:
         log.info("sampler pass", extra={"summary": report.line()})
 
 
-def _drift_if_due(client: redis.Redis, drift_tick, every_seconds: float) -> None:
-    if drift_due(client, every_seconds, time.time()):
-        drift_tick()
-        client.set(DRIFT_LAST_RUN, time.time())
+def _if_due(client: redis.Redis, last_run_key: str, tick, every_seconds: float) -> None:
+    if drift_due(client, every_seconds, time.time(), last_run_key):
+        tick()
+        client.set(last_run_key, time.time())
 
 
 def build_sampler(settings: Settings) -> Sampler:
@@ -156,5 +164,9 @@ def run_fleet_scheduler(sampler: Sampler, settings: Settings, stop: threading.Ev
         if summary.requests:
             log.info("write-back confirmed", extra={"summary": summary.line()})
 
+    def review():  # the human-review loop: never raises, a failed step is redone next time
+        summary = review_tick(get_runtime())
+        logging.getLogger("tracejudge.review").info("review loop", extra={"summary": summary.as_dict()})
+
     run_scheduler(sampler, settings.sample_interval_seconds, stop, drift_tick, settings.drift_interval_seconds,
-                  write_tick)
+                  write_tick, review)
