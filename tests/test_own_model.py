@@ -24,6 +24,7 @@ from worker.judges import ModeMemory, build_judge, judge_key
 from worker.judges.base import Usage
 from worker.judges.identity import check_identity, describe_server, verify_served_model
 from worker.judges.structured import MEMORY_KEY
+from worker.cli.status import render_text, status_report
 from worker.judging.pipeline import ask_and_parse, judge_one
 from worker.judging.outcome import Tally
 from worker.judging.prompt import render
@@ -197,6 +198,10 @@ def test_a_500_naming_json_schema_falls_back_to_a_tool_once_for_the_fleet(tmp_pa
     assert other.chain.current == "tool"
     ask(other, rubric)
     assert local_emu.stats()["total_requests"] == before + 1
+    # and `tracejudge status` says which mode the endpoint settled on
+    report = status_report(settings, redis_client, {})
+    assert report["structured_output"] == {judge_key(rubric): "tool"}
+    assert f"structured output: {judge_key(rubric)} falls back to tool" in render_text(report)
 
 
 def test_without_schema_or_tools_json_mode_carries_the_schema_in_the_prompt(tmp_path, local_emu, settings):

@@ -18,6 +18,7 @@ def status_report(settings, client, rubrics: dict) -> dict:
     from worker.fleet.metrics import RATELIMIT_WAIT_SECONDS, RATELIMIT_WAITS
     from worker.fleet.queues import queue_depth
     from worker.fleet.redis_health import eviction_warning
+    from worker.judges.structured import MEMORY_KEY as STRUCTURED_MODES
     from worker.rate_limits.circuit import open_circuits
     from worker.review.agreement import read_all as read_agreement
     from worker.review.queue import STATS as REVIEW_STATS
@@ -57,6 +58,8 @@ def status_report(settings, client, rubrics: dict) -> dict:
                       for key, r in read_agreement(client).items()},
         "review": {k.decode(): int(v) for k, v in sorted(client.hgetall(REVIEW_STATS).items())},
         "paused": open_circuits(client),  # circuit breakers open: their work waits for a probe
+        # the structured-output mode each judge endpoint settled on (learned once for the fleet)
+        "structured_output": {k.decode(): v.decode() for k, v in sorted(client.hgetall(STRUCTURED_MODES).items())},
         "warnings": [w for w in (eviction_warning(client),) if w],
         "judge": {"calls": stats.get("judge_calls", 0), "tokens": tokens,
                   "cost_usd": round(stats.get("cost_microusd", 0) / 1_000_000, 6)},
@@ -97,6 +100,9 @@ def render_text(report: dict) -> str:
         lines.append("agreement: " + agreement_line(key, figures))
     if report["review"]:
         lines.append("review: " + ", ".join(f"{k} {v}" for k, v in report["review"].items()))
+    for key, mode in report["structured_output"].items():
+        lines.append(f"structured output: {key} falls back to {mode} (learned once for the fleet: the "
+                     "modes before it are not supported there)")
     for name, state in report["paused"].items():
         lines.append(f"paused: {name}: {state.get('reason', '?')} (next probe at {state.get('probe_at', '?')})")
     lines += [f"warning: {w}" for w in report["warnings"]]
