@@ -1,12 +1,10 @@
-"""The emulators as the benchmarks run them: TCP_NODELAY on, and the Langfuse emulator indexed.
+"""The emulators as the benchmarks run them: the Langfuse emulator indexed.
 
-1. TCP_NODELAY. emulators/http_base.py writes a reply's headers and body in two sends on a
-keep-alive connection; with Nagle's algorithm on, the body waits for the client's delayed ACK
-of the headers: about 40 ms added to every request (measured: a trace read 45 ms -> 1.5 ms).
-Real servers (Langfuse is Node, which sets no-delay; the providers' front ends) do not do that,
-and at a 500 ms judge with 3-4 Langfuse requests per job it alone caps efficiency near 0.8.
+(Every emulator now runs with TCP_NODELAY, emulators/http_base.py: with Nagle's algorithm on, a
+keep-alive reply's body waited ~40 ms for the client's delayed ACK, a trace read 45 ms instead
+of 1.5 ms, which capped a 500 ms judge's efficiency near 0.8 by itself.)
 
-2. Indexes. The emulator answers a v2 observations request by scanning every stored observation (tens of
+Indexes. The emulator answers a v2 observations request by scanning every stored observation (tens of
 milliseconds at 40,000), so at benchmark scale the emulator, not tracejudge, would set the
 pace and eat the shared cores. This runs the same emulator (same routes, checks, faults and
 counters) and only narrows the rows each v2 observations request scans to a superset of what
@@ -83,11 +81,8 @@ def observations_v2(store, q: dict, query: dict, order: str = "spec") -> dict:
 
 
 def main(argv=None) -> None:
-    import emulators.http_base
-
     argv = list(sys.argv[1:] if argv is None else argv)
     which = argv.pop(0) if argv else ""
-    emulators.http_base.JsonHandler.disable_nagle_algorithm = True  # socketserver's own switch
     if which == "langfuse":
         routes.observations_v2 = observations_v2
         langfuse_api.Store = IndexedStore
