@@ -33,6 +33,16 @@ def _settings():
     return settings
 
 
+def author_settings(rubrics_dir):
+    """The author tools' settings (no Langfuse keys needed), their secrets registered too."""
+    from worker.logs import register_settings_secrets
+    from worker.settings import Settings
+
+    settings = Settings.for_author_tools(rubrics_dir)
+    register_settings_secrets(settings)
+    return settings
+
+
 def utc_today() -> dt.date:
     """The date a command checks judges' end of life against."""
     return dt.datetime.now(dt.timezone.utc).date()

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from worker.authoring import agreement
-from worker.cli.common import pick_rubric, utc_today
+from worker.cli.common import author_settings, pick_rubric, utc_today
 from worker.errors import TraceJudgeError
 
 
@@ -38,14 +38,14 @@ def test(rubric, examples_file, min_kappa, weights, as_json, concurrency, direct
     from worker.judges.identity import verify_served_model
     from worker.judging.runtime import validate_rubrics
     from worker.rubrics.rubric import load_rubrics
-    from worker.settings import Settings, rubrics_dir_for
+    from worker.settings import rubrics_dir_for
 
     try:
         loaded = load_rubrics(rubrics_dir_for(directory))
         chosen = pick_rubric(loaded, rubric)
         path = Path(examples_file) if examples_file else examples_path(chosen)
         examples = load_examples(path, chosen.scale)
-        settings = Settings.for_author_tools(rubrics_dir_for(directory))
+        settings = author_settings(rubrics_dir_for(directory))
         for warning in validate_rubrics({chosen.key: chosen}, settings, today=utc_today()):
             click.echo(f"warning: {warning}", err=True)
         judge = build_judge(chosen.judge, settings)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from worker.cli.common import pick_rubric, utc_today
+from worker.cli.common import _settings, author_settings, pick_rubric, utc_today
 from worker.cli.rubric_test import test
 from worker.errors import TraceJudgeError
 
@@ -121,10 +121,8 @@ def render(rubric, trace_id, trace_file, directory):
     try:
         loaded = load_rubrics(_rubrics_dir(directory))
         chosen = pick_rubric(loaded, rubric)
-        from worker.settings import Settings
-
         # --trace reads Langfuse, so it needs the full settings; --file needs no Langfuse keys.
-        settings = Settings.from_env() if trace_id else Settings.for_author_tools(_rubrics_dir(directory))
+        settings = _settings() if trace_id else author_settings(_rubrics_dir(directory))
         if trace_file:
             try:
                 raw = json.loads(Path(trace_file).read_text(encoding="utf-8"))
@@ -179,12 +177,11 @@ def pull(rubric, days, examples_file, directory):
     from worker.langfuse_io.traces import TraceReader
     from worker.review.examples import pull_examples
     from worker.rubrics.rubric import load_rubrics
-    from worker.settings import Settings
 
     try:
         root = _rubrics_dir(directory)
         chosen = pick_rubric(load_rubrics(root), rubric)
-        settings = Settings.from_env()
+        settings = _settings()
         api = build_langfuse_api(settings, limited=False)
         result = pull_examples(api, TraceReader(api), chosen, redact=settings.redact_pii,
                                since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days),

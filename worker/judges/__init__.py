@@ -10,6 +10,7 @@ from worker.judges.anthropic_judge import AnthropicJudge
 from worker.judges.base import Judge, JudgeReply, Usage
 from worker.judges.openai_judge import OpenAIJudge
 from worker.judges.structured import ModeMemory
+from worker.logs import register_secrets
 from worker.rubrics.judge_spec import JudgeSpec
 from worker.settings import Settings
 
@@ -32,7 +33,9 @@ def api_key_for(spec: JudgeSpec, settings: Settings) -> str | None:
         return settings.openai_api_key
     if spec.api_key_env is None:
         return NO_KEY
-    return settings.named_secret(spec.api_key_env)
+    key = settings.named_secret(spec.api_key_env)
+    register_secrets(key)  # a key a rubric names is masked in every log line like the global ones
+    return key
 
 
 def build_judge(judge: JudgeSpec | str, settings: Settings, *, memory: ModeMemory | None = None) -> Judge:
