@@ -41,7 +41,7 @@ from worker.fleet.queues import queue_depth
 from worker.judging.confirm import GRACE_SECONDS, confirm_writes
 from worker.judging.runtime import Runtime
 from worker.langfuse_io.client import build_langfuse_api
-from worker.rubrics.rubric import load_rubrics
+from worker.rubrics.rubric import SHARED_PROMPTS, load_rubrics
 from worker.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,8 +133,11 @@ def main(argv: list[str] | None = None) -> None:
 
     rubrics_dir = Path(tempfile.mkdtemp(prefix="soak-rubrics-"))
     shutil.copytree(REPO / "rubrics" / RUBRIC, rubrics_dir / RUBRIC)
-    shutil.copy(REPO / "rubrics" / "repair.j2", rubrics_dir / "repair.j2")
-    with LocalStack(judge_latency_ms=0) as stack:
+    for shared in SHARED_PROMPTS:  # the prompt files every version is hashed with
+        shutil.copy(REPO / "rubrics" / shared, rubrics_dir / shared)
+    # the indexed emulator: the store grows to the whole run's traces, which a plain scan per
+    # request would make the emulator, not the fleet, set the pace
+    with LocalStack(judge_latency_ms=0, langfuse_module=("benchmarks.fast_emulators", "langfuse")) as stack:
         env = {**stack.env(), "TRACEJUDGE_SAMPLE_RATE": "1", "TRACEJUDGE_RUBRICS_DIR": str(rubrics_dir),
                "TRACEJUDGE_SETTLE_SECONDS": "0", "TRACEJUDGE_METRICS_PORT": "0"}
         settings = Settings.from_env(env)

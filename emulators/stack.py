@@ -94,10 +94,14 @@ def stop_group(proc: subprocess.Popen | None, timeout: float = 30) -> None:
 
 class LocalStack:
     def __init__(self, workdir: Path | None = None, *, judge_latency_ms: int = 200,
-                 langfuse_args: tuple[str, ...] = (), judge_args: tuple[str, ...] = ()):
+                 langfuse_args: tuple[str, ...] = (), judge_args: tuple[str, ...] = (),
+                 langfuse_module: tuple[str, ...] = ("emulators.langfuse_api",)):
+        """``langfuse_module``: the module (and its leading arguments) that serves Langfuse, e.g.
+        ("benchmarks.fast_emulators", "langfuse"), the indexed emulator for benchmark-sized stores."""
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tracejudge-stack-"))
         self.judge_latency_ms = judge_latency_ms
         self.langfuse_args = list(langfuse_args)
+        self.langfuse_module = list(langfuse_module)
         self.judge_args = list(judge_args)
         self.procs: list[subprocess.Popen] = []
         self.redis_url = self.langfuse_url = self.judge_url = ""
@@ -107,9 +111,9 @@ class LocalStack:
             redis_proc, self.redis_url = start_redis(self.workdir)
             self.procs.append(redis_proc)
             lf, self.langfuse_url = start_emulator(
-                "emulators.langfuse_api",
-                ["--port", str(free_port()), "--public-key", PUBLIC_KEY, "--secret-key", SECRET_KEY,
-                 *self.langfuse_args], self.workdir / "langfuse-emulator.log")
+                self.langfuse_module[0],
+                [*self.langfuse_module[1:], "--port", str(free_port()), "--public-key", PUBLIC_KEY,
+                 "--secret-key", SECRET_KEY, *self.langfuse_args], self.workdir / "langfuse-emulator.log")
             self.procs.append(lf)
             judge, self.judge_url = start_emulator(
                 "emulators.judge_api",
