@@ -118,19 +118,24 @@ def scored(stack: Stack) -> int:
     return int(raw or 0)
 
 
+def _judging(stack: Stack, fleet: subprocess.Popen, warmup: float) -> None:
+    """Until the fleet answers its first judge call, then ``warmup`` seconds more."""
+    begun = stack.judge_counts().get("status:200", 0)
+    deadline = time.monotonic() + 120
+    while stack.judge_counts().get("status:200", 0) == begun:
+        if fleet.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"fleet did not start judging; see {stack.workdir}")
+        time.sleep(0.2)
+    time.sleep(warmup)
+
+
 def measure(stack: Stack, processes: int, threads: int, warmup: float, window: float, log) -> Window:
     from worker.accounting.outcomes import STATS
 
     assert STATS == "tracejudge:stats"
     fleet = stack.fleet(processes, threads, {}, f"worker-{processes}x{threads}.log")
     try:
-        begun = stack.judge_counts().get("status:200", 0)
-        deadline = time.monotonic() + 120
-        while stack.judge_counts().get("status:200", 0) == begun:
-            if fleet.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"fleet did not start judging; see {stack.workdir}")
-            time.sleep(0.2)
-        time.sleep(warmup)
+        _judging(stack, fleet, warmup)
         emulators = [p.pid for p in stack.procs[1:]]
         # the window: two HGETs of ours fall between the two INFOs; the INFOs are not counted by Redis
         r0, c0, e0 = commandstats(stack.redis), group_cpu(fleet.pid), sum(pid_cpu(p) for p in emulators)
@@ -162,13 +167,7 @@ def profile(stack: Stack, processes: int, threads: int, seconds: float, warmup: 
         return False
     fleet = stack.fleet(processes, threads, {}, f"worker-profiled-{processes}x{threads}.log")
     try:
-        begun = stack.judge_counts().get("status:200", 0)
-        deadline = time.monotonic() + 120
-        while stack.judge_counts().get("status:200", 0) == begun:
-            if fleet.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"fleet did not start judging; see {stack.workdir}")
-            time.sleep(0.2)
-        time.sleep(warmup)
+        _judging(stack, fleet, warmup)
         j0, t0 = stack.judge_counts().get("status:200", 0), time.monotonic()
         done = subprocess.run([pyspy, "record", "--pid", str(fleet.pid), "--subprocesses", "--duration",
                                str(int(seconds)), "--rate", "100", "--format", "raw", "-o",

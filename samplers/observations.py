@@ -63,18 +63,10 @@ def v2_filter(rubric: Rubric) -> list[dict]:
 
 def applies(rubric: Rubric, ref: ObservationRef) -> bool:
     a = rubric.applies_to
-    if a.types and ref.type not in a.types:
-        return False
-    if a.names and ref.name not in a.names:
-        return False
-    if a.models and ref.model not in a.models:
-        return False
-    if a.levels and ref.level not in a.levels:
-        return False
-    if a.environments and ref.environment not in a.environments:
-        return False
-    if a.trace_names and ref.trace_name not in a.trace_names:
-        return False
+    for allowed, value in ((a.types, ref.type), (a.names, ref.name), (a.models, ref.model), (a.levels, ref.level),
+                           (a.environments, ref.environment), (a.trace_names, ref.trace_name)):
+        if allowed and value not in allowed:
+            return False
     if a.tags and not set(a.tags) <= set(ref.tags):
         return False
     return all(str(ref.metadata.get(k)) == v for k, v in a.metadata)  # the observation's own metadata
