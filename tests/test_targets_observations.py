@@ -146,3 +146,34 @@ def test_an_observation_job_survives_as_a_plain_judge_trace_message(stack, redis
     (score,) = [s for s in langfuse_emu.scores() if s["name"] == RUBRIC]
     assert (score["traceId"], score["observationId"]) == (tool["traceId"], tool["id"])
     assert dataclasses.asdict(rt.settings)["sample_rate"] == RATE
+
+
+def test_observation_jobs_backfill_and_park_under_a_budget_like_trace_jobs(stack, redis_client, langfuse_emu):
+    from samplers.backfill import run_backfill
+    from worker.accounting.budget import Budget
+    from worker.fleet.actors import park
+    from worker.fleet.scheduler import budget_tick
+    from worker.jobs import judge_message
+
+    rt, broker = stack
+    runs = [agent_run(i, minutes_ago=180 + i) for i in range(12)]
+    langfuse_emu.load_observations([o for run in runs for o in run])
+    picked = {(o["traceId"], o["id"]) for run in runs for o in run
+              if o["type"] in ("TOOL", "GENERATION") and contract_sampled(o["id"], RATE)}
+    sampler = sampler_for(rt.settings, rt, broker)
+    report, skipped = run_backfill(sampler, utc(hours=6), utc(minutes=0))
+    assert report.enqueued == len(picked) and skipped == 0  # the backfill lists observation rubrics too
+    again, _ = run_backfill(sampler_for(rt.settings, rt, broker), utc(hours=6), utc(minutes=0))
+    assert again.enqueued == 0  # resumable: finished slices (and enqueued observations) are not redone
+
+    # a job parked by the budget keeps its observation subject and comes back as the same job
+    tool = next(o for o in runs[0] if o["type"] == "TOOL")
+    subject = str(Subject.observation(tool["traceId"], tool["id"]))
+    capped = hand_built_runtime(rt.settings, redis_client, daily_budget_usd=5.0)
+    rubric = capped.rubrics[f"{RUBRIC}@v1"]
+    redis_client.delete("dramatiq:judge", "dramatiq:judge.msgs")  # the backfill's jobs are not what this checks
+    assert park(capped, rubric, subject, held_by="global")
+    assert Budget(redis_client, None).parked()[rubric.key] == 1
+    assert budget_tick(sampler_for(rt.settings, rt, broker)) == 1
+    (raw,) = [m for m in redis_client.hvals("dramatiq:judge.msgs")]
+    assert json.loads(raw)["args"] == json.loads(json.dumps(judge_message(subject, rubric.key).args))
