@@ -48,7 +48,12 @@ def supervise(args: Sequence[str], env: dict[str, str], *, delays: Sequence[floa
             child[:] = [subprocess.Popen(list(args), env=env)]
             code = child[0].wait()
             if stop.is_set():
-                return code if code >= 0 else 0  # stopped as asked (a signal's negative code too)
+                # Stopped as asked, whatever dramatiq's code: a worker process still starting when the
+                # stop came (before boot.py takes a repeated SIGTERM as one stop) exits with 1, and
+                # has no job in flight to lose.
+                if code:
+                    log.info("the worker fleet stopped", extra={"exit_code": code})
+                return 0
             quick = quick + 1 if time.monotonic() - started < quick_seconds else 0
             if quick >= max_quick_failures:
                 log.error("the worker fleet keeps exiting right after it starts; giving up",
