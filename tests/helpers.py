@@ -213,3 +213,17 @@ def openai_rubrics(tmp_path, source):
     meta["judge"] = {"provider": "openai", "model": "gpt-4o-2024-11-20", "max_tokens": 800}
     meta_path.write_text(yaml.safe_dump(meta))
     return target
+
+
+def copy_rubrics(tmp_path: Path, *names: str) -> Path:
+    """A rubrics folder of the shipped rubrics ``names``, with the prompt files every version is
+    hashed with."""
+    from worker.rubrics.rubric import SHARED_PROMPTS
+
+    root = tmp_path / "rubrics"
+    root.mkdir()
+    for name in names:
+        shutil.copytree(REPO / "rubrics" / name, root / name)
+    for shared in SHARED_PROMPTS:
+        shutil.copy(REPO / "rubrics" / shared, root / shared)
+    return root

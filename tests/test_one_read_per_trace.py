@@ -3,32 +3,26 @@ batches where the server takes an array, each still verified and counted once.""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import threading
 from collections import Counter
 
 import pytest
 
 from emulators.langfuse_api import LangfuseEmulator
-from tests.helpers import PK, REPO, SK, drain, hand_built_runtime, installed, one_trace, sampler_for, whole_window
+from tests.helpers import copy_rubrics, PK, SK, drain, hand_built_runtime, installed, one_trace, sampler_for, whole_window
 from worker.langfuse_io import shared_traces
 from worker.langfuse_io.client import build_langfuse_api
 from worker.langfuse_io.scores import ScoreWriter
 from worker.langfuse_io.shared_traces import SharedTraces
 from worker.langfuse_io.traces import Trace
 from worker.errors import Unscored
-from worker.rubrics.rubric import SHARED_PROMPTS
 
 THREE = ("helpfulness", "safety", "instruction_following")
 
 
 @pytest.fixture
 def three_rubrics(tmp_path):
-    for name in THREE:
-        shutil.copytree(REPO / "rubrics" / name, tmp_path / name)
-    for shared in SHARED_PROMPTS:
-        shutil.copy(REPO / "rubrics" / shared, tmp_path / shared)
-    return tmp_path
+    return copy_rubrics(tmp_path, *THREE)
 
 
 def _trace_reads(requests: list[dict]) -> Counter:

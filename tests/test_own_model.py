@@ -10,13 +10,12 @@ import datetime as dt
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 
 from emulators.judge_api import JudgeEmulator
-from tests.helpers import REPO, hand_built_runtime, one_trace, spy_on
+from tests.helpers import copy_rubrics, REPO, hand_built_runtime, one_trace, spy_on
 from worker.accounting.pricing import check_priced, cost_usd, price_table, use_price_file
 from worker.authoring.lint import lint
 from worker.errors import ConfigError, Unscored
@@ -43,16 +42,6 @@ def local_emu():
     emu.start()
     yield emu
     emu.stop()
-
-
-def copy_rubrics(tmp_path, *names) -> "Path":
-    root = tmp_path / "rubrics"
-    root.mkdir()
-    for name in names:
-        shutil.copytree(REPO / "rubrics" / name, root / name)
-    for shared in SHARED_PROMPTS:
-        shutil.copy(REPO / "rubrics" / shared, root / shared)
-    return root
 
 
 def point_at(root, name: str, judge: dict) -> None:

@@ -7,16 +7,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 import uuid
 
 import dramatiq
 import pytest
 
-from tests.helpers import REPO, contract_sampled, drain, hand_built_runtime, installed, sampler_for, spy_on, utc, whole_window
+from tests.helpers import copy_rubrics, contract_sampled, drain, hand_built_runtime, installed, sampler_for, spy_on, utc, whole_window
 from worker.jobs import Subject
 from worker.langfuse_io.scores import score_id_for
-from worker.rubrics.rubric import SHARED_PROMPTS
 
 RATE = 0.5
 RUBRIC = "tool_call_quality"
@@ -63,10 +61,7 @@ def agent_run(i: int, *, environment: str = "production", minutes_ago: float = 1
 
 @pytest.fixture
 def observation_rubrics(tmp_path):
-    shutil.copytree(REPO / "rubrics" / RUBRIC, tmp_path / RUBRIC)
-    for shared in SHARED_PROMPTS:
-        shutil.copy(REPO / "rubrics" / shared, tmp_path / shared)
-    return tmp_path
+    return copy_rubrics(tmp_path, RUBRIC)
 
 
 @pytest.fixture

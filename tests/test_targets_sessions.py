@@ -7,15 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shutil
 
 import dramatiq
 import pytest
 
-from tests.helpers import REPO, contract_sampled, drain, hand_built_runtime, installed, sampler_for, spy_on, utc, whole_window
+from tests.helpers import copy_rubrics, contract_sampled, drain, hand_built_runtime, installed, sampler_for, spy_on, utc, whole_window
 from worker.jobs import Subject
 from worker.langfuse_io.scores import score_id_for
-from worker.rubrics.rubric import SHARED_PROMPTS
 
 RATE = 0.5
 RUBRIC = "conversation_resolution"
@@ -39,10 +37,7 @@ def session(session_id: str, turns: int, last_minutes_ago: float, **kw) -> list[
 
 @pytest.fixture
 def stack(settings, redis_client, tmp_path):
-    shutil.copytree(REPO / "rubrics" / RUBRIC, tmp_path / RUBRIC)
-    for shared in SHARED_PROMPTS:
-        shutil.copy(REPO / "rubrics" / shared, tmp_path / shared)
-    rt = hand_built_runtime(settings, redis_client, rubrics_dir=tmp_path, sample_rate=RATE)
+    rt = hand_built_runtime(settings, redis_client, rubrics_dir=copy_rubrics(tmp_path, RUBRIC), sample_rate=RATE)
     with installed(rt):
         from worker.fleet.broker import build_broker
 
