@@ -12,6 +12,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -227,3 +229,14 @@ def copy_rubrics(tmp_path: Path, *names: str) -> Path:
     for shared in SHARED_PROMPTS:
         shutil.copy(REPO / "rubrics" / shared, root / shared)
     return root
+
+
+def start_worker_command(env: dict, log_path: Path, *, processes: int, threads: int) -> subprocess.Popen:
+    """``tracejudge worker`` as the Procfile runs it, in a process group of its own (stop it with
+    ``os.killpg``), its output appended to ``log_path``."""
+    from emulators.stack import child_env
+
+    return subprocess.Popen(
+        [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", str(processes),
+         "--threads", str(threads)], env=child_env(env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+        start_new_session=True)

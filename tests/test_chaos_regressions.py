@@ -56,11 +56,8 @@ def test_a_process_group_sigterm_lets_a_worker_finish_its_job_in_flight(
     judged (and paid) again after the heartbeat timeout."""
     import os
     import signal
-    import subprocess
-    import sys
 
-    from emulators.stack import child_env
-    from tests.helpers import make_env, one_trace
+    from tests.helpers import make_env, one_trace, start_worker_command
     from worker.jobs import judge_message
 
     trace_id = "c" * 32
@@ -68,10 +65,7 @@ def test_a_process_group_sigterm_lets_a_worker_finish_its_job_in_flight(
     judge_emu.configure(latency_ms=3000)
     env = make_env(langfuse_emu, judge_emu, redis_url, test_rubrics, TRACEJUDGE_METRICS_PORT=0)
     log_path = tmp_path / "worker.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", "1",
-         "--threads", "2"], env=child_env(env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    proc = start_worker_command(env, log_path, processes=1, threads=2)
     try:
         broker.enqueue(judge_message(trace_id, "helpfulness@v1"))
         deadline = time.monotonic() + 60

@@ -5,22 +5,17 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from emulators.seed import generate
-from emulators.stack import child_env
-from tests.helpers import drain, expected_pairs, make_env, sampled_roots, sampler_for, score_pairs, whole_window
+from tests.helpers import start_worker_command, drain, expected_pairs, make_env, sampled_roots, sampler_for, score_pairs, whole_window
 from worker.fleet.queues import queue_depth
 
 RATE = 0.1
 
 
 def start_worker(env: dict, log_path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", "1",
-         "--threads", "16"], env=child_env(env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    return start_worker_command(env, log_path, processes=1, threads=16)
 
 
 def wait_until(predicate, timeout: float, what: str, proc=None, log_path=None) -> None:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emulators.stack import child_env
-from tests.helpers import make_env, one_trace
+from tests.helpers import start_worker_command, make_env, one_trace
 from worker.fleet.supervisor import supervise
 from worker.jobs import judge_message
 
@@ -38,10 +37,7 @@ def test_a_killed_worker_process_brings_the_fleet_back_and_the_command_stays_up(
     env = make_env(langfuse_emu, judge_emu, redis_url, test_rubrics, TRACEJUDGE_METRICS_PORT=0,
                    TRACEJUDGE_HEARTBEAT_TIMEOUT_SECONDS=5)
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", "2",
-         "--threads", "2"], env=child_env(env), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    proc = start_worker_command(env, log, processes=2, threads=2)
     try:
         _wait(lambda: len(_children(proc.pid)) == 1 and len(_children(_children(proc.pid)[0])) >= 2, 60,
               "dramatiq and its two worker processes", proc, log)
