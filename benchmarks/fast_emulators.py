@@ -9,7 +9,7 @@ milliseconds at 40,000), so at benchmark scale the emulator, not tracejudge, wou
 pace and eat the shared cores. This runs the same emulator (same routes, checks, faults and
 counters) and only narrows the rows each v2 observations request scans to a superset of what
 it can match: a ``traceId`` request scans that trace's observations, a root listing with a
-start-time window scans the roots in that window. The route still applies every filter
+start-time window scans the roots in that window, a v3 scores read by ``id`` scans those ids. The route still applies every filter
 itself, so every answer is the one the plain emulator gives.
 
     python -m benchmarks.fast_emulators langfuse --port 8787 --public-key pk --secret-key sk
@@ -28,6 +28,7 @@ from emulators import langfuse_routes as routes
 from emulators.langfuse_store import Invalid, Store, is_root, parse_time
 
 _plain_observations_v2 = routes.observations_v2
+_plain_scores_v3 = routes.scores_v3
 
 
 class IndexedStore(Store):
@@ -80,11 +81,28 @@ def observations_v2(store, q: dict, query: dict, order: str = "spec") -> dict:
     return _plain_observations_v2(rows if rows is not None else store, q, query, order)
 
 
+class _Scores:
+    """What scores_v3 reads of a store: its lock and the scores to scan."""
+
+    def __init__(self, lock, scores: dict):
+        self.lock, self.scores = lock, scores
+
+
+def scores_v3(store, q: dict) -> dict:
+    """An ``id`` read (tracejudge's read-back) scans only those ids' scores, not every stored one."""
+    ids = {v.strip() for v in (q.get("id") or "").split(",") if v.strip()}
+    if ids:
+        with store.lock:
+            store = _Scores(store.lock, {i: store.scores[i] for i in ids if i in store.scores})
+    return _plain_scores_v3(store, q)
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     which = argv.pop(0) if argv else ""
     if which == "langfuse":
         routes.observations_v2 = observations_v2
+        routes.scores_v3 = scores_v3
         langfuse_api.Store = IndexedStore
         langfuse_api.main(argv)
     elif which == "judge":

@@ -254,10 +254,19 @@ class JudgeEmulator(Emulator):
         else:
             verdict = verdict_for(tool.get("input_schema") or {}, q, "offscale" in faults)
             content, stop = [{"type": "tool_use", "id": _id("toolu_"), "name": tool["name"], "input": verdict}], "tool_use"
+        prefill = _prefill(body["messages"])
+        if prefill and content and content[0]["type"] == "text" and content[0]["text"].startswith(prefill):
+            content[0]["text"] = content[0]["text"][len(prefill):]  # a prefilled answer is continued, not repeated
+        stopped_at = None
+        if content and content[0]["type"] == "text":
+            cuts = [(content[0]["text"].find(s), s) for s in body.get("stop_sequences") or [] if s in content[0]["text"]]
+            if cuts:  # the API ends at the first stop sequence and leaves it out of the text
+                at, stopped_at = min(cuts)
+                content[0]["text"], stop = content[0]["text"][:at], "stop_sequence"
         usage["output_tokens"] = tokens(json.dumps(content))
         self._count_tokens(usage["input_tokens"], usage["output_tokens"])
         return 200, {"id": _id("msg_"), "type": "message", "role": "assistant", "model": body["model"],
-                     "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}, \
+                     "content": content, "stop_reason": stop, "stop_sequence": stopped_at, "usage": usage}, \
             {"request-id": _id("req_")}
 
     def _anthropic_usage(self, body, cfg) -> dict:
@@ -393,6 +402,12 @@ class JudgeEmulator(Emulator):
         with self._lock:
             self.counts["input_tokens"] += inp
             self.counts["output_tokens"] += out
+
+
+def _prefill(messages: list) -> str:
+    """A final assistant message's text: the Messages API (and llama.cpp) continue it."""
+    last = messages[-1] if messages else {}
+    return all_text(last.get("content")) if isinstance(last, dict) and last.get("role") == "assistant" else ""
 
 
 def _forced_tool(body) -> dict | None:

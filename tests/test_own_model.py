@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 
+import anthropic.types as at
 import pytest
 import yaml
 
@@ -223,6 +224,33 @@ def test_anthropic_protocol_servers_fall_back_too(tmp_path, local_emu, settings,
     judge = build_judge(rubric.judge, settings, memory=ModeMemory())
     verdict = ask(judge, rubric)
     assert judge.chain.current == settles_on and 1 <= verdict.raw_score <= 5
+
+
+def test_json_text_mode_prefills_the_object_and_stops_at_its_end(tmp_path, local_emu, settings):
+    """A server that honours neither tools nor a schema: the answer is prefilled up to the
+    reasoning's value and ends at the first "}" (llama.cpp echoes the prefill and says end_turn;
+    the API does neither)."""
+    local_emu.configure(anthropic_tools="refuse", anthropic_output_config=False)
+    rubric = rubric_for(tmp_path, local_emu, "anthropic")
+    judge = build_judge(rubric.judge, settings, memory=ModeMemory())
+    ask(judge, rubric)
+    assert judge.chain.current == "json_text"
+    request = render(rubric, variables_of(rubric))
+    params = judge.request_params(request, mode="json_text")
+    assert params["messages"][-1] == {"role": "assistant", "content": '{"reasoning": "'}
+    assert params["stop_sequences"] == ["}"]
+
+    def reply(text, stop_reason, stop_sequence):
+        message = at.Message(id="m", type="message", role="assistant", model="x", stop_reason=stop_reason,
+                             stop_sequence=stop_sequence, content=[{"type": "text", "text": text}],
+                             usage={"input_tokens": 1, "output_tokens": 1})
+        return judge.reply_from(message, request, mode="json_text")
+
+    assert reply('ok", "score": 4', "stop_sequence", "}").verdict == {"reasoning": "ok", "score": 4}
+    assert reply('{"reasoning": "ok", "score": 4', "end_turn", "}").verdict == {"reasoning": "ok", "score": 4}
+    # a "}" inside the reasoning cuts the string short: unparseable, never another verdict
+    cut = reply('uses {x', "stop_sequence", "}")
+    assert cut.verdict is None and cut.problem == "unparseable"
 
 
 def test_a_hosted_judge_that_skips_its_tool_gets_a_repair_not_a_demotion(settings, judge_emu, test_rubrics):

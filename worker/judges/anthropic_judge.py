@@ -18,6 +18,19 @@ from worker.judges.base import JudgeReply, JudgeRequest, Usage
 from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain
 
 CACHE_CONTROL = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.25x input to write
+# JSON-text mode (a server that honours neither tools nor a schema) prefills the answer with the
+# object's opening up to its first string property's value (``{"reasoning": "``), Anthropic's
+# documented way to get JSON without tools (llama.cpp continues a final assistant message too,
+# and echoes it), and stops at the object's end: the verdict is one flat object, so its first
+# "}" outside a string ends it, and a "}" inside a string leaves the cut text invalid JSON
+# (unparseable, never another verdict). A small model then neither copies the schema back nor
+# runs on to max_tokens after the object (SmolLM2-135M on llama.cpp: ~70 s a call before).
+JSON_END = "}"
+
+
+def json_prefill(schema: dict) -> str:
+    first, spec = next(iter((schema.get("properties") or {}).items()), (None, {}))
+    return '{"%s": "' % first if first and spec.get("type") == "string" else "{"
 
 
 class AnthropicJudge:
@@ -50,6 +63,8 @@ class AnthropicJudge:
         if repair is not None:
             previous, text = repair
             messages += _repair_turns(previous.assistant_turn, text)
+        if mode == "json_text":
+            messages.append({"role": "assistant", "content": json_prefill(request.schema)})
         params = dict(
             model=request.model,
             max_tokens=request.max_tokens,
@@ -57,6 +72,8 @@ class AnthropicJudge:
             # (the current models don't take them); determinism comes from the forced tool schema.
             messages=messages,
         )
+        if mode == "json_text":
+            params["stop_sequences"] = [JSON_END]
         if mode == "tool":
             params["tools"] = [{"name": request.tool_name, "description": request.tool_description,
                                 "input_schema": request.schema}]
@@ -82,6 +99,13 @@ class AnthropicJudge:
         if response.stop_reason == "refusal":
             return JudgeReply(None, usage, "refused", "the judge declined to answer", turn)
         text = "".join(getattr(b, "text", "") or "" for b in response.content if b.type == "text")
+        if mode == "json_text":
+            prefill = json_prefill(request.schema)
+            if not text.lstrip().startswith(prefill):
+                text = prefill + text  # the API answers the continuation; llama.cpp echoes the prefill
+            if getattr(response, "stop_sequence", None) == JSON_END:  # llama.cpp says end_turn, the API stop_sequence
+                text += JSON_END
+            turn["content"] = [{"type": "text", "text": text}]
         if mode != "tool":
             if not text.strip():
                 return JudgeReply(None, usage, "unparseable", "empty answer", turn)
