@@ -253,6 +253,27 @@ def test_json_text_mode_prefills_the_object_and_stops_at_its_end(tmp_path, local
     assert cut.verdict is None and cut.problem == "unparseable"
 
 
+def test_prose_up_to_max_tokens_means_the_mode_was_ignored_but_thinking_does_not(tmp_path, local_emu, settings):
+    """A model whose server ignores the forced tool writes prose until max_tokens: that teaches
+    the fallback as an unparseable answer does. No text at all (the budget spent reasoning), or
+    a tool call cut short, says nothing about the mode."""
+    from worker.judges.structured import ignored_mode
+    rubric = rubric_for(tmp_path, local_emu, "anthropic")
+    judge = build_judge(rubric.judge, settings, memory=ModeMemory())
+    request = render(rubric, variables_of(rubric))
+
+    def truncated(*content):
+        message = at.Message(id="m", type="message", role="assistant", model="x", stop_reason="max_tokens",
+                             stop_sequence=None, content=list(content), usage={"input_tokens": 1, "output_tokens": 1})
+        reply = judge.reply_from(message, request, mode="tool")
+        assert reply.problem == "truncated"
+        return ignored_mode(reply, "tool")
+
+    assert truncated({"type": "text", "text": "To reset a password, you must follow specific steps..."})
+    assert truncated({"type": "thinking", "thinking": "hmm", "signature": "s"}) is None
+    assert truncated({"type": "tool_use", "id": "t", "name": "record_verdict", "input": {}}) is None
+
+
 def test_a_hosted_judge_that_skips_its_tool_gets_a_repair_not_a_demotion(settings, judge_emu, test_rubrics):
     judge_emu.configure(garbage_rate=1.0)
     rubric = load_rubrics(test_rubrics)["helpfulness@v1"]

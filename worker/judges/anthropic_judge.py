@@ -15,7 +15,7 @@ import json
 import anthropic
 
 from worker.judges.base import JudgeReply, JudgeRequest, Usage
-from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain
+from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain, truncated_in_prose
 
 CACHE_CONTROL = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.25x input to write
 # JSON-text mode (a server that honours neither tools nor a schema) prefills the answer with the
@@ -94,11 +94,13 @@ class AnthropicJudge:
                       getattr(u, "cache_read_input_tokens", 0) or 0,
                       getattr(u, "cache_creation_input_tokens", 0) or 0)
         turn = {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in response.content]}
+        text = "".join(getattr(b, "text", "") or "" for b in response.content if b.type == "text")
         if response.stop_reason == "max_tokens":
-            return JudgeReply(None, usage, "truncated", f"stopped at max_tokens={request.max_tokens}", turn)
+            began = (any(b.type == "tool_use" for b in response.content) if mode == "tool"
+                     else mode == "json_text" or text.lstrip().startswith("{"))
+            return JudgeReply(None, usage, "truncated", truncated_in_prose(request.max_tokens, text, began), turn)
         if response.stop_reason == "refusal":
             return JudgeReply(None, usage, "refused", "the judge declined to answer", turn)
-        text = "".join(getattr(b, "text", "") or "" for b in response.content if b.type == "text")
         if mode == "json_text":
             prefill = json_prefill(request.schema)
             if not text.lstrip().startswith(prefill):

@@ -7,7 +7,7 @@ import json
 import openai
 
 from worker.judges.base import JudgeReply, JudgeRequest, Usage
-from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain
+from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain, truncated_in_prose
 from worker.rubrics.judge_spec import is_reasoning_model
 
 
@@ -74,7 +74,10 @@ class OpenAIJudge:
         if mode != "tool":
             content = choice.message.content
             turn = {"role": "assistant", "content": content or "-"}
-            return _reply(_usage(response), choice.finish_reason, refusal, content, turn, request)
+            reply = _reply(_usage(response), choice.finish_reason, refusal, content, turn, request)
+            if reply.problem == "truncated" and mode == "json_schema":
+                reply.detail = truncated_in_prose(request.max_tokens, content or "", began=(content or "").lstrip().startswith("{"))
+            return reply
         calls = choice.message.tool_calls or []
         arguments = calls[0].function.arguments if calls else None
         turn = {"role": "assistant", "content": choice.message.content or "-"}
@@ -85,6 +88,8 @@ class OpenAIJudge:
         reply = _reply(_usage(response), choice.finish_reason, refusal, arguments, turn, request)
         if not calls and reply.problem == "unparseable":
             reply.detail = f"no {request.tool_name} tool call; said: {(choice.message.content or '')[:200]!r}"
+        if not calls and reply.problem == "truncated":
+            reply.detail = truncated_in_prose(request.max_tokens, choice.message.content or "", began=False)
         return reply
 
 

@@ -126,9 +126,21 @@ _IGNORED = {"tool": (("no ",), "the forced tool was not called"),
             "output_config": (("not JSON", "empty"), "the output_config answer is not JSON")}
 
 
+# A truncated answer's detail ends so when it wrote text but never began the mode's form (no
+# tool call, no "{"): prose up to max_tokens, as from a server that ignored the mode. No text
+# at all (a reasoning model that spent the budget thinking) says nothing about the mode.
+IN_PROSE = " in prose"
+
+
+def truncated_in_prose(max_tokens: int, text: str, began: bool) -> str:
+    return f"stopped at max_tokens={max_tokens}" + (IN_PROSE if text.strip() and not began else "")
+
+
 def ignored_mode(reply: JudgeReply, mode: str) -> str | None:
     """Why the answer shows the server ignored ``mode`` (None when it did not)."""
     prefixes, why = _IGNORED.get(mode, ((), ""))
+    if reply.problem == "truncated" and why and reply.detail.endswith(IN_PROSE):
+        return why
     return why if reply.problem == "unparseable" and reply.detail.startswith(prefixes) else None
 
 
