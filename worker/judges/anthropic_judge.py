@@ -30,7 +30,7 @@ JSON_END = "}"
 
 def json_prefill(schema: dict) -> str:
     first, spec = next(iter((schema.get("properties") or {}).items()), (None, {}))
-    return '{"%s": "' % first if first and spec.get("type") == "string" else "{"
+    return f'{{"{first}": "' if first and spec.get("type") == "string" else "{"
 
 
 class AnthropicJudge:
