@@ -226,6 +226,12 @@ def test_anthropic_protocol_servers_fall_back_too(tmp_path, local_emu, settings,
     assert judge.chain.current == settles_on and 1 <= verdict.raw_score <= 5
 
 
+def _message(content: list, stop_reason: str, stop_sequence: str | None = None) -> at.Message:
+    """An Anthropic Messages API answer, as the SDK parses it."""
+    return at.Message(id="m", type="message", role="assistant", model="x", stop_reason=stop_reason,
+                      stop_sequence=stop_sequence, content=content, usage={"input_tokens": 1, "output_tokens": 1})
+
+
 def test_json_text_mode_prefills_the_object_and_stops_at_its_end(tmp_path, local_emu, settings):
     """A server that honours neither tools nor a schema: the answer is prefilled up to the
     reasoning's value and ends at the first "}" (llama.cpp echoes the prefill and says end_turn;
@@ -241,9 +247,7 @@ def test_json_text_mode_prefills_the_object_and_stops_at_its_end(tmp_path, local
     assert params["stop_sequences"] == ["}"]
 
     def reply(text, stop_reason, stop_sequence):
-        message = at.Message(id="m", type="message", role="assistant", model="x", stop_reason=stop_reason,
-                             stop_sequence=stop_sequence, content=[{"type": "text", "text": text}],
-                             usage={"input_tokens": 1, "output_tokens": 1})
+        message = _message([{"type": "text", "text": text}], stop_reason, stop_sequence)
         return judge.reply_from(message, request, mode="json_text")
 
     assert reply('ok", "score": 4', "stop_sequence", "}").verdict == {"reasoning": "ok", "score": 4}
@@ -263,9 +267,7 @@ def test_prose_up_to_max_tokens_means_the_mode_was_ignored_but_thinking_does_not
     request = render(rubric, variables_of(rubric))
 
     def truncated(*content):
-        message = at.Message(id="m", type="message", role="assistant", model="x", stop_reason="max_tokens",
-                             stop_sequence=None, content=list(content), usage={"input_tokens": 1, "output_tokens": 1})
-        reply = judge.reply_from(message, request, mode="tool")
+        reply = judge.reply_from(_message(list(content), "max_tokens"), request, mode="tool")
         assert reply.problem == "truncated"
         return ignored_mode(reply, "tool")
 
