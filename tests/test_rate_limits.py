@@ -129,7 +129,7 @@ def test_refusals_caused_by_our_rate_lower_the_pace_to_what_was_admitted_fleet_w
 
 
 def test_a_lowered_pace_grows_back_on_success_until_the_learned_limit_is_gone(redis_client):
-    limiter = limiter_on(redis_client, decrease_cooldown=0.3, recovery_seconds=0.5, max_wait=5)
+    limiter = limiter_on(redis_client, decrease_cooldown=0.3, recovery_seconds=0.3, max_wait=5)
     _hammer(limiter, "judge:a:m", Limit(requests_per_minute=10**6), 1.0, lambda i: i % 2 == 0)
     seen = [limiter.snapshot()["judge:a:m"]["adaptive_rpm"]]
     assert seen[0] is not None

@@ -12,9 +12,10 @@ from the service's refusals, whichever is lower. The pace is found and held like
   refusals are not caused by our rate (random 429s, an overload). Their share is learned as
   background, the learned pace is dropped, and from then on only refusals clearly above that
   share lower the pace (decreases then add the background share back).
-- The pace grows back along a cubic of the time since the decrease (slowly near the rate that
-  drew the refusal, then faster: ``recovery_seconds`` is where it has doubled), once a call has
-  succeeded, so a lifted limit is reached within about a minute.
+- The pace grows back along TCP CUBIC's curve once a call has succeeded: concave up to the rate
+  that drew the refusal (reached ``recovery_seconds`` after the decrease), so it holds just under
+  the provider's limit most of the time, then convex beyond it (doubled after another
+  ``recovery_seconds``), so a lifted limit is reached within about a minute.
 - Retry-After pauses the key (never another key) fleet-wide only when most of its recent
   answers are refusals; an isolated refusal delays just the call that drew it (its retry
   honours the header).
@@ -104,7 +105,7 @@ class RateLimiter:
     def __init__(self, backend: RateLimitBackend, *, max_wait: float = 300.0,
                  window: float = 60.0, slack: float = DEFAULT_SLACK_SECONDS,
                  decrease_factor: float = 0.95, decrease_cooldown: float = 1.0,
-                 recovery_seconds: float = 25.0, min_requests_per_minute: float = 10.0,
+                 recovery_seconds: float = 15.0, min_requests_per_minute: float = 10.0,
                  sleep: Callable[[float], None] = time.sleep):
         if not 0 < decrease_factor < 1:
             raise ValueError("decrease_factor must be between 0 and 1")

@@ -41,13 +41,21 @@ local function effective()
   local base = num('base')
   if base then
     local grown = base
+    local wmax = num('wmax') or base
     if num('oks') then
+      -- CUBIC: concave back up to the rate that drew the refusal (reached after ARGV[7] s),
+      -- so the pace spends most of its time just under it, then convex beyond it (doubled
+      -- after another ARGV[7] s) to find a lifted limit.
       local x = (now - num('t0')) / (tonumber(ARGV[7]) * 1000)
-      grown = base * (1 + x * x * x)
+      if x < 1 then
+        grown = wmax - (wmax - base) * (1 - x) ^ 3
+      else
+        grown = wmax * (1 + (x - 1) ^ 3)
+      end
     end
-    local ceiling = rate or base * 16
+    local ceiling = math.min(rate or math.huge, 16 * wmax)
     if grown >= ceiling then
-      redis.call('HDEL', state, 'base', 't0', 'oks', 'verify')
+      redis.call('HDEL', state, 'base', 't0', 'oks', 'verify', 'wmax')
     else
       rate = grown
     end
@@ -183,7 +191,7 @@ if num('verify') and num('t0') then
       -- admitted rate: the provider admits a share of whatever we send, so the refusals are
       -- not caused by our rate. Learn them as background and drop the learned pace.
       redis.call('HSET', state, 'bg', f1)
-      redis.call('HDEL', state, 'base', 't0', 'oks', 'ep')
+      redis.call('HDEL', state, 'base', 't0', 'oks', 'ep', 'wmax')
       return 2
     end
     bg = math.min(bg, f1)
@@ -212,10 +220,11 @@ if bg > 0 and xs <= ns * bg + 3 * math.sqrt(ns * bg * (1 - bg)) then return 0 en
 -- Our own rate: the pace drops to a share of what the provider admitted over the span
 -- (background refusals added back), never above the pace it had.
 local eff = effective()
-local rate = factor * (oks / span) * (window / 1000) / (1 - bg)
-if eff then rate = math.min(rate, eff) end
-rate = math.max(floor, rate)
-redis.call('HSET', state, 'base', rate, 't0', now, 'verify', 1, 'pre_x', xs, 'pre_n', ns,
+local wmax = (oks / span) * (window / 1000) / (1 - bg)
+if eff then wmax = math.min(wmax, eff) end
+local rate = math.max(floor, factor * wmax)
+wmax = math.max(wmax, rate)
+redis.call('HSET', state, 'base', rate, 'wmax', wmax, 't0', now, 'verify', 1, 'pre_x', xs, 'pre_n', ns,
            'pre_rate', oks / span, 'last_decrease', now)
 redis.call('HDEL', state, 'oks', 'ep')
 redis.call('HSET', state, 'lowest_rpm', math.min(num('lowest_rpm') or rate, rate))
