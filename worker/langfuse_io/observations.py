@@ -22,7 +22,7 @@ from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
 from worker.errors import TransientError
-from worker.langfuse_io.client import NO_SDK_RETRIES, raw_request
+from worker.langfuse_io.client import raw_request
 from worker.retrying import call_with_retries
 
 T = TypeVar("T")
@@ -31,26 +31,15 @@ T = TypeVar("T")
 REPROBE_SECONDS = 300.0
 
 
-def walk_v2(api: LangfuseAPI, *, fields: str, limit: int, on_request: Callable[[], None] = lambda: None,
-            **filters: Any) -> Iterator[Any]:
-    """Every observation v2 returns for ``filters``, page by page (each page retried)."""
+def walk_v2_plain(api: LangfuseAPI, *, fields: str, limit: int, on_request: Callable[[], None] = lambda: None,
+                  **params: Any) -> Iterator[dict]:
+    """Every observation v2 returns for ``params`` (camelCase), page by page (each page retried),
+    as the JSON the server sent: through the SDK's HTTP layer but without its models. Building
+    and dumping an SDK model costs milliseconds per observation (seconds for the outline of an
+    agent trace, a whole window's roots for the sampler), where a few plain fields are read."""
     cursor = None
     while True:
         on_request()
-        page = call_with_retries(lambda: api.observations.get_many(
-            fields=fields, limit=limit, cursor=cursor, request_options=NO_SDK_RETRIES, **filters))
-        yield from page.data
-        cursor = page.meta.cursor
-        if not cursor or not page.data:
-            return
-
-
-def walk_v2_plain(api: LangfuseAPI, *, fields: str, limit: int, **params: Any) -> Iterator[dict]:
-    """``walk_v2`` as the JSON the server sent (camelCase query ``params``), through the SDK's HTTP
-    layer but without its models: building and dumping an SDK model costs milliseconds per
-    observation, seconds for the outline of an agent trace, which needs only a few plain fields."""
-    cursor = None
-    while True:
         query = {"fields": fields, "limit": limit, **params, **({"cursor": cursor} if cursor else {})}
         page = call_with_retries(lambda: raw_request(api, "GET", "api/public/v2/observations", params=query))
         data = page.get("data") or []
