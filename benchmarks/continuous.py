@@ -139,6 +139,13 @@ class Scenario:
 
 
 def scenario(args) -> Scenario:
+    sc = _scenario(args)
+    if args.tick_real_seconds:  # real time between ticks: the fleet sees each tick's jobs as a wave
+        sc = dataclasses.replace(sc, real_seconds=args.tick_real_seconds * sc.hours * 3600 / sc.interval)
+    return sc
+
+
+def _scenario(args) -> Scenario:
     if args.quick:
         return Scenario(hours=2, interval=60, settle=60, new_scans="300:120,1800:600", max_late=1800,
                         traces_per_minute=args.traces_per_minute or 4, sample_rate=args.sample_rate or 0.25,
@@ -389,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--traces-per-minute", type=float, default=None)
     parser.add_argument("--sample-rate", type=float, default=None)
     parser.add_argument("--drain-timeout", type=float, default=240)
+    parser.add_argument("--tick-real-seconds", type=float, default=None,
+                        help="continuous: real seconds per tick (default: the simulated hours in a few minutes; "
+                             "production's 60 s ticks leave the fleet idle between ticks' jobs)")
     parser.add_argument("--no-profile", action="store_true", help="cpu: skip the py-spy profile")
     parser.add_argument("--out", default=None, help="where to save the output (default: benchmarks/results/)")
     args = parser.parse_args(argv)

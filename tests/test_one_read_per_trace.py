@@ -171,3 +171,28 @@ def test_a_server_that_takes_one_object_gets_one_object_per_score(settings):
         assert isinstance(_posts(emu)[-1]["body"], dict) and len(emu.scores()) == 5
     finally:
         emu.stop()
+
+
+def test_the_first_batch_after_a_lull_lingers_longer_and_back_to_back_batches_do_not():
+    from worker.langfuse_io.score_batches import IDLE_AFTER_SECONDS, GroupCommit
+
+    sent: list[list[dict]] = []
+    commit = GroupCommit(sent.append, linger=0.01, idle_linger=0.3)
+
+    def wave(n: int, spread: float) -> None:
+        """``n`` jobs finishing ``spread`` seconds apart, each submitting its score."""
+        threads = []
+        for i in range(n):
+            threads.append(threading.Thread(target=commit.submit, args=({"id": i},)))
+            threads[-1].start()
+            threading.Event().wait(spread)
+        for t in threads:
+            t.join(5)
+
+    wave(4, 0.05)  # after a lull: the one long linger gathers the whole wave
+    assert [len(b) for b in sent] == [4]
+    wave(4, 0.05)  # right after a batch: short lingers, so the same wave goes out in pieces
+    assert len(sent) > 2
+    threading.Event().wait(IDLE_AFTER_SECONDS + 0.1)
+    wave(4, 0.05)  # a lull again
+    assert len(sent[-1]) == 4

@@ -18,6 +18,11 @@ import time
 from collections.abc import Callable
 
 LINGER_SECONDS = 0.05  # a tenth of a typical judge call: ~6 scores a batch at 64 calls in flight
+# The first batch after a lull lingers longer: in continuous mode each tick's jobs (a trace's
+# rubrics among them) finish as a wave, and one batch gathers most of it. While batches go out
+# back to back (a backlog) the short linger holds: a long one would only hold the threads.
+IDLE_LINGER_SECONDS = 0.25
+IDLE_AFTER_SECONDS = 1.0
 MAX_ITEMS = 100  # well inside the server's body limit: a score body is about 1 kB
 ALONE = object()  # the outcome "write this score by itself"
 
@@ -34,8 +39,11 @@ class GroupCommit:
     (accepted) or ``ALONE``, and raises what the send raised (every job of the batch retries)."""
 
     def __init__(self, send: Callable[[list[dict]], None], *, linger: float = LINGER_SECONDS,
-                 max_items: int = MAX_ITEMS):
+                 idle_linger: float = IDLE_LINGER_SECONDS, max_items: int = MAX_ITEMS,
+                 clock: Callable[[], float] = time.monotonic):
         self._send, self._linger, self._max = send, linger, max_items
+        self._idle_linger, self._clock = max(idle_linger, linger), clock
+        self._last_sent = float("-inf")
         self._cond = threading.Condition()
         self._pending: list[_Entry] = []
         self._sending = False
@@ -63,13 +71,16 @@ class GroupCommit:
         return entry.outcome
 
     def _lead(self) -> None:
-        if self._linger:
-            time.sleep(self._linger)  # let the other jobs that are finishing now join this batch
+        idle = self._clock() - self._last_sent > IDLE_AFTER_SECONDS
+        linger = self._idle_linger if idle else self._linger
+        if linger:
+            time.sleep(linger)  # let the other jobs that are finishing now join this batch
         with self._cond:
             batch, self._pending = self._pending[:self._max], self._pending[self._max:]
         if not batch:
             return
         self.batches += 1
+        self._last_sent = self._clock()
         try:
             self._send([e.body for e in batch])
             outcome: object = None
