@@ -2,9 +2,10 @@
 
 Every job still waits for its own score's answer before its message is acked: concurrent jobs of
 one process hand their scores to whichever of them is sending (a group commit). The first job to
-find no send in progress lingers ``LINGER_SECONDS`` for others to join, sends up to
-``MAX_ITEMS`` scores in one ``POST /api/public/scores`` (an array: servers that take one answer
-202 or 207), and hands each job its outcome; jobs that arrive meanwhile form the next batch.
+find no send in progress lingers ``LINGER_SECONDS`` (``IDLE_LINGER_SECONDS`` after a lull) for
+others to join, sends up to ``MAX_ITEMS`` scores in one ``POST /api/public/scores`` (an array:
+servers that take one answer 202 or 207), and hands each job its outcome; jobs that arrive
+meanwhile form the next batch.
 
 A 207 does not say which scores it rejected (its errors carry messages only), so a batch with
 rejections is sent again one score at a time (an upsert under the same ids: the accepted ones
@@ -39,10 +40,9 @@ class GroupCommit:
     (accepted) or ``ALONE``, and raises what the send raised (every job of the batch retries)."""
 
     def __init__(self, send: Callable[[list[dict]], None], *, linger: float = LINGER_SECONDS,
-                 idle_linger: float = IDLE_LINGER_SECONDS, max_items: int = MAX_ITEMS,
-                 clock: Callable[[], float] = time.monotonic):
+                 idle_linger: float = IDLE_LINGER_SECONDS, max_items: int = MAX_ITEMS):
         self._send, self._linger, self._max = send, linger, max_items
-        self._idle_linger, self._clock = max(idle_linger, linger), clock
+        self._idle_linger = max(idle_linger, linger)
         self._last_sent = float("-inf")
         self._cond = threading.Condition()
         self._pending: list[_Entry] = []
@@ -71,7 +71,7 @@ class GroupCommit:
         return entry.outcome
 
     def _lead(self) -> None:
-        idle = self._clock() - self._last_sent > IDLE_AFTER_SECONDS
+        idle = time.monotonic() - self._last_sent > IDLE_AFTER_SECONDS
         linger = self._idle_linger if idle else self._linger
         if linger:
             time.sleep(linger)  # let the other jobs that are finishing now join this batch
@@ -80,7 +80,7 @@ class GroupCommit:
         if not batch:
             return
         self.batches += 1
-        self._last_sent = self._clock()
+        self._last_sent = time.monotonic()
         try:
             self._send([e.body for e in batch])
             outcome: object = None
