@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -12,6 +13,7 @@ from emulators.langfuse_api import LangfuseEmulator
 from tests.helpers import copy_rubrics, PK, SK, drain, hand_built_runtime, installed, one_trace, sampler_for, whole_window
 from worker.langfuse_io import shared_traces
 from worker.langfuse_io.client import build_langfuse_api
+from worker.langfuse_io.score_batches import IDLE_AFTER_SECONDS, GroupCommit
 from worker.langfuse_io.scores import ScoreWriter
 from worker.langfuse_io.shared_traces import SharedTraces
 from worker.langfuse_io.traces import Trace
@@ -174,10 +176,8 @@ def test_a_server_that_takes_one_object_gets_one_object_per_score(settings):
 
 
 def test_the_first_batch_after_a_lull_lingers_longer_and_back_to_back_batches_do_not():
-    from worker.langfuse_io.score_batches import IDLE_AFTER_SECONDS, GroupCommit
-
     sent: list[list[dict]] = []
-    commit = GroupCommit(sent.append, linger=0.01, idle_linger=0.3)
+    commit = GroupCommit(sent.append, linger=0.01, idle_linger=0.5)
 
     def wave(n: int, spread: float) -> None:
         """``n`` jobs finishing ``spread`` seconds apart, each submitting its score."""
@@ -185,7 +185,7 @@ def test_the_first_batch_after_a_lull_lingers_longer_and_back_to_back_batches_do
         for i in range(n):
             threads.append(threading.Thread(target=commit.submit, args=({"id": i},)))
             threads[-1].start()
-            threading.Event().wait(spread)
+            time.sleep(spread)
         for t in threads:
             t.join(5)
 
@@ -193,6 +193,6 @@ def test_the_first_batch_after_a_lull_lingers_longer_and_back_to_back_batches_do
     assert [len(b) for b in sent] == [4]
     wave(4, 0.05)  # right after a batch: short lingers, so the same wave goes out in pieces
     assert len(sent) > 2
-    threading.Event().wait(IDLE_AFTER_SECONDS + 0.1)
+    time.sleep(IDLE_AFTER_SECONDS + 0.1)
     wave(4, 0.05)  # a lull again
     assert len(sent[-1]) == 4
