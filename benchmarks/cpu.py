@@ -321,7 +321,7 @@ def run(args, log, profile_path: Path | None) -> str:
     # 256 as 4 x 64: at 128 threads a process fails its jobs with redis MaxConnectionsError (redis-py 8's
     # ConnectionPool defaults to max_connections=100; worker/redis_client.py connection_pool sets none)
     sizes = [(2, 32), (4, 64)]
-    backlog = 3500 if quick else 10000
+    backlog = 6000 if quick else 16000
     workdir = Path(tempfile.mkdtemp(prefix="tracejudge-cpu-"))
     stack = Stack(workdir, judge_latency_ms=LATENCY_MS, rubrics=("helpfulness",))
     try:
