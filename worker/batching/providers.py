@@ -15,7 +15,6 @@ import json
 import logging
 from collections.abc import Iterator
 
-from openai.types.chat import ChatCompletion
 
 from worker.batching.store import Item
 from worker.judges.base import JudgeReply
@@ -139,7 +138,7 @@ def _openai_line(line: dict) -> tuple[str, str, object]:
     response = line.get("response") or {}
     status = response.get("status_code")
     if status == 200:
-        return custom_id, "succeeded", ChatCompletion.model_validate(response.get("body") or {})
+        return custom_id, "succeeded", response.get("body") or {}  # the completion as plain JSON, as online
     error = line.get("error") or ((response.get("body") or {}).get("error")) or {}
     reason = f"HTTP {status}: " if status else ""
     reason += f"{error.get('code') or error.get('type') or 'error'}: {str(error.get('message'))[:300]}"

@@ -14,7 +14,7 @@ import json
 
 import anthropic
 
-from worker.judges.base import JudgeReply, JudgeRequest, Usage
+from worker.judges.base import JudgeReply, JudgeRequest, Usage, reply_json
 from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain, truncated_in_prose
 
 CACHE_CONTROL = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.25x input to write
@@ -57,7 +57,7 @@ class AnthropicJudge:
         """The Message as the server sent it (plain JSON): the SDK builds, sends and checks the
         request (a non-2xx raises its APIStatusError as usual), but its typed parse of the reply,
         which reply_from does not need, is skipped (a tenth of a judge call's client CPU)."""
-        return self.client.messages.with_raw_response.create(**params).http_response.json()
+        return reply_json(self.client.messages.with_raw_response.create(**params))
 
     def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None,
                        *, mode: str | None = None) -> dict:

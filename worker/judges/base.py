@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
+from worker.errors import Unscored
+
 
 @dataclasses.dataclass
 class Usage:
@@ -48,3 +50,19 @@ class Judge(Protocol):
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
         """One judge call (no retries here); ``repair`` = (the invalid reply, the repair text)."""
         ...
+
+
+def reply_json(raw) -> dict:
+    """The JSON object of a judge SDK's raw response (``with_raw_response``): the SDK raised
+    for a non-2xx already; a 2xx whose body is not a JSON object (a proxy's HTML page, a
+    cut-off body) makes the trace unscored with the reason, never a crash of the job."""
+    response = raw.http_response
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise Unscored("unparseable", f"the judge answered HTTP {response.status_code} with a body that is not "
+                                      f"a JSON object: {response.text[:200]!r}")
+    return body
+

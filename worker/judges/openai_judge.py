@@ -6,7 +6,7 @@ import json
 
 import openai
 
-from worker.judges.base import JudgeReply, JudgeRequest, Usage
+from worker.judges.base import JudgeReply, JudgeRequest, Usage, reply_json
 from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain, truncated_in_prose
 from worker.rubrics.judge_spec import is_reasoning_model
 
@@ -29,9 +29,14 @@ class OpenAIJudge:
 
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
         return ask_down_the_chain(
-            self.chain, lambda mode: self.reply_from(self.client.chat.completions.create(**self.request_params(request, repair, mode=mode)),
+            self.chain, lambda mode: self.reply_from(self._create(self.request_params(request, repair, mode=mode)),
                                                      request, mode=mode),
             learn_from_answers=self.learn_from_answers)
+
+    def _create(self, params: dict) -> dict:
+        """The completion as the server sent it (plain JSON): the SDK builds, sends and checks the
+        request (a non-2xx raises its APIStatusError), without its typed parse of the reply."""
+        return reply_json(self.client.chat.completions.with_raw_response.create(**params))
 
     def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None,
                        *, tool: bool | None = None, mode: str | None = None) -> dict:
@@ -68,38 +73,40 @@ class OpenAIJudge:
 
     def reply_from(self, response, request: JudgeRequest, *, tool: bool | None = None,
                    mode: str | None = None) -> JudgeReply:
+        """``response``: a chat completion, as plain JSON (online calls, batch result lines) or the SDK's model."""
         mode = mode or ({True: "tool", False: "json_schema"}[tool] if tool is not None else self.chain.current)
-        choice = response.choices[0]
-        refusal = getattr(choice.message, "refusal", None)
+        completion = response if isinstance(response, dict) else response.model_dump()
+        choice = (completion.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        refusal, content, finish = message.get("refusal"), message.get("content"), choice.get("finish_reason")
+        usage = _usage(completion.get("usage"))
         if mode != "tool":
-            content = choice.message.content
             turn = {"role": "assistant", "content": content or "-"}
-            reply = _reply(_usage(response), choice.finish_reason, refusal, content, turn, request)
+            reply = _reply(usage, finish, refusal, content, turn, request)
             if reply.problem == "truncated" and mode == "json_schema":
                 reply.detail = truncated_in_prose(request.max_tokens, content or "", began=(content or "").lstrip().startswith("{"))
             return reply
-        calls = choice.message.tool_calls or []
-        arguments = calls[0].function.arguments if calls else None
-        turn = {"role": "assistant", "content": choice.message.content or "-"}
+        calls = message.get("tool_calls") or []
+        arguments = (calls[0].get("function") or {}).get("arguments") if calls else None
+        turn = {"role": "assistant", "content": content or "-"}
         if calls:
             turn = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.function.name, "arguments": c.function.arguments}} for c in calls]}
-        reply = _reply(_usage(response), choice.finish_reason, refusal, arguments, turn, request)
+                {"id": c.get("id"), "type": "function",
+                 "function": {"name": (c.get("function") or {}).get("name"),
+                              "arguments": (c.get("function") or {}).get("arguments")}} for c in calls]}
+        reply = _reply(usage, finish, refusal, arguments, turn, request)
         if not calls and reply.problem == "unparseable":
-            reply.detail = f"no {request.tool_name} tool call; said: {(choice.message.content or '')[:200]!r}"
+            reply.detail = f"no {request.tool_name} tool call; said: {(content or '')[:200]!r}"
         if not calls and reply.problem == "truncated":
-            reply.detail = truncated_in_prose(request.max_tokens, choice.message.content or "", began=False)
+            reply.detail = truncated_in_prose(request.max_tokens, content or "", began=False)
         return reply
 
 
-def _usage(response) -> Usage:
-    u = response.usage
-    if u is None:
+def _usage(u: dict | None) -> Usage:
+    if not u:
         return Usage()
-    details = getattr(u, "prompt_tokens_details", None)
-    cached = (getattr(details, "cached_tokens", 0) or 0) if details else 0
-    return Usage(max(0, (u.prompt_tokens or 0) - cached), u.completion_tokens or 0, cached, 0)
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(max(0, (u.get("prompt_tokens") or 0) - cached), u.get("completion_tokens") or 0, cached, 0)
 
 
 def _reply(usage: Usage, finish: str | None, refusal: str | None, text: str | None, turn: dict,
