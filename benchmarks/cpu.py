@@ -8,7 +8,11 @@ fixed latency (500 ms). After a warm-up, over a steady window:
   /proc/<pid>/stat, divided by the traces judged in the window (scored outcomes);
 - efficiency: judged/s ÷ (calls in flight ÷ judge latency), 1.0 = every slot always waiting on the judge;
 - Redis commands per job: `INFO commandstats` before and after (the benchmark's own two reads taken off);
-- the emulators' CPU in the same window, for context (they share the two cores).
+- the emulators' CPU in the same window, for context (they share the two cores);
+- the machine's pace just before the window: the CPU one Redis PING round trip costs this
+  benchmark's own process, and the CPU per judged trace expressed in such round trips. The
+  shared machine's speed varies by 2-3x from hour to hour; that ratio varies much less, so it
+  is the figure to compare across sessions.
 
 Then a fresh fleet at 64 in flight is profiled with py-spy (`record --subprocesses --format raw`,
 samples in a wait left out) and the hotspots, grouped by where the code lives, are written to
@@ -65,6 +69,16 @@ def pid_cpu(pid: int) -> float:
     return st[1] if st else 0.0
 
 
+def ping_cpu_us(client, n: int = 3000) -> float:
+    """CPU microseconds of one Redis PING round trip, as this process pays it now."""
+    for _ in range(200):
+        client.ping()
+    c0 = time.process_time()
+    for _ in range(n):
+        client.ping()
+    return 1e6 * (time.process_time() - c0) / n
+
+
 def commandstats(client) -> Counter:
     calls = Counter()
     for key, value in client.info("commandstats").items():
@@ -83,6 +97,7 @@ class Window:
     emulator_cpu: float
     redis_calls: Counter
     judge_calls: int
+    ping_us: float  # the machine's pace just before the window (ping_cpu_us)
 
     @property
     def per_second(self) -> float:
@@ -95,6 +110,11 @@ class Window:
     @property
     def cpu_ms(self) -> float:
         return 1000 * self.cpu_seconds / max(1, self.judged)
+
+    @property
+    def cpu_in_pings(self) -> float:
+        """CPU per judged trace in Redis PING round trips of the same moment."""
+        return 1000 * self.cpu_ms / self.ping_us
 
 
 def seed_backlog(stack: Stack, n: int, seed: int) -> int:
@@ -137,6 +157,7 @@ def measure(stack: Stack, processes: int, threads: int, warmup: float, window: f
     try:
         _judging(stack, fleet, warmup)
         emulators = [p.pid for p in stack.procs[1:]]
+        ping_us = ping_cpu_us(stack.redis)
         # the window: two HGETs of ours fall between the two INFOs; the INFOs are not counted by Redis
         r0, c0, e0 = commandstats(stack.redis), group_cpu(fleet.pid), sum(pid_cpu(p) for p in emulators)
         j0, s0, t0 = stack.judge_counts().get("status:200", 0), scored(stack), time.monotonic()
@@ -153,9 +174,10 @@ def measure(stack: Stack, processes: int, threads: int, warmup: float, window: f
     calls["hget"] -= 2
     calls.pop("info", None)
     cpu = sum(c1[p] - c0[p] for p in c1 if p in c0)
-    w = Window(processes * threads, processes, threads, t1 - t0, s1 - s0, cpu, e1 - e0, +calls, j1 - j0)
+    w = Window(processes * threads, processes, threads, t1 - t0, s1 - s0, cpu, e1 - e0, +calls, j1 - j0, ping_us)
     log(f"  {w.in_flight:>3} in flight ({processes} x {threads}): {w.per_second:6.1f} judged/s, efficiency "
-        f"{w.efficiency:.2f}, {w.cpu_ms:.1f} ms CPU per judged trace, {sum(calls.values()) / max(1, w.judged):.1f} "
+        f"{w.efficiency:.2f}, {w.cpu_ms:.1f} ms CPU per judged trace (= {w.cpu_in_pings:.0f} Redis PINGs at "
+        f"{w.ping_us:.0f} us each), {sum(calls.values()) / max(1, w.judged):.1f} "
         f"Redis commands per job ({len(c1)} processes)")
     return w
 
@@ -340,10 +362,10 @@ def run(args, log, profile_path: Path | None) -> str:
     w(f"worker fleet on the shared cores, judge emulator at {LATENCY_MS} ms, steady window {window} s after a "
       f"{warmup} s warm-up; one rubric, so a judged trace is one job and one judge call\n")
     w(f"{'in flight':>10}{'P x T':>9}{'judged/s':>10}{'ideal/s':>9}{'efficiency':>11}{'CPU ms/trace':>14}"
-      f"{'fleet cores':>12}{'emulators cores':>16}{'Redis cmds/job':>15}\n")
+      f"{'in PINGs':>10}{'fleet cores':>12}{'emulators cores':>16}{'Redis cmds/job':>15}\n")
     for x in windows:
         w(f"{x.in_flight:>10}{f'{x.processes} x {x.threads}':>9}{x.per_second:>10.1f}"
-          f"{x.in_flight / (LATENCY_MS / 1000):>9.0f}{x.efficiency:>11.2f}{x.cpu_ms:>14.1f}"
+          f"{x.in_flight / (LATENCY_MS / 1000):>9.0f}{x.efficiency:>11.2f}{x.cpu_ms:>14.1f}{x.cpu_in_pings:>10.0f}"
           f"{x.cpu_seconds / x.seconds:>12.2f}{x.emulator_cpu / x.seconds:>16.2f}"
           f"{sum(x.redis_calls.values()) / max(1, x.judged):>15.1f}\n")
     x = windows[0]
