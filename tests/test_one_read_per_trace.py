@@ -196,3 +196,36 @@ def test_the_first_batch_after_a_lull_lingers_longer_and_back_to_back_batches_do
     time.sleep(IDLE_AFTER_SECONDS + 0.1)
     wave(4, 0.05)  # a lull again
     assert len(sent[-1]) == 4
+
+
+def test_a_batch_waiting_out_a_retry_after_does_not_hold_the_other_scores(settings):
+    """A 429 on one batch: its job waits out the Retry-After in its own thread, while a score
+    finished meanwhile goes out at once; then the first is sent again and accepted. (Retried
+    inside the send, the 429 held every score of the process for its Retry-After.)"""
+    from langfuse.api.core.api_error import ApiError
+
+    writer = ScoreWriter(build_langfuse_api(settings, limited=False), linger=0.01)
+    sent, done = [], {}
+    started = time.monotonic()
+
+    def post(bodies):
+        sent.append([b["id"] for b in bodies])
+        if len(sent) == 1:
+            raise ApiError(status_code=429, headers={"retry-after": "1.5"}, body="slow down")
+
+    writer._post_array = post
+
+    def write(i):
+        writer.write(_body(i))
+        done[i] = time.monotonic() - started
+
+    first = threading.Thread(target=write, args=(0,))
+    first.start()
+    time.sleep(0.4)  # the first batch (its 0.25 s linger after a lull) was refused: its job waits out 1.5 s
+    second = threading.Thread(target=write, args=(1,))
+    second.start()
+    for t in (first, second):
+        t.join(10)
+    ids = [_body(i)["id"] for i in range(2)]
+    assert sent == [[ids[0]], [ids[1]], [ids[0]]]
+    assert done[1] < 1.0 and done[0] >= 1.75
