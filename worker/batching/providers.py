@@ -15,7 +15,6 @@ import json
 import logging
 from collections.abc import Iterator
 
-
 from worker.batching.store import Item
 from worker.judges.base import JudgeReply
 from worker.retrying import REJECTED_STATUS, status_of

@@ -65,4 +65,3 @@ def reply_json(raw) -> dict:
         raise Unscored("unparseable", f"the judge answered HTTP {response.status_code} with a body that is not "
                                       f"a JSON object: {response.text[:200]!r}")
     return body
-

@@ -86,14 +86,13 @@ class OpenAIJudge:
             if reply.problem == "truncated" and mode == "json_schema":
                 reply.detail = truncated_in_prose(request.max_tokens, content or "", began=(content or "").lstrip().startswith("{"))
             return reply
-        calls = message.get("tool_calls") or []
-        arguments = (calls[0].get("function") or {}).get("arguments") if calls else None
+        calls = [(c.get("id"), c.get("function") or {}) for c in message.get("tool_calls") or []]
+        arguments = calls[0][1].get("arguments") if calls else None
         turn = {"role": "assistant", "content": content or "-"}
         if calls:
             turn = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": c.get("id"), "type": "function",
-                 "function": {"name": (c.get("function") or {}).get("name"),
-                              "arguments": (c.get("function") or {}).get("arguments")}} for c in calls]}
+                {"id": call_id, "type": "function", "function": {"name": f.get("name"), "arguments": f.get("arguments")}}
+                for call_id, f in calls]}
         reply = _reply(usage, finish, refusal, arguments, turn, request)
         if not calls and reply.problem == "unparseable":
             reply.detail = f"no {request.tool_name} tool call; said: {(content or '')[:200]!r}"

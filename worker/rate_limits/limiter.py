@@ -7,9 +7,11 @@ from the service's refusals, whichever is lower. The pace is found and held like
 - A 429 (or an Anthropic 529 "overloaded") is evidence; after ``decrease_cooldown`` seconds of
   it the pace drops to ``decrease_factor`` of the rate the service actually admitted over that
   span (not of the configured limit or the current pace), once, for the whole fleet.
-- A few seconds later the decrease is checked: if refusals did not become rarer and the
-  admitted rate fell along with ours, the provider admits a share of whatever we send: the
-  refusals are not caused by our rate (random 429s, an overload). Their share is learned as
+- A few seconds later the decrease is checked: if, for two decreases in a row, refusals did
+  not become rarer and the admitted rate fell along with ours, the provider admits a share of
+  whatever we send: the refusals are not caused by our rate (random 429s, an overload). (One
+  such decrease is not enough: the first one's admitted rate may include the provider's full
+  bucket at the start, so it can leave the pace above the limit.) Their share is learned as
   background, the learned pace is dropped, and from then on only refusals clearly above that
   share lower the pace (decreases then add the background share back).
 - The pace grows back along TCP CUBIC's curve once a call has succeeded: concave up to the rate

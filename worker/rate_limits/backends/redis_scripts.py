@@ -55,7 +55,7 @@ local function effective()
     end
     local ceiling = math.min(rate or math.huge, 16 * wmax)
     if grown >= ceiling then
-      redis.call('HDEL', state, 'base', 't0', 'oks', 'verify', 'wmax')
+      redis.call('HDEL', state, 'base', 't0', 'oks', 'verify', 'wmax', 'suspect')
     else
       rate = grown
     end
@@ -189,13 +189,23 @@ if num('verify') and num('t0') then
     if x1 >= 3 and f1 >= 0.5 * f0 and a1 < 0.93 * a0 then
       -- Slowing below what the provider admitted neither made refusals rarer nor kept the
       -- admitted rate: the provider admits a share of whatever we send, so the refusals are
-      -- not caused by our rate. Learn them as background and drop the learned pace.
-      redis.call('HSET', state, 'bg', f1)
-      redis.call('HDEL', state, 'base', 't0', 'oks', 'ep', 'wmax')
-      return 2
+      -- not caused by our rate. Learn them as background and drop the learned pace, once two
+      -- decreases in a row say so: the first one's "admitted" rate may include the provider's
+      -- full bucket at the start (a burst above its limit), so that decrease can leave the pace
+      -- above the limit and look like it changed nothing. Taken as background, that sent a
+      -- fleet with twice the limit's demand at full speed: 787 429s a minute at 1,200/min.
+      if not num('suspect') then
+        redis.call('HSET', state, 'suspect', 1)
+      else
+        redis.call('HSET', state, 'bg', f1)
+        redis.call('HDEL', state, 'base', 't0', 'oks', 'ep', 'wmax', 'suspect')
+        return 2
+      end
+    else
+      redis.call('HDEL', state, 'suspect')
+      bg = math.min(bg, f1)
+      redis.call('HSET', state, 'bg', bg)
     end
-    bg = math.min(bg, f1)
-    redis.call('HSET', state, 'bg', bg)
   end
 end
 -- The evidence span: from the first refusal since the last decrease (or in the last 10 s).
