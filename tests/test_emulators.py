@@ -46,8 +46,11 @@ def test_a_spec_violation_is_answered_400_and_recorded(langfuse_emu):
 def test_judge_emulator_counts_concurrency_and_needs_a_key(judge_emu):
     import concurrent.futures
 
-    judge_emu.configure(latency_ms=200)
+    judge_emu.configure(latency_ms=500)
     client = anthropic.Anthropic(api_key="k", base_url=judge_emu.base_url, max_retries=0)
+    # One call first: the SDK's first call in a process loads its types (slow on a loaded
+    # machine), which kept the 16 threads from overlapping within a 200 ms call.
+    client.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "warm"}])
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: client.messages.create(model="claude-sonnet-4-6", max_tokens=10,
                                                        messages=[{"role": "user", "content": f"hi {i}"}]), range(16)))
