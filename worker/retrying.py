@@ -106,22 +106,23 @@ def _worth_retrying(state: tenacity.RetryCallState) -> bool:
     return (exc.retry_after or 0.0) <= MAX_INLINE_WAIT
 
 
+def call_once(fn: Callable[[], T]) -> T:
+    """Run ``fn`` once: a transient failure is raised as TransientError, anything else unchanged."""
+    try:
+        return fn()
+    except Exception as exc:
+        transient = as_transient(exc)
+        if transient is None:
+            raise
+        raise transient from exc
+
+
 def call_with_retries(fn: Callable[[], T], *, attempts: int = 4, deadline: float = 60.0) -> T:
     """Run ``fn``; transient failures are retried in place, then raised as TransientError."""
-
-    def once() -> T:
-        try:
-            return fn()
-        except Exception as exc:
-            transient = as_transient(exc)
-            if transient is None:
-                raise
-            raise transient from exc
-
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(deadline),
         wait=_wait,
         retry=_worth_retrying,
         reraise=True,
     )
-    return retrying(once)
+    return retrying(lambda: call_once(fn))

@@ -19,7 +19,7 @@ from worker.errors import ConfigError, Unscored
 from worker.jobs import Subject
 from worker.langfuse_io.client import raw_request
 from worker.langfuse_io.score_batches import ALONE, LINGER_SECONDS, GroupCommit, PartlyRejected, WholeBatchRefused
-from worker.retrying import call_with_retries
+from worker.retrying import call_once, call_with_retries
 
 _NAMESPACE = uuid.UUID("6f1c0b52-2a55-4d0e-9a53-7d5f3c1e2b10")
 _ENVIRONMENT = re.compile(r"^(?!langfuse)[a-z0-9_-]{1,40}$")
@@ -52,8 +52,7 @@ class ScoreWriter:
         # in its own thread (the wait honouring Retry-After), joining whichever batch forms
         # then. Retried inside the send, one 429 held every other score of the process for
         # its Retry-After: under 10% Langfuse 429s that halved the fleet's throughput.
-        self.batches = GroupCommit(lambda bodies: call_with_retries(lambda: self._post_array(bodies), attempts=1),
-                                   linger=linger)
+        self.batches = GroupCommit(lambda bodies: call_once(lambda: self._post_array(bodies)), linger=linger)
 
     def write(self, body: dict) -> None:
         """Returns once the server accepted ``body``; raises Unscored when it rejects it."""
