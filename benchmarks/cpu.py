@@ -14,9 +14,12 @@ fixed latency (500 ms). After a warm-up, over a steady window:
   shared machine's speed varies by 2-3x from hour to hour; that ratio varies much less, so it
   is the figure to compare across sessions.
 
-Then a fresh fleet at 64 in flight is profiled with py-spy (`record --subprocesses --format raw`,
-samples in a wait left out) and the hotspots, grouped by where the code lives, are written to
-benchmarks/results/profile-<date>.txt.
+Then a fresh fleet at 64 in flight is profiled with py-spy (`record --gil --subprocesses --format
+raw`: in each process, the thread that holds the GIL, i.e. Python's own CPU) and the hotspots,
+grouped by where the code lives, are written to benchmarks/results/profile-<date>.txt. Without
+``--gil`` py-spy also samples threads that just left a blocking read (hiredis's socket read came
+out as 37% "CPU"); what a process burns outside the GIL (system calls, the kernel's loopback TCP,
+GIL hand-offs) is in neither, so the report gives the GIL-held share beside the fleet's CPU.
 
     python -m benchmarks.cpu [--quick] [--no-profile]
 """
@@ -40,6 +43,7 @@ from benchmarks.continuous import RESULTS, Stack
 from emulators.seed import generate
 
 LATENCY_MS = 500
+PROFILE_HZ = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -191,8 +195,8 @@ def profile(stack: Stack, processes: int, threads: int, seconds: float, warmup: 
     try:
         _judging(stack, fleet, warmup)
         j0, t0 = stack.judge_counts().get("status:200", 0), time.monotonic()
-        done = subprocess.run([pyspy, "record", "--pid", str(fleet.pid), "--subprocesses", "--duration",
-                               str(int(seconds)), "--rate", "100", "--format", "raw", "-o",
+        done = subprocess.run([pyspy, "record", "--gil", "--pid", str(fleet.pid), "--subprocesses", "--duration",
+                               str(int(seconds)), "--rate", str(PROFILE_HZ), "--format", "raw", "-o",
                                str(raw_path)], capture_output=True, text=True, timeout=seconds + 120)
         j1, t1 = stack.judge_counts().get("status:200", 0), time.monotonic()
         if done.returncode != 0 or not raw_path.exists():
@@ -307,8 +311,8 @@ def report(stacks, note: str, top: int = 25) -> str:
     out = io.StringIO()
     w = out.write
     w(note)
-    w(f"{sampled} samples at 100 Hz over every process of the fleet (py-spy record --subprocesses --rate 100); "
-      f"{waiting} of them in a wait (a blocked socket read, a lock, a condition: not CPU) are left out; the "
+    w(f"{sampled} samples at {PROFILE_HZ} Hz of the GIL's holder in every process of the fleet (py-spy record --gil "
+      f"--subprocesses); {waiting} of them in a wait (a blocked socket read, a lock, a condition: not CPU) are left out; the "
       f"percentages below are of the other {total}; {100 * startup / total:.1f}% of those are start-up imports\n\n")
     w("By where the code lives (self = the sampled frame is there; cumulative = anywhere on the stack)\n")
     w(f"{'group':<34}{'self %':>8}{'cumul %':>9}\n")
@@ -350,10 +354,10 @@ def run(args, log, profile_path: Path | None) -> str:
         jobs = seed_backlog(stack, backlog, seed=31)
         log(f"cpu: {jobs} jobs queued (helpfulness@v1, one judge call each); judge latency {LATENCY_MS} ms")
         windows = [measure(stack, p, t, warmup, window, log) for p, t in sizes]
-        profiled = None
+        profiled, profiled_seconds = None, 8 if quick else 25
         if profile_path is not None:
             raw = workdir / "profile.raw"
-            if profile(stack, 2, 32, 8 if quick else 25, warmup, raw, log):
+            if profile(stack, 2, 32, profiled_seconds, warmup, raw, log):
                 profiled = raw
     finally:
         stack.close()
@@ -376,8 +380,13 @@ def run(args, log, profile_path: Path | None) -> str:
                 f"UTC\n# 2 processes x 32 threads = 64 judge calls in flight, judge emulator at {LATENCY_MS} ms, "
                 f"backlog of helpfulness@v1 jobs; python -m benchmarks.cpu (benchmarks/continuous.py runs it)\n"
                 f"# CPU per judged trace in the same setup without py-spy: {x.cpu_ms:.1f} ms, efficiency "
-                f"{x.efficiency:.2f}, {sum(x.redis_calls.values()) / max(1, x.judged):.1f} Redis commands per job\n\n")
-        text = report(parse_raw(profiled), note)
+                f"{x.efficiency:.2f}, {sum(x.redis_calls.values()) / max(1, x.judged):.1f} Redis commands per job\n")
+        stacks = parse_raw(profiled)
+        held = sum(c for _, c in stacks) / (PROFILE_HZ * profiled_seconds)  # GIL-held seconds a second, both processes
+        note += (f"# the GIL was held {held:.2f} of a second per second over the 2 worker processes; the fleet burnt "
+                 f"{x.cpu_seconds / x.seconds:.2f} cores unprofiled: the rest is outside Python (system calls, the "
+                 f"kernel's loopback TCP, GIL hand-offs, hiredis)\n\n")
+        text = report(stacks, note)
         profile_path.write_text(text)
         shutil.copy(profiled, profile_path.with_suffix(".raw"))
         w(f"\nprofile written to {profile_path} (raw stacks: {profile_path.with_suffix('.raw').name})\n")
