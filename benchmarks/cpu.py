@@ -21,7 +21,7 @@ grouped by where the code lives, are written to benchmarks/results/profile-<date
 out as 37% "CPU"); what a process burns outside the GIL (system calls, the kernel's loopback TCP,
 GIL hand-offs) is in neither, so the report gives the GIL-held share beside the fleet's CPU.
 
-    python -m benchmarks.cpu [--quick] [--no-profile]
+    python -m benchmarks.cpu [--quick] [--no-profile] [--shapes 1x64,2x32,4x16,8x8 --rounds 2]
 """
 from __future__ import annotations
 
@@ -44,6 +44,10 @@ from emulators.seed import generate
 
 LATENCY_MS = 500
 PROFILE_HZ = 100
+# 256 as 4 x 64: at 128 threads a process fails its jobs with redis MaxConnectionsError (redis-py 8's
+# ConnectionPool defaults to max_connections=100; worker/redis_client.py connection_pool sets none)
+DEFAULT_SHAPES = [(2, 32), (4, 64)]
+MAX_THREADS = 96
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -344,16 +348,15 @@ def report(stacks, note: str, top: int = 25) -> str:
 def run(args, log, profile_path: Path | None) -> str:
     quick = getattr(args, "quick", False)
     window, warmup = (8, 4) if quick else (20, 8)
-    # 256 as 4 x 64: at 128 threads a process fails its jobs with redis MaxConnectionsError (redis-py 8's
-    # ConnectionPool defaults to max_connections=100; worker/redis_client.py connection_pool sets none)
-    sizes = [(2, 32), (4, 64)]
-    backlog = 6000 if quick else 16000
+    sizes = getattr(args, "shapes", None) or DEFAULT_SHAPES
+    rounds = getattr(args, "rounds", 1)
+    backlog = (3000 if quick else 8000) * len(sizes) * rounds
     workdir = Path(tempfile.mkdtemp(prefix="tracejudge-cpu-"))
     stack = Stack(workdir, judge_latency_ms=LATENCY_MS, rubrics=("helpfulness",))
     try:
         jobs = seed_backlog(stack, backlog, seed=31)
         log(f"cpu: {jobs} jobs queued (helpfulness@v1, one judge call each); judge latency {LATENCY_MS} ms")
-        windows = [measure(stack, p, t, warmup, window, log) for p, t in sizes]
+        windows = [measure(stack, p, t, warmup, window, log) for _ in range(rounds) for p, t in sizes]
         profiled, profiled_seconds = None, 8 if quick else 25
         if profile_path is not None:
             raw = workdir / "profile.raw"
@@ -372,14 +375,14 @@ def run(args, log, profile_path: Path | None) -> str:
           f"{x.in_flight / (LATENCY_MS / 1000):>9.0f}{x.efficiency:>11.2f}{x.cpu_ms:>14.1f}{x.cpu_in_pings:>10.0f}"
           f"{x.cpu_seconds / x.seconds:>12.2f}{x.emulator_cpu / x.seconds:>16.2f}"
           f"{sum(x.redis_calls.values()) / max(1, x.judged):>15.1f}\n")
-    x = windows[0]
+    x = next((v for v in windows if (v.processes, v.threads) == (2, 32)), windows[0])  # the profiled shape
     w(f"\nRedis commands per job at {x.in_flight} in flight, by command: " + ", ".join(
         f"{k} {v / max(1, x.judged):.1f}" for k, v in x.redis_calls.most_common(12)) + "\n")
     if profiled is not None and profile_path is not None:
         note = (f"# py-spy profile of the tracejudge worker fleet, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} "
                 f"UTC\n# 2 processes x 32 threads = 64 judge calls in flight, judge emulator at {LATENCY_MS} ms, "
                 f"backlog of helpfulness@v1 jobs; python -m benchmarks.cpu (benchmarks/continuous.py runs it)\n"
-                f"# CPU per judged trace in the same setup without py-spy: {x.cpu_ms:.1f} ms, efficiency "
+                f"# CPU per judged trace at {x.processes} x {x.threads} without py-spy: {x.cpu_ms:.1f} ms, efficiency "
                 f"{x.efficiency:.2f}, {sum(x.redis_calls.values()) / max(1, x.judged):.1f} Redis commands per job\n")
         stacks = parse_raw(profiled)
         held = sum(c for _, c in stacks) / (PROFILE_HZ * profiled_seconds)  # GIL-held seconds a second, both processes
@@ -394,10 +397,35 @@ def run(args, log, profile_path: Path | None) -> str:
     return out.getvalue()
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def shapes(text: str) -> list[tuple[int, int]]:
+    """"2x32,8x8" -> [(2, 32), (8, 8)], for --shapes."""
+    out = []
+    for part in text.split(","):
+        try:
+            p, t = (int(n) for n in part.strip().lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not PROCESSESxTHREADS, e.g. 2x32") from None
+        if p < 1 or not 1 <= t <= MAX_THREADS:
+            raise argparse.ArgumentTypeError(f"{part!r}: need at least one process and 1-{MAX_THREADS} threads "
+                                             f"(a process's Redis pool holds 100 connections)")
+        out.append((p, t))
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="8 s windows and a smaller backlog")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--shapes", type=shapes, default=None, metavar="PxT[,PxT...]",
+                        help="fleet shapes (processes x threads) to measure, in this order "
+                             "(default: 2x32,4x64, i.e. 64 and 256 in flight)")
+    parser.add_argument("--rounds", type=_positive, default=1, help="measure every shape this many times, alternating")
     args = parser.parse_args(argv)
     stamp = dt.datetime.now().strftime("%Y-%m-%d")
     RESULTS.mkdir(parents=True, exist_ok=True)
