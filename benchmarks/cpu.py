@@ -388,7 +388,7 @@ def run(args, log, profile_path: Path | None) -> str:
         held = sum(c for _, c in stacks) / (PROFILE_HZ * profiled_seconds)  # GIL-held seconds a second, both processes
         note += (f"# the GIL was held {held:.2f} of a second per second over the 2 worker processes; the fleet burnt "
                  f"{x.cpu_seconds / x.seconds:.2f} cores unprofiled: the rest is outside Python (system calls, the "
-                 f"kernel's loopback TCP, GIL hand-offs, hiredis)\n\n")
+                 f"kernel's loopback TCP, GIL hand-offs)\n\n")
         text = report(stacks, note)
         profile_path.write_text(text)
         shutil.copy(profiled, profile_path.with_suffix(".raw"))
