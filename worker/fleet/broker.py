@@ -10,6 +10,7 @@ from dramatiq.middleware import CurrentMessage, Middleware
 from worker import logs
 from worker.fleet.actors import judge_trace, record_exhausted
 from worker.fleet.durable_retries import use_durable_retries
+from worker.fleet.occupancy import OCCUPANCY
 from worker.jobs import EXHAUSTED_ACTOR, JUDGE_ACTOR, JUDGE_QUEUE
 from worker.redis_client import connection_pool
 from worker.settings import Settings
@@ -29,6 +30,8 @@ def build_broker(settings: Settings) -> RedisBroker:
     # retrying in N ms) still carry the job's trace and rubric.
     broker.add_middleware(JobLogContext(), before=type(broker.middleware[0]))
     broker.add_middleware(CurrentMessage())  # lets a rate-limited job give back the retry it did not fail
+    if OCCUPANCY not in broker.middleware:
+        broker.add_middleware(OCCUPANCY)  # all threads busy: score batches linger less
     use_durable_retries(broker)  # a retry that cannot be enqueued dead-letters the job instead of losing it
     declare_actors(broker, settings)
     return broker

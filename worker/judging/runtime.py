@@ -11,6 +11,7 @@ from worker.accounting.budget import Budget
 from worker.accounting.outcomes import OutcomeLog
 from worker.accounting.pricing import check_priced, use_price_file
 from worker.errors import ConfigError, Unscored
+from worker.fleet.occupancy import OCCUPANCY
 from worker.judges import ModeMemory, api_key_for, build_judge, judge_key
 from worker.judges.identity import verify_served_model
 from worker.judges.models import check_judge_model
@@ -40,7 +41,7 @@ class Runtime:
         self.rate_limiter = RateLimiter(RedisBackend(self.redis))
         self.langfuse = build_langfuse_api(settings, rate_limiter=self.rate_limiter)
         self.traces = SharedTraces(TraceReader(self.langfuse), self.redis)
-        self.scores = ScoreWriter(self.langfuse)
+        self.scores = ScoreWriter(self.langfuse, saturated=OCCUPANCY.saturated)  # threads all busy: batch sooner
         self.outcomes = OutcomeLog(self.redis)
         self.budget = Budget(self.redis, settings.daily_budget_usd)
         self.score_configs = ScoreConfigs(self.langfuse, self.redis)

@@ -2,10 +2,11 @@
 
 Every job still waits for its own score's answer before its message is acked: concurrent jobs of
 one process hand their scores to whichever of them is sending (a group commit). The first job to
-find no send in progress lingers ``LINGER_SECONDS`` (``IDLE_LINGER_SECONDS`` after a lull) for
-others to join, sends up to ``MAX_ITEMS`` scores in one ``POST /api/public/scores`` (an array:
-servers that take one answer 202 or 207), and hands each job its outcome; jobs that arrive
-meanwhile form the next batch.
+find no send in progress lingers ``LINGER_SECONDS`` (``IDLE_LINGER_SECONDS`` after a lull,
+``BUSY_LINGER_SECONDS`` while every worker thread of the process is busy: then the threads are
+the limit, and a job's linger is throughput lost) for others to join, sends up to ``MAX_ITEMS``
+scores in one ``POST /api/public/scores`` (an array: servers that take one answer 202 or 207),
+and hands each job its outcome; jobs that arrive meanwhile form the next batch.
 
 A 207 does not say which scores it rejected (its errors carry messages only), so a batch with
 rejections is sent again one score at a time (an upsert under the same ids: the accepted ones
@@ -23,6 +24,7 @@ LINGER_SECONDS = 0.05  # a tenth of a typical judge call: ~6 scores a batch at 6
 # rubrics among them) finish as a wave, and one batch gathers most of it. While batches go out
 # back to back (a backlog) the short linger holds: a long one would only hold the threads.
 IDLE_LINGER_SECONDS = 0.25
+BUSY_LINGER_SECONDS = 0.02  # worker/fleet/occupancy.py has the figures
 IDLE_AFTER_SECONDS = 1.0
 MAX_ITEMS = 100  # well inside the server's body limit: a score body is about 1 kB
 ALONE = object()  # the outcome "write this score by itself"
@@ -40,9 +42,11 @@ class GroupCommit:
     (accepted) or ``ALONE``, and raises what the send raised (every job of the batch retries)."""
 
     def __init__(self, send: Callable[[list[dict]], None], *, linger: float = LINGER_SECONDS,
-                 idle_linger: float = IDLE_LINGER_SECONDS, max_items: int = MAX_ITEMS):
+                 idle_linger: float = IDLE_LINGER_SECONDS, busy_linger: float = BUSY_LINGER_SECONDS,
+                 saturated: Callable[[], bool] = lambda: False, max_items: int = MAX_ITEMS):
         self._send, self._linger, self._max = send, linger, max_items
         self._idle_linger = max(idle_linger, linger)
+        self._busy_linger, self._saturated = min(busy_linger, linger), saturated
         self._last_sent = float("-inf")
         self._cond = threading.Condition()
         self._pending: list[_Entry] = []
@@ -71,8 +75,10 @@ class GroupCommit:
         return entry.outcome
 
     def _lead(self) -> None:
-        idle = time.monotonic() - self._last_sent > IDLE_AFTER_SECONDS
-        linger = self._idle_linger if idle else self._linger
+        if time.monotonic() - self._last_sent > IDLE_AFTER_SECONDS:
+            linger = self._idle_linger
+        else:
+            linger = self._busy_linger if self._saturated() else self._linger
         if linger:
             time.sleep(linger)  # let the other jobs that are finishing now join this batch
         with self._cond:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
@@ -45,14 +46,16 @@ def valid_environment(env: str | None) -> str | None:
 
 
 class ScoreWriter:
-    def __init__(self, api: LangfuseAPI, *, linger: float = LINGER_SECONDS):
+    def __init__(self, api: LangfuseAPI, *, linger: float = LINGER_SECONDS,
+                 saturated: Callable[[], bool] = lambda: False):
         self.api = api
         self.shape = "array"  # or "object" (one score per request), learnt from the server
         # One attempt per batch: a batch that failed transiently is retried by each of its jobs
         # in its own thread (the wait honouring Retry-After), joining whichever batch forms
         # then. Retried inside the send, one 429 held every other score of the process for
         # its Retry-After: under 10% Langfuse 429s that halved the fleet's throughput.
-        self.batches = GroupCommit(lambda bodies: call_once(lambda: self._post_array(bodies)), linger=linger)
+        self.batches = GroupCommit(lambda bodies: call_once(lambda: self._post_array(bodies)), linger=linger,
+                                   saturated=saturated)
 
     def write(self, body: dict) -> None:
         """Returns once the server accepted ``body``; raises Unscored when it rejects it."""
