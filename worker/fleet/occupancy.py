@@ -1,5 +1,5 @@
-"""Whether this process works through a backlog: every worker thread busy and messages for at least half
-of them again waiting. The score write's group commit lingers less then
+"""Whether this process works through a backlog: every worker thread busy and messages for at
+least half of them again waiting. The score write's group commit lingers less then
 (worker/langfuse_io/score_batches.py).
 
 In a backlog the threads are the fleet's limit and each millisecond a job lingers for its
