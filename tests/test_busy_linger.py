@@ -31,7 +31,7 @@ def test_a_saturated_process_sends_its_batch_after_the_short_linger():
     _two_scores_apart(commit, 0.2)  # threads to spare: the 0.6 s linger gathers both
     assert [len(b) for b in sent[1:]] == [2]
     busy[0] = True
-    _two_scores_apart(commit, 0.2)  # every thread busy: the first goes alone after 10 ms
+    _two_scores_apart(commit, 0.2)  # a backlog: the first goes alone after 10 ms
     assert [len(b) for b in sent[2:]] == [1, 1]
 
 

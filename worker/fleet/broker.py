@@ -30,8 +30,7 @@ def build_broker(settings: Settings) -> RedisBroker:
     # retrying in N ms) still carry the job's trace and rubric.
     broker.add_middleware(JobLogContext(), before=type(broker.middleware[0]))
     broker.add_middleware(CurrentMessage())  # lets a rate-limited job give back the retry it did not fail
-    if OCCUPANCY not in broker.middleware:
-        broker.add_middleware(OCCUPANCY)  # in a backlog score batches linger less
+    broker.add_middleware(OCCUPANCY)  # in a backlog score batches linger less
     use_durable_retries(broker)  # a retry that cannot be enqueued dead-letters the job instead of losing it
     declare_actors(broker, settings)
     return broker

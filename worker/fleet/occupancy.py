@@ -12,8 +12,6 @@ judge; production's pace for requests per judged trace, three rubrics):
 """
 from __future__ import annotations
 
-import threading
-
 from dramatiq.middleware import Middleware
 
 
@@ -21,8 +19,7 @@ class Occupancy(Middleware):
     """Counts the messages this process works on, and those waiting, against its worker threads."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._busy: set[str] = set()
+        self._busy: set[str] = set()  # set.add and .discard are atomic: no lock on the hot path
         self.threads = 0  # unknown (not a worker process): never saturated
         self._waiting = lambda: 0  # messages fetched, waiting for a thread
 
@@ -31,12 +28,10 @@ class Occupancy(Middleware):
         self._waiting = worker.work_queue.qsize
 
     def before_process_message(self, broker, message):
-        with self._lock:
-            self._busy.add(message.message_id)
+        self._busy.add(message.message_id)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        with self._lock:
-            self._busy.discard(message.message_id)  # a message another middleware skipped was never added
+        self._busy.discard(message.message_id)  # a message another middleware skipped was never added
 
     after_skip_message = after_process_message
 

@@ -4,9 +4,10 @@ Every job still waits for its own score's answer before its message is acked: co
 one process hand their scores to whichever of them is sending (a group commit). The first job to
 find no send in progress lingers ``LINGER_SECONDS`` (``IDLE_LINGER_SECONDS`` after a lull,
 ``BUSY_LINGER_SECONDS`` while the process works through a backlog, worker/fleet/occupancy.py:
-then the threads are the limit, and a job's linger is throughput lost) for others to join, sends up to ``MAX_ITEMS``
-scores in one ``POST /api/public/scores`` (an array: servers that take one answer 202 or 207),
-and hands each job its outcome; jobs that arrive meanwhile form the next batch.
+then the threads are the limit, and a job's linger is throughput lost) for others to join,
+sends up to ``MAX_ITEMS`` scores in one ``POST /api/public/scores`` (an array: servers that
+take one answer 202 or 207), and hands each job its outcome; jobs that arrive meanwhile form
+the next batch.
 
 A 207 does not say which scores it rejected (its errors carry messages only), so a batch with
 rejections is sent again one score at a time (an upsert under the same ids: the accepted ones
