@@ -33,6 +33,16 @@ def _settings():
     return settings
 
 
+def read_back_first(settings, client) -> None:
+    """Before a command reads the figures: count the fleet's written scores that Langfuse now
+    returns (worker/fleet/confirmer.py); what still waits is said on stderr."""
+    from worker.fleet.confirmer import read_back_before_reading
+
+    note = read_back_before_reading(settings, client)
+    if note:
+        click.echo(f"note: {note}", err=True)
+
+
 def author_settings(rubrics_dir):
     """The author tools' settings (no Langfuse keys needed), their secrets registered too."""
     from worker.logs import register_settings_secrets

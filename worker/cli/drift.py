@@ -5,7 +5,7 @@ import json
 
 import click
 
-from worker.cli.common import _settings
+from worker.cli.common import _settings, read_back_first
 from worker.errors import TraceJudgeError
 
 
@@ -67,6 +67,7 @@ def drift(once, as_json, rebuild, since):
         if rebuild:
             _rebuild(settings, rubrics, client, since)
             return
+        read_back_first(settings, client)
         reports, alerts, (sent, pending) = run_drift(settings, rubrics, client, trace_linker(settings))
     except TraceJudgeError as exc:
         raise click.ClickException(str(exc)) from None

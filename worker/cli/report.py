@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from worker.cli.common import _settings
+from worker.cli.common import _settings, read_back_first
 from worker.errors import TraceJudgeError
 
 
@@ -84,6 +84,7 @@ def report(out, days, rubric_filter):
         if rubric_filter and rubric_filter not in (known := known_rubric_names(client, rubrics)):
             names = ", ".join(sorted(n for n in known if "@" not in n)) or "none yet"
             raise click.ClickException(f"--rubric {rubric_filter}: no such rubric (known: {names})")
+        read_back_first(settings, client)
         data = gather(client, rubrics, days=days, rubric_filter=rubric_filter, trace_url=_lazy_linker(settings))
     except TraceJudgeError as exc:
         raise click.ClickException(str(exc)) from None

@@ -86,6 +86,8 @@ def render_text(report: dict) -> str:
     lines.append(f"write-back: {w['written']} written, {w['confirmed']} confirmed in Langfuse, "
                  f"{w['awaiting_read_back']} awaiting read-back (unconfirmed), {w['missing']} missing, "
                  f"{w['rewritten']} re-written")
+    if w.get("note"):
+        lines.append(f"  {w['note']}")
     t = j["tokens"]
     lines.append(f"judge: {j['calls']} calls, tokens in {t['input']} / out {t['output']} / cache read "
                  f"{t['cache_read']} / cache write {t['cache_write']}, cost ${j['cost_usd']:.4f}")
@@ -112,11 +114,15 @@ def render_text(report: dict) -> str:
 def print_status(settings, as_json: bool) -> None:
     import redis
 
+    from worker.fleet.confirmer import read_back_before_reading
     from worker.rubrics.rubric import load_rubrics
 
     client = redis.Redis.from_url(settings.redis_url)
     try:
+        note = read_back_before_reading(settings, client)  # written scores due: counted before they are shown
         report = status_report(settings, client, load_rubrics(settings.rubrics_dir))
+        if note:
+            report["write_back"]["note"] = note
     except redis.RedisError as exc:  # the URL may hold a password: name the error, not the URL
         raise click.ClickException(f"cannot read the fleet's state from Redis (REDIS_URL): {exc}") from None
     click.echo(json.dumps(report, indent=2) if as_json else render_text(report))

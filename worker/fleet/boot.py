@@ -10,6 +10,7 @@ import time
 import dramatiq
 
 from worker.fleet.broker import build_broker
+from worker.fleet.confirmer import FleetConfirmer
 from worker.fleet.metrics import FleetPrometheus
 from worker.judging.runtime import Runtime, set_runtime
 from worker.logs import configure_logging, register_settings_secrets
@@ -53,6 +54,7 @@ register_settings_secrets(settings)
 broker = build_broker(settings)
 if settings.metrics_port:
     broker.add_middleware(FleetPrometheus())
+broker.add_middleware(FleetConfirmer())  # the fleet reads back its own writes: no scheduler needed
 dramatiq.set_broker(broker)
 set_runtime(Runtime(settings))
 one_stop_per_sigterm_burst()

@@ -1,4 +1,5 @@
-"""The scheduler's Redis lease: one active scheduler fleet-wide, kept alive while it works.
+"""The scheduler's Redis lease: one active scheduler fleet-wide, kept alive while it works (and,
+under its own key, one reader of the written scores at a time: worker/fleet/confirmer.py).
 
 The lease is renewed at every tick and, while a tick runs, by a keeper thread every third of
 its time to live, so a long catch-up pass, batch collect or drift run does not outlive it and
@@ -26,8 +27,8 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 
 
 class Lease:
-    def __init__(self, client: redis.Redis, ttl_seconds: float):
-        self.client = client
+    def __init__(self, client: redis.Redis, ttl_seconds: float, *, key: str = LOCK_KEY, name: str = "scheduler"):
+        self.client, self.key, self.name = client, key, name
         self.token = uuid.uuid4().hex
         self.ttl_ms = int(ttl_seconds * 1000)
         self.lost = threading.Event()
@@ -35,8 +36,8 @@ class Lease:
 
     def hold(self) -> bool:
         """Take the lease if free, renew it if ours; False when another scheduler holds it."""
-        if self._renew(keys=[LOCK_KEY], args=[self.token, self.ttl_ms]) or \
-                self.client.set(LOCK_KEY, self.token, nx=True, px=self.ttl_ms):
+        if self._renew(keys=[self.key], args=[self.token, self.ttl_ms]) or \
+                self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
             self.lost.clear()
             return True
         self.lost.set()
@@ -44,7 +45,7 @@ class Lease:
 
     def renew(self) -> bool:
         """Extend the lease only if it is still ours (never takes it over)."""
-        if self._renew(keys=[LOCK_KEY], args=[self.token, self.ttl_ms]):
+        if self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
             return True
         self.lost.set()
         return False
@@ -58,10 +59,10 @@ class Lease:
             while not done.wait(self.ttl_ms / 3000):
                 try:
                     if not self.renew():
-                        log.warning("scheduler lease taken over while a tick was running")
+                        log.warning(f"{self.name} lease taken over while it was in use")
                         return
                 except redis.RedisError as exc:  # boundary: tried again at the next renewal
-                    log.warning("scheduler lease renewal failed; retrying", extra={"error_type": type(exc).__name__})
+                    log.warning(f"{self.name} lease renewal failed; retrying", extra={"error_type": type(exc).__name__})
 
         keeper = threading.Thread(target=keep, name="lease-keeper", daemon=True)
         keeper.start()
@@ -72,4 +73,4 @@ class Lease:
             keeper.join(timeout=5)
 
     def release(self) -> None:
-        self.client.eval(_RELEASE, 1, LOCK_KEY, self.token)
+        self.client.eval(_RELEASE, 1, self.key, self.token)

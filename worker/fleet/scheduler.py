@@ -23,7 +23,7 @@ from worker.fleet.broker import build_broker
 from worker.fleet.housekeeping import housekeep
 from worker.fleet.lease import LOCK_KEY, Lease  # noqa: F401  (LOCK_KEY: where the lease lives)
 from worker.jobs import judge_message
-from worker.judging.confirm import confirm_writes
+from worker.fleet.confirmer import confirm_due
 from worker.review.tick import review_tick
 from worker.judging.runtime import get_runtime
 from worker.langfuse_io.client import build_langfuse_api
@@ -160,9 +160,7 @@ def run_fleet_scheduler(sampler: Sampler, settings: Settings, stop: threading.Ev
         rt = get_runtime()  # built on first use
         if has_batch:
             batch_tick(rt)
-        summary = confirm_writes(rt)
-        if summary.requests:
-            log.info("write-back confirmed", extra={"summary": summary.line()})
+        confirm_due(rt)  # the worker processes read back too; whoever holds the read-back lease does
 
     def review():  # the human-review loop: never raises, a failed step is redone next time
         summary = review_tick(get_runtime())
