@@ -2,11 +2,18 @@
 dataset items, and the human (ANNOTATION) scores a reviewer leaves, with the real server's rules.
 
 Read from the server source (langfuse/langfuse, web/src/pages/api/public/...):
-- ``annotation-queues/index.ts``: a queue name is unique per project (a second POST with the
-  same name is 409 "A queue with this name already exists."); every ``scoreConfigIds`` entry must
-  be a config of the project (400); the list is newest first, paged (page from 1, limit 50).
+- ``annotation-queues/index.ts`` (``createAnnotationQueueForApi``): a queue name is unique per
+  project (a second POST with the same name is 400 "A queue with this name already exists.", the
+  Prisma P2002 the real 4.16 answers; only a serialization conflict between two concurrent
+  creates is 409 "Please retry"); every ``scoreConfigIds`` entry must be a config of the
+  project (400); the list is newest first, paged (page from 1, limit 50).
 - ``annotation-queues/[queueId]/items/index.ts``: an item is created on every POST, *no dedup*:
-  the same trace posted twice is two items to review. A missing queue is 404.
+  the same trace posted twice is two items to review (200 both times). A missing queue is 404.
+  The items list is newest first (createdAt desc, id desc), paged.
+- Score configs (langfuse_store.Store.create_config): names are not unique, a second config of a
+  name is a 200 and a second config.
+- A lost answer (``configure(lost_answer_next=[...])``, see ``lost_answer_label``): the write is
+  stored and then the reply is a 500, as when the server or a proxy fails after the commit.
 - ``v2/datasets/index.ts``: POST upserts the dataset by name (``upsertDataset``).
 - ``dataset-items/index.ts``: a missing dataset is 404; items are upserted on their id, and an
   id that belongs to another dataset is 404; without an id the server makes one.
@@ -60,6 +67,18 @@ def route(store: Store, method: str, path: str, q: dict, body):
     return _dataset_items(st, method, parts[1:], q, body)
 
 
+def lost_answer_label(method: str, path: str) -> str:
+    """How ``lost_answer_next`` names a write: the method and the path after /api/public/ with
+    its ids left out, e.g. "POST annotation-queues", "POST annotation-queues/items",
+    "POST score-configs", "POST v2/datasets", "POST dataset-items", "POST scores"."""
+    parts = path.split("/api/public/", 1)[-1].split("/")
+    if parts[0] == "annotation-queues" and len(parts) > 1:
+        parts = [parts[0], *parts[2:]]  # the queue id
+    elif parts[0] in ("score-configs", "dataset-items") and len(parts) > 1:
+        parts = [parts[0], "{id}"]
+    return f"{method} {'/'.join(parts)}"
+
+
 def _page(rows: list[dict], q: dict) -> dict:
     page, limit = int(q.get("page") or 1), int(q.get("limit") or 50)
     if page < 1 or not 1 <= limit <= 100:
@@ -108,7 +127,7 @@ def _queues(store: Store, st: ReviewState, method: str, rest: list[str], q: dict
 
 def _create_queue(store: Store, st: ReviewState, body: dict) -> dict:
     if any(queue["name"] == body["name"] for queue in st.queues.values()):
-        raise Reply(409, {"message": "A queue with this name already exists."})
+        raise Invalid("A queue with this name already exists.")  # 400, as the real 4.16 answers
     with store.lock:
         known = set(store.configs)
     if any(config_id not in known for config_id in body["scoreConfigIds"]):

@@ -15,9 +15,16 @@ that refuses a second config with the same name is a ConfigError naming the way 
 
 Config ids are cached in Redis per rubric sha256, for a day, then re-checked (someone may
 have archived the config in the UI).
+
+Since names are not unique, "once" is ours to keep, and Redis is only a cache of it: before
+creating, the project's configs are listed and an active one with the rubric's name and scale
+(``matches``) is reused, so a cold Redis finds what Langfuse has. A create whose answer is lost
+(stored, then a 500 or a timeout) is looked for again before the POST is retried. When several
+configs match (two processes raced past a lost lock), everyone takes the oldest.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 import time
@@ -30,7 +37,7 @@ from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError
 from worker.langfuse_io.client import NO_SDK_RETRIES
-from worker.retrying import call_with_retries
+from worker.retrying import call_once, call_with_retries
 from worker.rubrics.rubric import Rubric
 
 CACHE_PREFIX = "tracejudge:score-config:"
@@ -119,7 +126,11 @@ class ScoreConfigs:
             cached = self.client.get(CACHE_PREFIX + rubric.sha256)  # the holder we waited for found it
             if cached:
                 return cached.decode()
-            found = self._find(rubric) or self._create(rubric)
+            found = self._find(rubric)
+            if found is None:
+                created = self._create(rubric)
+                # Two creators that raced (a lock lost with a Redis restart) made two: both take the oldest.
+                found = self._find(rubric) or created
             self.client.set(CACHE_PREFIX + rubric.sha256, found, ex=CACHE_TTL_S)
             return found
         finally:
@@ -130,22 +141,36 @@ class ScoreConfigs:
         self.client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
                          "return 0", 1, lock, token)
 
-    def _find(self, rubric: Rubric) -> str | None:
-        page = 1
+    def _find(self, rubric: Rubric, call=call_with_retries) -> str | None:
+        """The oldest active config with the rubric's name and scale, or None (page after page)."""
+        found, page = [], 1
         while True:
-            result = call_with_retries(lambda: self.api.score_configs.get(
-                page=page, limit=100, request_options=NO_SDK_RETRIES))
-            for config in result.data:
-                if matches(config, rubric):
-                    return config.id
-            if page >= (result.meta.total_pages or 0):
-                return None
+            result = call(lambda: self.api.score_configs.get(page=page, limit=100, request_options=NO_SDK_RETRIES))
+            found += [config for config in result.data if matches(config, rubric)]
+            if page >= (result.meta.total_pages or 0) or not result.data:
+                break
             page += 1
+        if not found:
+            return None
+        oldest = min(found, key=lambda c: (_timestamp(c.created_at), c.id))
+        return oldest.id
 
     def _create(self, rubric: Rubric) -> str:
         kwargs = config_request(rubric)
+        sent = []
+
+        def attempt() -> str:
+            # After a POST that failed (a 500, a timeout: Langfuse may have stored the config and
+            # lost the answer), look again before posting again: names are not unique there.
+            if sent:
+                found = self._find(rubric, call=call_once)
+                if found is not None:
+                    return found
+            sent.append(True)
+            return self.api.score_configs.create(**kwargs, request_options=NO_SDK_RETRIES).id
+
         try:
-            config = call_with_retries(lambda: self.api.score_configs.create(**kwargs, request_options=NO_SDK_RETRIES))
+            return call_with_retries(attempt)
         except ApiError as exc:
             if exc.status_code not in (400, 409, 422):
                 raise
@@ -155,4 +180,12 @@ class ScoreConfigs:
                 "allow one config per name and data type: upgrade Langfuse, or give the changed scale "
                 "a new rubric name, or archive the old config once no version with the old scale runs."
             ) from None
-        return config.id
+
+
+def _timestamp(when) -> float:
+    """A sortable time (a missing one sorts last), naive read as UTC."""
+    if when is None:
+        return float("inf")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()

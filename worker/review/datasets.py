@@ -16,6 +16,13 @@ the same item, never adds a second. The Redis markers spare the repeat itself:
 A trace that cannot be read right now (Langfuse down, a trace not yet or no longer there) waits
 in the pending hash and is retried by every later tick, so one unreadable trace never holds the
 scan back; after MAX_ATTEMPTS the item is written without its input (the link still works).
+
+A dataset holds only traces its rubric applies to. A judged failure is one by construction; a
+user-flagged trace (the feedback score is on any trace of the project) is checked on its read as
+the sampler and the worker check a trace they judge (``out_of_scope``): environment, trace name,
+tags, metadata, the named steps of a trace rubric, a matching observation for an observation
+rubric; Langfuse's internal traces and our own never. One whose scope cannot be checked (never
+readable) goes in only when the rubric has nothing to check (``applies_to`` empty).
 """
 from __future__ import annotations
 
@@ -27,9 +34,13 @@ from collections.abc import Iterator
 import redis
 from langfuse.api import LangfuseAPI
 
+from samplers import observations as observation_scope
+from samplers.selection import applies
+from samplers.source import TraceRef, is_own_or_internal
 from worker.errors import TraceJudgeError
+from worker.judging.session_view import has_tool_calls
 from worker.langfuse_io.client import NO_SDK_RETRIES
-from worker.langfuse_io.traces import TraceReader
+from worker.langfuse_io.traces import Trace, TraceReader
 from worker.retrying import call_with_retries
 from worker.review.queue import MARKER_TTL_S, STATS
 from worker.rubrics.rubric import Rubric
@@ -39,6 +50,8 @@ DATASET = "tracejudge:review:dataset:"
 ITEM = "tracejudge:review:dataset-item:"
 PENDING = "tracejudge:review:dataset-pending:"
 MAX_ATTEMPTS = 10
+SKIP_TTL_S = 86400
+SCOPED = frozenset({"user_feedback"})  # reasons whose traces are checked against the rubric's applies_to
 log = logging.getLogger("tracejudge.review")
 _NAMESPACE = uuid.UUID("3b7e52a1-8f0c-4c55-9d62-0f5a2c9e4d17")
 
@@ -58,6 +71,39 @@ def flagged(spec: FeedbackSpec, value) -> bool:
         return True
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     return spec.below is not None and number and value < spec.below
+
+
+def checks_scope(rubric: Rubric) -> bool:
+    """Whether the rubric applies to only some traces (anything to check on a trace's read)."""
+    return rubric.target != "trace" or rubric.applies_to != type(rubric.applies_to)()
+
+
+def out_of_scope(rubric: Rubric, trace: Trace) -> str | None:
+    """Why ``rubric`` does not apply to ``trace`` (None when it does): the sampler's checks on
+    the trace (samplers/selection.py, samplers/observations.py) and the worker's on its read."""
+    ref = TraceRef(trace_id=trace.id, name=trace.name, environment=trace.environment, tags=tuple(trace.tags or ()),
+                   metadata=trace.metadata if isinstance(trace.metadata, dict) else {}, timestamp=trace.timestamp)
+    if is_own_or_internal(ref):
+        return "an internal or tracejudge trace"
+    a = rubric.applies_to
+    if rubric.target == "observation":
+        for obs in trace.observations:
+            candidate = observation_scope.ObservationRef(
+                trace_id=trace.id, observation_id=str(obs.get("id")), type=obs.get("type"), name=obs.get("name"),
+                level=obs.get("level"), model=obs.get("model"),
+                environment=obs.get("environment") or trace.environment, trace_name=trace.name, tags=ref.tags,
+                metadata=obs.get("metadata") if isinstance(obs.get("metadata"), dict) else {}, start=None)
+            if observation_scope.applies(rubric, candidate) and not (
+                    a.with_tool_calls and obs.get("type") == "GENERATION" and not has_tool_calls(obs)):
+                return None
+        return "no observation the rubric applies to"
+    if not applies(rubric, ref):
+        return (f"trace {trace.name!r} in {trace.environment!r} is outside applies_to "
+                "(environments, trace_names, tags, metadata)")
+    missing = [n for n in a.observations if trace.observation(n) is None] if rubric.target == "trace" else []
+    if missing:
+        return f"no observation named {', '.join(missing)}"
+    return None
 
 
 def feedback_specs(rubrics: dict[str, Rubric]) -> Iterator[tuple[Rubric, FeedbackSpec]]:
@@ -96,9 +142,9 @@ class DatasetWriter:
             return False
         if not attempts and self.client.hexists(PENDING + self.name, trace_id):
             return False  # seen again by an overlapping scan: ``retry_pending`` has it
-        self.ensure()
+        scoped = reason in SCOPED and checks_scope(self.rubric)
         try:
-            trace = self.traces.fetch(trace_id, names=())
+            trace = self.traces.fetch(trace_id, names=self._names() if scoped else ())
             content = {"input": trace.input, "failing_output": trace.output, "trace_name": trace.name,
                        "trace_metadata": trace.metadata}
         except TraceJudgeError as exc:
@@ -108,7 +154,14 @@ class DatasetWriter:
                 log.info("dataset item waits for its trace", extra={"trace_id": trace_id, "dataset": self.name,
                                                                       "error_type": type(exc).__name__})
                 return False
+            if scoped:
+                return self._skip(trace_id, reason, f"trace unreadable, its scope unchecked: {type(exc).__name__}")
             content = {"input": None, "trace_unreadable": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        else:
+            why = out_of_scope(self.rubric, trace) if scoped else None
+            if why:
+                return self._skip(trace_id, reason, why)
+        self.ensure()
         metadata = {"reason": reason, "rubric": self.rubric.name, **{k: v for k, v in content.items() if k != "input"},
                     **details}
         call_with_retries(lambda: self.api.dataset_items.create(
@@ -118,6 +171,20 @@ class DatasetWriter:
         self.client.hdel(PENDING + self.name, trace_id)
         self.client.hincrby(STATS, f"dataset_items:{self.rubric.name}", 1)
         return True
+
+    def _names(self) -> tuple[str, ...] | None:
+        """The observations the scope check reads: the named steps of a trace rubric, every
+        observation for an observation rubric (which must have one it applies to)."""
+        return None if self.rubric.target == "observation" else tuple(self.rubric.applies_to.observations)
+
+    def _skip(self, trace_id: str, reason: str, why: str) -> bool:
+        """A flagged trace the rubric does not apply to: not in its dataset (counted, logged)."""
+        # Remembered a day, so the scans' overlap does not read it again (a later version may widen the scope).
+        self.client.set(f"{ITEM}{self.name}:{trace_id}", f"out of scope: {why[:200]}", ex=SKIP_TTL_S)
+        self.client.hincrby(STATS, f"dataset_out_of_scope:{self.rubric.name}", 1)
+        log.info("flagged trace outside the rubric's scope: not in its dataset",
+                 extra={"trace_id": trace_id, "dataset": self.name, "reason": reason, "why": why[:200]})
+        return False
 
     def retry_pending(self) -> int:
         """Try the traces that could not be read before again; returns how many were added."""

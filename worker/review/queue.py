@@ -1,7 +1,8 @@
 """A rubric's Langfuse annotation queue, created once, and each trace put on it exactly once.
 
-Langfuse makes a queue name unique per project (a second create answers 409) but puts the same
-trace on a queue as often as it is posted, so "once" is ours to keep, in Redis:
+Langfuse makes a queue name unique per project (a second create answers 400 "A queue with this
+name already exists.", a concurrent one 409 "Please retry") but puts the same trace on a queue as
+often as it is posted, so "once" is ours to keep, in Redis:
 
     tracejudge:review:queue:<queue name>          the queue's id (found by name after a Redis loss)
     tracejudge:review:queued:<rubric>:<trace id>  "pending <unix time>" while one process posts it,
@@ -10,9 +11,15 @@ trace on a queue as often as it is posted, so "once" is ours to keep, in Redis:
 A claim is taken before the POST and turned into "done" after it. A process that dies between
 the two leaves a stale pending claim; whoever finds one older than CLAIM_S looks the trace up
 in the queue's items before posting, so even a crash mid-post adds no second item.
+
+A lost answer (the server stored the item, then the reply was a 500 or never came) is the same
+uncertainty inside one call: every retry of the POST first looks the trace up among the queue's
+items (listed newest first, so a lost item is on the first page) and posts only when it is
+absent. Creating the queue likewise: a retry answered "already exists" finds the queue by name.
 """
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import redis
@@ -21,7 +28,7 @@ from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError
 from worker.langfuse_io.client import NO_SDK_RETRIES
-from worker.retrying import call_with_retries
+from worker.retrying import call_once, call_with_retries
 from worker.rubrics.rubric import Rubric
 
 QUEUE_ID = "tracejudge:review:queue:"
@@ -30,6 +37,10 @@ STATS = "tracejudge:review:stats"
 MARKER_TTL_S = 120 * 86400  # longer than any window a trace is routed from (the drift aggregates' 120 days)
 CLAIM_S = 600
 _PAGE = 100
+# A retry looks for its lost item among the items created since its first POST, less this margin
+# for the server's clock (the list is newest first, so it stops there instead of paging to the end).
+LOOK_BACK = dt.timedelta(hours=24)
+EXISTS = "already exists"  # the real server's 400 for a second queue of that name
 
 
 def queue_name(rubric: Rubric) -> str:
@@ -51,7 +62,8 @@ def _find(api: LangfuseAPI, name: str) -> str | None:
 
 def ensure_queue(api: LangfuseAPI, client: redis.Redis, rubric: Rubric, config_ids: list[str]) -> str:
     """The queue's id: remembered, else found by name, else created with the rubric's score
-    configs (so reviewers score on the rubric's own scale)."""
+    configs (so reviewers score on the rubric's own scale). A create refused because the name
+    exists (our own lost answer, or another process a moment ago) means: find it."""
     name = queue_name(rubric)
     known = client.get(QUEUE_ID + name)
     if known:
@@ -65,13 +77,13 @@ def ensure_queue(api: LangfuseAPI, client: redis.Redis, rubric: Rubric, config_i
                     description=f"tracejudge: traces judged by the rubric {rubric.name} for human review "
                                 "(lowest scores, a calibration share, verdicts at the scale's ends)").id
             except ApiError as exc:
-                if exc.status_code == 409:  # another process created it a moment ago
-                    return None
+                if exc.status_code == 400 and EXISTS in str(exc.body):
+                    return None  # created already: by our own POST whose answer was lost, or by another process
                 if exc.status_code in (400, 405):
                     raise ConfigError(f"{rubric.key}: Langfuse refused the annotation queue {name!r} "
                                       f"(HTTP {exc.status_code}: {str(exc.body)[:200]}); on the Hobby plan a "
                                       "project has one queue: set review.queue to share it") from None
-                raise
+                raise  # 409 is the server's "concurrent creation, retry": retried as transient
         queue_id = call_with_retries(create) or _find(api, name)
         if queue_id is None:
             raise ConfigError(f"{rubric.key}: annotation queue {name!r} exists but cannot be listed")
@@ -79,13 +91,33 @@ def ensure_queue(api: LangfuseAPI, client: redis.Redis, rubric: Rubric, config_i
     return queue_id
 
 
-def _queued_traces(api: LangfuseAPI, queue_id: str) -> set[str]:
-    seen, page = set(), 1
+def _aware(when: dt.datetime | None) -> dt.datetime | None:
+    return when.replace(tzinfo=dt.timezone.utc) if when is not None and when.tzinfo is None else when
+
+
+def _queued_traces(api: LangfuseAPI, queue_id: str, *, trace_id: str | None = None,
+                   since: dt.datetime | None = None, call=call_with_retries) -> dict[str, str]:
+    """The queue's items, object id -> item id, paged. With ``trace_id``: stops once it is found;
+    with ``since`` too: stops after a page that ends before ``since`` while the pages come newest
+    first, as the server lists them (pages in any other order are read to the end)."""
+    seen: dict[str, str] = {}
+    page, newest_first, previous = 1, True, None
     while True:
-        result = call_with_retries(lambda: api.annotation_queues.list_queue_items(
+        result = call(lambda: api.annotation_queues.list_queue_items(
             queue_id, page=page, limit=_PAGE, request_options=NO_SDK_RETRIES))
-        seen |= {item.object_id for item in result.data}
-        if page >= (result.meta.total_pages or 0):
+        for item in result.data:
+            seen.setdefault(item.object_id, item.id)
+        if trace_id is not None and trace_id in seen:
+            return seen
+        times = [_aware(item.created_at) for item in result.data]
+        if None in times:
+            newest_first = False
+        elif times:
+            newest_first = newest_first and all(a >= b for a, b in zip([previous or times[0], *times], times))
+            previous = times[-1]
+            if since is not None and newest_first and previous < since:
+                return seen  # the rest is older than any POST of ours: the trace is not on the queue
+        if page >= (result.meta.total_pages or 0) or not result.data:
             return seen
         page += 1
 
@@ -98,6 +130,7 @@ class QueueWriter:
         self.api, self.client, self.rubric_name, self.queue_id = api, client, rubric_name, queue_id
         self.queue = queue  # its name, to forget its id if someone deletes it in the UI
         self._listed: set[str] | None = None  # the queue's items, read once when a stale claim needs it
+        self.looks = 0  # item listings a retry made before posting again (each one GET, a page)
 
     def marker(self, trace_id: str) -> str:
         return f"{QUEUED}{self.rubric_name}:{trace_id}"
@@ -111,24 +144,44 @@ class QueueWriter:
             if not state.startswith("pending ") or now - float(state.split()[1]) < CLAIM_S:
                 return False  # done, or another process is posting it right now
             if self._listed is None:
-                self._listed = _queued_traces(self.api, self.queue_id)
+                self._listed = set(_queued_traces(self.api, self.queue_id))
             if trace_id in self._listed:
                 self.client.set(key, "done (found on the queue)", ex=MARKER_TTL_S)
                 return False
             self.client.set(key, f"pending {now}", ex=MARKER_TTL_S)
         try:
-            item = call_with_retries(lambda: self.api.annotation_queues.create_queue_item(
-                self.queue_id, object_id=trace_id, object_type="TRACE", request_options=NO_SDK_RETRIES))
-        except ApiError as exc:
+            item_id = call_with_retries(self._post_once(trace_id))
+        except Exception as exc:
+            # The item may exist even so (a lost answer on every attempt): a stale claim makes the
+            # next tick look on the queue before it posts again, and this writer lists afresh.
             self.client.set(key, "pending 0", ex=MARKER_TTL_S)
-            if exc.status_code == 404 and self.queue:  # the queue was deleted: the next tick makes a new one
-                self.client.delete(QUEUE_ID + self.queue)
+            self._listed = None
+            if isinstance(exc, ApiError) and exc.status_code == 404 and self.queue:
+                self.client.delete(QUEUE_ID + self.queue)  # the queue was deleted: the next tick makes a new one
             raise
-        except Exception:
-            # The item may exist even so (a timeout after the server wrote it): a stale claim makes
-            # the next tick look on the queue before it posts again.
-            self.client.set(key, "pending 0", ex=MARKER_TTL_S)
-            raise
-        self.client.set(key, f"done {item.id}", ex=MARKER_TTL_S)
+        self.client.set(key, f"done {item_id}", ex=MARKER_TTL_S)
+        if self._listed is not None:
+            self._listed.add(trace_id)
         self.client.hincrby(STATS, f"queued:{self.rubric_name}", 1)
         return True
+
+    def _post_once(self, trace_id: str):
+        """One attempt for ``call_with_retries``: after any attempt that sent the POST and failed
+        (a 500, a timeout, a dropped connection: the server may have stored the item), look the
+        trace up on the queue first and post only when it is absent. The look runs without
+        retries of its own: a failed look fails the attempt, and the next attempt looks again."""
+        sent: list[dt.datetime] = []
+
+        def attempt() -> str:
+            if sent:
+                self.looks += 1
+                found = _queued_traces(self.api, self.queue_id, trace_id=trace_id,
+                                       since=sent[0] - LOOK_BACK, call=call_once).get(trace_id)
+                if found is not None:
+                    return found  # our earlier POST was stored; its answer was lost
+            if not sent:
+                sent.append(dt.datetime.now(dt.timezone.utc))
+            return self.api.annotation_queues.create_queue_item(
+                self.queue_id, object_id=trace_id, object_type="TRACE", request_options=NO_SDK_RETRIES).id
+
+        return attempt
