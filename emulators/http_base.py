@@ -21,8 +21,15 @@ class Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+class Page:
+    """A reply body that is not JSON (an HTML error page): sent as is, with its content type."""
+
+    def __init__(self, text: str, content_type: str = "text/html; charset=utf-8"):
+        self.data, self.content_type = text.encode("utf-8"), content_type
+
+
 class Reply(Exception):
-    """Raise to answer with a status, a JSON body and headers."""
+    """Raise to answer with a status, a JSON body (or a ``Page``) and headers."""
 
     def __init__(self, status: int, body=None, headers: dict | None = None):
         super().__init__(status)
@@ -53,9 +60,10 @@ class JsonHandler(BaseHTTPRequestHandler):
             status, payload, headers = self.app.handle(method, parts.path, query, self.headers, body)
         except Reply as reply:
             status, payload, headers = reply.status, reply.body, reply.headers
-        data = b"" if payload is None else json.dumps(payload).encode()
+        content_type = payload.content_type if isinstance(payload, Page) else "application/json"
+        data = payload.data if isinstance(payload, Page) else b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, str(value))

@@ -5,7 +5,8 @@ Basic auth; v2 observations with cursor and field groups; legacy traces; scores 
 (the spec) or an array (newer servers); v3 scores; score configs (PATCH archives). Every
 /api/public request is checked against the official OpenAPI spec: a violation is answered
 400 and recorded. Faults (configure / POST /_emulator/config): 500/429 rates, latency, down,
-scripted failures, and ingestion_suspended (Cloud over quota: writes answer 403).
+scripted failures, lost answers (lost_answer_next: a write is stored, then answered 500), and
+ingestion_suspended (Cloud over quota: writes answer 403).
 
 Modes (constructor keywords; set_modes()/set_generation() or POST /_emulator/modes at run time):
 - generation="spec" (default, the spec's kinder behaviour), "v3" (v2 observations answer 404
@@ -22,6 +23,11 @@ Modes (constructor keywords; set_modes()/set_generation() or POST /_emulator/mod
   `score_check_delay_s` later and a failing score is silently not stored
   (emulators/langfuse_async_scores.py). drain_scores() waits for them; dropped_scores() lists
   what was dropped and why.
+- release="4.16": the real server 4.16.0 where it is harsher than the spec (arrays refused on
+  POST /scores, input/output as the raw stored string, metadata strings that are JSON read back
+  as JSON, HTML 404s for unknown routes; emulators/langfuse_release.py). It implies
+  generation="v4-events" and score_checks="async" unless those are named too (in the
+  constructor, or in the same set_modes() call).
 See emulators/langfuse_modes.py for where in the server source each behaviour was read.
 
     python -m emulators.langfuse_api --port 8787 [--seed-file traces.jsonl] [--generation v4-events]
@@ -39,13 +45,14 @@ from collections import Counter
 from emulators import langfuse_legacy as legacy
 from emulators.langfuse_admin import admin_route
 from emulators import langfuse_review as review
+from emulators import langfuse_release as releases
 from emulators import langfuse_routes as routes
 from emulators.http_base import Emulator, Reply, is_invalid, serve_until_signalled
 from emulators.langfuse_async_scores import DeferredScoreChecks
 from emulators.langfuse_modes import (GENERATIONS, INGESTION_SUSPENDED, WRITE_PATHS, Modes, is_server_only,
                                       reject_if_events_only, reject_if_no_v2)
 from emulators.langfuse_store import PROJECT_ID, Invalid, Store
-from emulators.openapi_check import validate_request
+from emulators.openapi_check import find_operation, is_known_path, validate_request
 
 DEPRECATION = {"message": "This endpoint is deprecated on Langfuse Cloud; use GET /api/public/v2/observations.",
                "replacement": "/api/public/v2/observations", "sunsetAt": "2026-11-16T00:00:00Z"}
@@ -53,20 +60,26 @@ SCORES_DEPRECATION = {"message": "On Langfuse Cloud, Langfuse v3 is deprecated a
                                  "on November 16, 2026. Use GET /api/public/v3/scores instead.",
                       "replacement": "GET /api/public/v3/scores", "sunsetAt": "2026-11-16"}
 FAULT_KEYS = {"fault_rate_500": 0.0, "fault_rate_429": 0.0, "retry_after": 1, "latency_ms": 0, "down": False,
-              "fail_next": [], "ingestion_suspended": False}
+              "fail_next": [], "ingestion_suspended": False,
+              # writes whose answer is lost: each entry (langfuse_review.lost_answer_label, e.g.
+              # "POST annotation-queues/items") makes the next such write be stored, then answered 500
+              "lost_answer_next": []}
 
 
 class LangfuseEmulator(Emulator):
     def __init__(self, public_key="pk-lf-local", secret_key="sk-lf-local", host="127.0.0.1", port=0, *,
-                 legacy_traces=True, v2_observations=True, scores_body="both", seed=0, generation="spec",
-                 score_checks="sync", observation_order=None, legacy_fields=None, score_check_delay_s=0.0,
-                 trace_size_limit_bytes=legacy.TRACE_SIZE_LIMIT_BYTES):
+                 legacy_traces=True, v2_observations=True, scores_body="both", seed=0, generation=None,
+                 score_checks=None, observation_order=None, legacy_fields=None, score_check_delay_s=0.0,
+                 trace_size_limit_bytes=legacy.TRACE_SIZE_LIMIT_BYTES, release=None):
         super().__init__(host, port)
         if scores_body not in ("object", "array", "both"):
             raise ValueError("scores_body must be object, array or both")
         self.auth = "Basic " + base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
         self.legacy_traces, self.v2_observations, self.scores_body = legacy_traces, v2_observations, scores_body
-        self.modes = Modes(generation, score_checks, observation_order, legacy_fields)
+        implied = releases.release_modes(release, {"generation": generation, "score_checks": score_checks})
+        self.modes = Modes(implied.get("generation") or generation or "spec",
+                           implied.get("score_checks") or score_checks or "sync",
+                           observation_order, legacy_fields, release)
         self.score_check_delay_s, self.trace_size_limit_bytes = score_check_delay_s, trace_size_limit_bytes
         self.seed = seed
         self._lock = threading.Lock()
@@ -76,12 +89,15 @@ class LangfuseEmulator(Emulator):
     # -- modes -------------------------------------------------------------------------------
     def set_modes(self, **changes) -> dict:
         """Switch modes while clients run (a server upgraded under them); None re-derives a mode."""
-        unknown = set(changes) - {"generation", "score_checks", "observation_order", "legacy_fields"}
+        unknown = set(changes) - {"generation", "score_checks", "observation_order", "legacy_fields", "release"}
         if unknown:
             raise ValueError(f"unknown modes {sorted(unknown)}")
         current = self.modes
         merged = {"generation": current.generation, "score_checks": current.score_checks,
-                  "observation_order": current.observation_order, "legacy_fields": current.legacy_fields} | changes
+                  "observation_order": current.observation_order, "legacy_fields": current.legacy_fields,
+                  "release": current.release} | changes
+        if changes.get("release"):  # a release brings its server's defaults for the modes not named here
+            merged |= releases.release_modes(changes["release"], changes)
         self.modes = Modes(**merged)  # one assignment: a request sees the old modes or the new ones
         return self.modes.view()
 
@@ -160,6 +176,8 @@ class LangfuseEmulator(Emulator):
         if path.startswith("/_emulator/"):
             return self._admin(method, path, body)
         if not path.startswith("/api/public/"):
+            if self.modes.real_4_16:
+                raise releases.not_found()
             raise Reply(404, {"message": "not found"})
         self._inject_faults()
         try:
@@ -170,8 +188,23 @@ class LangfuseEmulator(Emulator):
         except Invalid as exc:
             self._count(method, path, 400, query, body)
             raise Reply(400, {"message": str(exc)}) from None
+        if status < 300 and self._lose_answer(method, path):
+            self._count(method, path, 500, query, body)
+            raise Reply(500, {"message": "emulated 500 after the write was stored (a lost answer)"})
         self._count(method, path, status, query, body, payload)
         return status, payload, {}
+
+    def _lose_answer(self, method, path) -> bool:
+        """Whether this stored write's answer is lost (``lost_answer_next``); consumes its entry."""
+        label = review.lost_answer_label(method, path)
+        with self._lock:
+            pending = list(self.faults["lost_answer_next"])
+            if label not in pending:
+                return False
+            pending.remove(label)
+            self.faults["lost_answer_next"] = pending
+            self.counts["fault lost answer"] += 1
+            return True
 
     def _count(self, method, path, status, query, body, payload=None):
         with self._lock:
@@ -211,11 +244,15 @@ class LangfuseEmulator(Emulator):
 
     def _public(self, method, path, query, headers, body):
         modes = self.modes  # one snapshot per request, so a switch mid-request cannot mix generations
+        if modes.real_4_16:
+            self._no_such_route(modes, method, path, query)
         reject_if_events_only(modes, method, path, DEPRECATION)
         if headers.get("Authorization") != self.auth:
             raise Reply(401, {"message": "Invalid credentials"})
         if is_invalid(body):
             raise Invalid("request body is not valid JSON")
+        if modes.real_4_16 and method == "POST" and path == "/api/public/scores" and isinstance(body, list):
+            raise Reply(400, releases.array_refused())  # zod: one object; nothing of the array lands
         # An off-spec route the server answers has no spec to check; its server schema ignores
         # unknown parameters.
         problems = [] if is_server_only(modes, method, path) else validate_request(method, path, query, body)
@@ -235,7 +272,7 @@ class LangfuseEmulator(Emulator):
             if not self.v2_observations:
                 raise Reply(404, {"message": "not found"})
             reject_if_no_v2(modes)
-            return 200, routes.observations_v2(self.store, q, query, modes.order)
+            return 200, routes.observations_v2(self.store, q, query, modes.order, real_4_16=modes.real_4_16)
         if path.startswith("/api/public/traces"):
             if not self.legacy_traces:
                 raise Reply(404, {"message": "not found"})
@@ -263,7 +300,21 @@ class LangfuseEmulator(Emulator):
             return legacy.trace_get(self.store, trace_id, q, order=modes.order, size_limit=self.trace_size_limit_bytes)
         return routes.trace_get(self.store, trace_id, modes.order)
 
+    def _no_such_route(self, modes: Modes, method: str, path: str, query: dict) -> None:
+        """The real server's answer to a route it does not have: Next.js's HTML 404 page (before
+        auth), or 405 for a known route with another method. Recorded as a spec violation too."""
+        if is_server_only(modes, method, path) or find_operation(method, path) is not None:
+            return
+        with self._lock:
+            self._violations.append({"method": method, "path": path, "query": query,
+                                     "problems": [f"{method} {path} is not an operation of the Langfuse public API"]})
+        if is_known_path(path):
+            raise Reply(405, dict(releases.METHOD_NOT_ALLOWED))
+        raise releases.not_found()
+
     def _write_score(self, body, modes: Modes) -> str:
+        if modes.real_4_16 and isinstance(body, dict) and isinstance(body.get("metadata"), dict):
+            body = {**body, "metadata": releases.parse_metadata(body["metadata"])}  # stored as text, read back parsed
         if modes.score_checks == "async":
             item = self.store.accept_score(body)
             self.deferred.submit(self.store, body, item)
@@ -298,13 +349,15 @@ def main(argv=None) -> None:
     parser.add_argument("--no-legacy-traces", action="store_true")
     parser.add_argument("--no-v2-observations", action="store_true")
     parser.add_argument("--scores-body", choices=("object", "array", "both"), default="both")
-    parser.add_argument("--generation", choices=GENERATIONS, default="spec")
-    parser.add_argument("--score-checks", choices=("sync", "async"), default="sync")
+    parser.add_argument("--generation", choices=GENERATIONS, default=None)
+    parser.add_argument("--score-checks", choices=("sync", "async"), default=None)
+    parser.add_argument("--release", choices=releases.RELEASES, default=None,
+                        help="answer as this real server release does (implies its generation and score checks)")
     args = parser.parse_args(argv)
     emulator = LangfuseEmulator(args.public_key, args.secret_key, args.host, args.port,
                                 legacy_traces=not args.no_legacy_traces, v2_observations=not args.no_v2_observations,
                                 scores_body=args.scores_body, generation=args.generation,
-                                score_checks=args.score_checks)
+                                score_checks=args.score_checks, release=args.release)
     if args.seed_file:
         with open(args.seed_file) as fh:
             emulator.load_observations([json.loads(line) for line in fh if line.strip()])

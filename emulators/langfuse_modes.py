@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from emulators.http_base import Reply
+from emulators.langfuse_release import RELEASES
 
 GENERATIONS = ("spec", "v3", "v4-dual", "v4-events")
 SCORE_CHECKS = ("sync", "async")
@@ -56,8 +57,11 @@ class Modes:
     score_checks: str = "sync"
     observation_order: str | None = None  # None: follow the generation
     legacy_fields: str | None = None
+    release: str | None = None  # "4.16": the real server's harsher answers (emulators/langfuse_release.py)
 
     def __post_init__(self):
+        if self.release is not None:
+            _check("release", self.release, RELEASES)
         _check("generation", self.generation, GENERATIONS)
         _check("score_checks", self.score_checks, SCORE_CHECKS)
         if self.observation_order is not None:
@@ -86,9 +90,14 @@ class Modes:
     def events_only(self) -> bool:
         return self.generation == "v4-events"
 
+    @property
+    def real_4_16(self) -> bool:
+        return self.release == "4.16"
+
     def view(self) -> dict:
-        return {"generation": self.generation, "score_checks": self.score_checks,
+        view = {"generation": self.generation, "score_checks": self.score_checks,
                 "observation_order": self.order, "legacy_fields": self.fields}
+        return view | ({"release": self.release} if self.release else {})
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import zlib
 
+from emulators import langfuse_release as release
 from emulators.http_base import Reply
 from emulators.langfuse_store import GROUPS, Invalid, Store, decode_cursor, encode_cursor, is_root, parse_time
 
@@ -27,15 +28,17 @@ def _metadata(value, expand: set[str]):
     return out
 
 
-def _view(obs: dict, groups: set[str], expand: set[str]) -> dict:
+def _view(obs: dict, groups: set[str], expand: set[str], real_4_16: bool = False) -> dict:
     out = {}
     for group in groups:
         for field in GROUPS[group]:
             value = obs.get(field)
             if field in ("input", "output"):
-                value = _raw(value)
+                value = release.raw_io(value) if real_4_16 else _raw(value)
             elif field == "metadata":
                 value = _metadata(value, expand)
+                if real_4_16:  # stored as strings, truncated, then parsed back (langfuse_release.py)
+                    value = release.parse_metadata(value)
             elif field == "isRootObservation":
                 value = is_root(obs)
             elif field == "tags":
@@ -66,7 +69,7 @@ def _matches_filter(obs: dict, cond: dict) -> bool:
     return ops[op]()
 
 
-def observations_v2(store: Store, q: dict, query: dict, order: str = "spec") -> dict:
+def observations_v2(store: Store, q: dict, query: dict, order: str = "spec", *, real_4_16: bool = False) -> dict:
     if q.get("parseIoAsJson") == "true":
         raise Invalid("parseIoAsJson is no longer supported; input and output are returned as raw strings")
     limit = int(q.get("limit", 50))
@@ -99,7 +102,7 @@ def observations_v2(store: Store, q: dict, query: dict, order: str = "spec") -> 
             continue
         selected.append(obs)
     if order == "server":
-        return _server_ordered_page(selected, q, limit, groups, expand)
+        return _server_ordered_page(selected, q, limit, groups, expand, real_4_16)
     # newest first, ties by id: a stable order, so a cursor walk sees each item once
     selected.sort(key=lambda o: (-o["_start"].timestamp(), o["id"]))
     if q.get("cursor"):
@@ -111,7 +114,7 @@ def observations_v2(store: Store, q: dict, query: dict, order: str = "spec") -> 
     if len(selected) > limit:
         last = page[-1]
         meta["cursor"] = encode_cursor({"t": last["_start"].timestamp(), "id": last["id"]})
-    return {"data": [_view(o, groups, expand) for o in page], "meta": meta}
+    return {"data": [_view(o, groups, expand, real_4_16) for o in page], "meta": meta}
 
 
 def _server_key(obs: dict) -> tuple:
@@ -120,7 +123,8 @@ def _server_key(obs: dict) -> tuple:
     return obs["_start"].timestamp(), zlib.crc32(obs["traceId"].encode()), obs["id"]
 
 
-def _server_ordered_page(selected: list[dict], q: dict, limit: int, groups: set[str], expand: set[str]) -> dict:
+def _server_ordered_page(selected: list[dict], q: dict, limit: int, groups: set[str], expand: set[str],
+                         real_4_16: bool = False) -> dict:
     selected.sort(key=_server_key, reverse=True)
     if q.get("cursor"):
         after = decode_cursor(q["cursor"])
@@ -131,7 +135,7 @@ def _server_ordered_page(selected: list[dict], q: dict, limit: int, groups: set[
     if len(selected) > limit:
         t, h, obs_id = _server_key(page[-1])
         meta["cursor"] = encode_cursor({"t": t, "h": h, "id": obs_id})
-    return {"data": [_view(o, groups, expand) for o in page], "meta": meta}
+    return {"data": [_view(o, groups, expand, real_4_16) for o in page], "meta": meta}
 
 
 def _trace(root: dict, observations: list[dict] | None = None) -> dict:

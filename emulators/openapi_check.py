@@ -43,6 +43,11 @@ def find_operation(method: str, path: str) -> tuple[str, dict] | None:
     return None
 
 
+def is_known_path(path: str) -> bool:
+    """Whether ``path`` is a route of the spec, whatever the method."""
+    return any(pattern.match(path) for pattern, _, _ in _routes())
+
+
 def _resolve(node, depth=0):
     """Inline $refs and turn OpenAPI 3.0 `nullable` into JSON Schema."""
     if depth > 40:

@@ -13,6 +13,7 @@ from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError
+from worker.langfuse_io import text
 from worker.rate_limits import LANGFUSE_KEY, Limit, RateLimitedTransport, RateLimiter, RedisBackend
 from worker.redis_client import connect
 from worker.settings import Settings
@@ -65,8 +66,8 @@ def raw_request(api: LangfuseAPI, method: str, path: str, *, params: dict | None
     response = wrapper.httpx_client.httpx_client.request(
         method, f"{wrapper.get_base_url().rstrip('/')}/{path.lstrip('/')}", params=params, json=json,
         headers=wrapper.get_headers(), timeout=wrapper.get_timeout())
-    try:
-        body = response.json()
+    try:  # the one decoding of a reply: lone surrogates, NUL and bad bytes made U+FFFD (text.py)
+        body = text.loads(response.content)
     except ValueError:
         body = response.text
     if not 200 <= response.status_code < 300:

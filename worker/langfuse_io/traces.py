@@ -38,6 +38,7 @@ from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError, OutputNotYetArrived, TransientError, Unscored
+from worker.langfuse_io import text
 from worker.langfuse_io.client import raw_request
 from worker.langfuse_io.observations import ServerGeneration, is_not_found, walk_v2_plain
 from worker.retrying import call_with_retries
@@ -102,12 +103,14 @@ class Trace:
 
 
 def parse_io(value: Any) -> Any:
-    """v2 returns input/output as raw strings: JSON when it parses, the text otherwise."""
+    """v2 returns input/output as raw strings: JSON when it parses, the text otherwise; either
+    way with lone surrogates and NUL replaced (worker/langfuse_io/text.py: the stored text is
+    whatever the application sent, and JSON text can carry them as escapes)."""
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            return text.loads(value)
         except ValueError:
-            return value
+            return text.clean(value)
     return value
 
 
