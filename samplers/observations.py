@@ -23,6 +23,7 @@ from samplers.hashing import is_sampled
 from worker.jobs import Subject
 from worker.langfuse_io.client import raw_request
 from worker.retrying import call_with_retries
+from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 
 LIST_FIELDS = "core,basic,metadata,model,trace_context"  # no input or output
@@ -69,7 +70,7 @@ def applies(rubric: Rubric, ref: ObservationRef) -> bool:
             return False
     if a.tags and not set(a.tags) <= set(ref.tags):
         return False
-    return all(str(ref.metadata.get(k)) == v for k, v in a.metadata)  # the observation's own metadata
+    return all(metadata_text(ref.metadata.get(k)) == v for k, v in a.metadata)  # the observation's own metadata
 
 
 def select(rubrics: list[Rubric], ref: ObservationRef, rate_override: float | None) -> list[Rubric]:

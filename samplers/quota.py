@@ -30,6 +30,7 @@ import time
 import redis
 
 from samplers.source import TraceRef
+from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 
 _PREFIX = "tracejudge:quota:"
@@ -56,8 +57,8 @@ class SegmentQuota:
         if value is None or value == "":
             return base_rate  # traces without the key belong to no segment
         day = _day_of(ref)
-        self.observe(rubric, str(value), day, ref.trace_id)
-        expected = self.history_mean(rubric, str(value), day)
+        self.observe(rubric, metadata_text(value), day, ref.trace_id)
+        expected = self.history_mean(rubric, metadata_text(value), day)
         if not expected:
             return base_rate  # no complete day seen yet: the quota starts tomorrow
         return max(base_rate, min(1.0, rubric.min_per_segment_day / expected))

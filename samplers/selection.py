@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from samplers.hashing import is_sampled
 from samplers.source import TraceRef
+from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 
 
@@ -14,7 +15,7 @@ def applies(rubric: Rubric, ref: TraceRef) -> bool:
         return False
     if a.tags and not set(a.tags) <= set(ref.tags):
         return False
-    return all(str(ref.metadata.get(k)) == v for k, v in a.metadata)
+    return all(metadata_text(ref.metadata.get(k)) == v for k, v in a.metadata)
 
 
 def rate_for(rubric: Rubric, override: float | None) -> float:

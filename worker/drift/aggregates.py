@@ -12,6 +12,7 @@ import datetime as dt
 import redis
 
 from worker.accounting.outcomes import Op
+from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 
 PREFIX = "tracejudge:agg:"
@@ -46,7 +47,8 @@ def segments(metadata: dict, keys: tuple[str, ...] = DEFAULT_SEGMENT_KEYS, only_
     """The cells a trace counts in. ``only_key``: a trace picked only because its segment's quota
     raised the rate counts in that segment's cells alone; in the all-traffic and feature cells
     it would over-weight small segments and turn a change in who is sampled into a "drop"."""
-    present = [(k, str(metadata[k])) for k in keys if isinstance(metadata.get(k), (str, int)) and str(metadata[k])]
+    present = [(k, metadata_text(metadata[k])) for k in keys
+               if isinstance(metadata.get(k), (str, int, float)) and metadata_text(metadata[k])]
     cells = ["all"] + [f"{k}={v}" for k, v in present]
     if len(present) >= 2:
         cells.append("|".join(f"{k}={v}" for k, v in present[:2]))

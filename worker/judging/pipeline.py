@@ -35,6 +35,7 @@ from worker.langfuse_io.scores import score_id_for, valid_environment
 from worker.langfuse_io.subjects import read_observation, read_session
 from worker.langfuse_io.traces import Trace
 from worker.retrying import REJECTED_STATUS, call_with_retries, status_of
+from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 
 log = logging.getLogger("tracejudge.pipeline")
@@ -212,8 +213,8 @@ def trace_facts(trace: Trace, hygiene, rubric: Rubric) -> dict:
         "self_preference_risk": bool(same_family),
     }
     for key in SEGMENT_KEYS:
-        if isinstance(trace.metadata.get(key), (str, int)):
-            metadata[key] = str(trace.metadata[key])
+        if isinstance(trace.metadata.get(key), (str, int, float)):
+            metadata[key] = metadata_text(trace.metadata[key])
     facts = {"metadata": metadata, "environment": valid_environment(trace.environment)}
     if rubric.target == "observation" and trace.subject is not None:
         obs = trace.subject

@@ -5,6 +5,7 @@ import dataclasses
 
 from worker.errors import VerdictError
 from worker.judges.base import JudgeReply
+from worker.langfuse_io.text import clean
 from worker.rubrics.scales import Scale
 
 
@@ -27,4 +28,5 @@ def parse_verdict(reply: JudgeReply, scale: Scale) -> Verdict:
     reasoning = raw.get("reasoning")
     if not isinstance(reasoning, str) or not reasoning.strip():
         raise VerdictError("unparseable", "verdict has no reasoning")
-    return Verdict(scale.score_value(raw["score"]), reasoning.strip(), raw["score"])
+    # A judge's JSON may escape a lone surrogate; the score write could not encode it.
+    return Verdict(scale.score_value(raw["score"]), clean(reasoning.strip()), raw["score"])

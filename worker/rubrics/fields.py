@@ -5,6 +5,8 @@ returning a usable value (or None) so the rest of the file is still checked.
 """
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import re
 
@@ -198,7 +200,7 @@ def _applies_to(doc: RubricDoc, raw) -> AppliesTo:
         doc.error(("applies_to", "with_tool_calls"), "applies_to.with_tool_calls must be true or false")
         with_tool_calls = False
     return AppliesTo(names("environments"), names("trace_names"), names("tags"),
-                     tuple((str(k), str(v)) for k, v in metadata.items()), names("observations"),
+                     tuple((str(k), metadata_text(v)) for k, v in metadata.items()), names("observations"),
                      tuple(t.upper() for t in names("types")), names("names"), names("models"),
                      tuple(lv.upper() for lv in names("levels")), with_tool_calls)
 
@@ -276,3 +278,21 @@ def _variables(doc: RubricDoc, raw) -> tuple[Variable, ...]:
             doc.error(keys + ("required",), f"variables.{name}.required must be true or false")
         out.append(Variable(name, source, paths, spec.get("name"), str(field), bool(required)))
     return tuple(out)
+
+
+def metadata_text(value) -> str:
+    """A metadata value as text, the same whichever way it travelled: the real Langfuse returns
+    strings that look like JSON as JSON (``"true"`` as true, ``"1"`` as 1), so a rubric's
+    ``applies_to.metadata``, the segment of a drift cell and a quota's segment compare this form
+    (``true``, ``1``, ``1.5``, ``{"a": 1}``), not Python's ``str`` (``True``, ``1.0``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if value is None:
+        return "None"
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
