@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
 import signal
 import sys
 import threading
@@ -47,9 +49,55 @@ def sample(once, since, until):
     if since >= until:
         raise click.UsageError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
     report = sampler.run_pass(since, until)
-    click.echo(f"scanned {report.scanned} traces, selected {report.selected}, enqueued {report.enqueued} "
-               f"({report.already_enqueued} already enqueued, {report.excluded} excluded) "
-               f"in {report.requests} Langfuse requests")
+    _summary(f"scanned {report.scanned} traces, selected {report.selected}, enqueued {report.enqueued} "
+             f"({report.already_enqueued} already enqueued, {report.excluded} excluded) "
+             f"in {report.requests} Langfuse requests")
+
+
+class _Stopped(BaseException):
+    """SIGTERM while the summary of a finished pass is being written."""
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped()
+
+
+def _summary(line: str) -> None:
+    """Print a finished pass's summary; nothing that happens to this one line fails the command.
+
+    The pass's work is done by now (its jobs enqueued, its summary in Redis, where ``tracejudge
+    status`` shows it); only the line is left, and a reader under load takes it late: the write
+    blocks on a full pipe. A stop meanwhile (Ctrl-C, a harness's timeout) used to end the command
+    with click's "Aborted!" and exit status 1 (SIGTERM: killed), the line itself still flushed at
+    exit, once the reader caught up: issue 24's "exited 1 right after printing its summary line,
+    under load". Now a stop signal, or a reader that went away (EPIPE, which click also turns
+    into 1), drops the line and the command exits 0 at once."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # (signal handlers live there only)
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        click.echo(line)
+    except (KeyboardInterrupt, _Stopped):
+        _drop_stdout()
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        _drop_stdout()
+    finally:
+        if previous is not None:  # None: not ours to restore (no handler set, or one set from C)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _drop_stdout() -> None:
+    """What is still buffered for stdout goes nowhere, so the interpreter's exit neither blocks on
+    a reader that stopped reading nor fails on a closed pipe (Python's own recipe for EPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (click's test runner)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 @click.command()

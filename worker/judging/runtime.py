@@ -41,7 +41,7 @@ class Runtime:
         self.rate_limiter = RateLimiter(RedisBackend(self.redis))
         self.langfuse = build_langfuse_api(settings, rate_limiter=self.rate_limiter)
         self.traces = SharedTraces(TraceReader(self.langfuse), self.redis)
-        self.scores = ScoreWriter(self.langfuse, saturated=OCCUPANCY.saturated)  # a backlog: batch sooner
+        self.scores = ScoreWriter(self.langfuse, redis_client=self.redis, saturated=OCCUPANCY.saturated)
         self.outcomes = OutcomeLog(self.redis)
         self.budget = Budget(self.redis, settings.daily_budget_usd)
         self.score_configs = ScoreConfigs(self.langfuse, self.redis)
