@@ -22,7 +22,7 @@ from worker.langfuse_io.client import build_langfuse_api, raw_request
 from worker.langfuse_io.score_configs import ScoreConfigs
 from worker.langfuse_io.scores import score_id_for
 from worker.review import datasets
-from worker.review.queue import QUEUE_ID, QueueWriter, ensure_queue
+from worker.review.queue import SYNCED, QUEUE_ID, QueueWriter, ensure_queue
 from worker.review.tick import review_tick
 from worker.rubrics.rubric import SHARED_PROMPTS, load_rubrics
 
@@ -129,6 +129,7 @@ def test_a_lost_answer_on_an_item_post_leaves_one_item_on_the_queue(api, redis_c
     two_days_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).isoformat().replace("+00:00", "Z")
     for item in langfuse_review.state(langfuse_emu.store).items.values():
         item["createdAt"] = two_days_ago
+    redis_client.set(SYNCED + queue_id, 1)  # a Redis that has known this queue all along
 
     langfuse_emu.configure(lost_answer_next=[ITEMS])
     seen = len(langfuse_emu.requests())
@@ -156,6 +157,24 @@ def test_a_lost_answer_on_an_item_post_leaves_one_item_on_the_queue(api, redis_c
     assert QueueWriter(api, redis_client, "helpfulness", queue_id).add("old-7") is False
     assert len(requests_to(langfuse_emu, "GET", "/items", seen)) == 2
     assert len(requests_to(langfuse_emu, "POST", "/items", seen)) == 0
+
+
+def test_a_flushed_redis_reads_the_queue_once_and_posts_nothing_already_on_it(api, redis_client, rubric,
+                                                                               langfuse_emu):
+    """Found by ./dev langfuse-test: a new Redis beside a Langfuse with data re-scanned the past
+    week and posted every routed trace again (the real server keeps each as a second item)."""
+    config = api.score_configs.create(name="helpfulness", data_type="NUMERIC", min_value=1, max_value=5).id
+    queue_id = ensure_queue(api, redis_client, rubric, [config])
+    for i in range(120):
+        assert QueueWriter(api, redis_client, "helpfulness", queue_id).add(f"t-{i}") is True
+    redis_client.flushdb()  # Redis lost: the markers are gone, the queue's 120 items are not
+    queue_id = ensure_queue(api, redis_client, rubric, [config])
+    writer, seen = QueueWriter(api, redis_client, "helpfulness", queue_id), len(langfuse_emu.requests())
+    assert [writer.add(f"t-{i}") for i in range(120)] == [False] * 120
+    assert writer.add("t-new") is True
+    assert sorted(queued(langfuse_emu)) == sorted([f"t-{i}" for i in range(120)] + ["t-new"])
+    assert len(requests_to(langfuse_emu, "GET", "/items", seen)) == 2  # the queue read once (two pages)
+    assert QueueWriter(api, redis_client, "helpfulness", queue_id).add("t-new") is False  # synced: no read
 
 
 def test_lost_answers_and_failed_looks_then_the_next_tick_still_adds_nothing(api, redis_client, rubric,

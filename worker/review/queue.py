@@ -7,10 +7,15 @@ often as it is posted, so "once" is ours to keep, in Redis:
     tracejudge:review:queue:<queue name>          the queue's id (found by name after a Redis loss)
     tracejudge:review:queued:<rubric>:<trace id>  "pending <unix time>" while one process posts it,
                                                   then "done <item id>" (kept MARKER_TTL_S)
+    tracejudge:review:synced:<queue id>           the queue's items were read into the markers
 
 A claim is taken before the POST and turned into "done" after it. A process that dies between
 the two leaves a stale pending claim; whoever finds one older than CLAIM_S looks the trace up
 in the queue's items before posting, so even a crash mid-post adds no second item.
+
+A Redis without the markers (new, or flushed) reads the queue's items once before its first post
+(``tracejudge:review:synced:<queue id>``) and marks the traces on it as done, so a re-scan of the
+past week after a Redis loss adds no second item.
 
 A lost answer (the server stored the item, then the reply was a 500 or never came) is the same
 uncertainty inside one call: every retry of the POST first looks the trace up among the queue's
@@ -33,6 +38,7 @@ from worker.rubrics.rubric import Rubric
 
 QUEUE_ID = "tracejudge:review:queue:"
 QUEUED = "tracejudge:review:queued:"
+SYNCED = "tracejudge:review:synced:"  # + queue id: its items were read into the markers once
 STATS = "tracejudge:review:stats"
 MARKER_TTL_S = 120 * 86400  # longer than any window a trace is routed from (the drift aggregates' 120 days)
 CLAIM_S = 600
@@ -130,6 +136,7 @@ class QueueWriter:
         self.api, self.client, self.rubric_name, self.queue_id = api, client, rubric_name, queue_id
         self.queue = queue  # its name, to forget its id if someone deletes it in the UI
         self._listed: set[str] | None = None  # the queue's items, read once when a stale claim needs it
+        self._known_synced = False
         self.looks = 0  # item listings a retry made before posting again (each one GET, a page)
 
     def marker(self, trace_id: str) -> str:
@@ -139,7 +146,11 @@ class QueueWriter:
         """True when this call put the trace on the queue; False when it was there already."""
         now = time.time() if now is None else now
         key = self.marker(trace_id)
-        if not self.client.set(key, f"pending {now}", nx=True, ex=MARKER_TTL_S):
+        if self.client.set(key, f"pending {now}", nx=True, ex=MARKER_TTL_S):
+            if not self._synced() and trace_id in self._sync():
+                self.client.set(key, "done (found on the queue)", ex=MARKER_TTL_S)
+                return False
+        else:
             state = (self.client.get(key) or b"").decode()
             if not state.startswith("pending ") or now - float(state.split()[1]) < CLAIM_S:
                 return False  # done, or another process is posting it right now
@@ -164,6 +175,24 @@ class QueueWriter:
             self._listed.add(trace_id)
         self.client.hincrby(STATS, f"queued:{self.rubric_name}", 1)
         return True
+
+    def _synced(self) -> bool:
+        if not self._known_synced:
+            self._known_synced = bool(self.client.exists(SYNCED + self.queue_id))
+        return self._known_synced
+
+    def _sync(self) -> set[str]:
+        """A Redis that has never seen this queue (a new one, or flushed: the markers are gone, the
+        queue's items are not): read the queue once and mark what it holds, so nothing on it is
+        posted again. Returns the traces on it."""
+        listed = set(_queued_traces(self.api, self.queue_id))
+        pipe = self.client.pipeline(transaction=False)
+        for trace_id in listed:
+            pipe.set(self.marker(trace_id), "done (found on the queue)", ex=MARKER_TTL_S, nx=True)
+        pipe.set(SYNCED + self.queue_id, int(time.time()), ex=MARKER_TTL_S)
+        pipe.execute()
+        self._known_synced, self._listed = True, listed
+        return listed
 
     def _post_once(self, trace_id: str):
         """One attempt for ``call_with_retries``: after any attempt that sent the POST and failed
