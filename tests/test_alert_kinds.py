@@ -1,6 +1,7 @@
 """Each alert kind has its own fields, and every sink renders every kind with them."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -20,8 +21,9 @@ def drop(**over) -> QualityDrop:
 
 
 def rise() -> UnscoredRise:
-    d = drop()
-    return UnscoredRise(**{**d.__dict__, "title": "helpfulness v1: unscored rate rose to 9.0%",
+    shared = {f.name for f in dataclasses.fields(UnscoredRise)}
+    d = {k: v for k, v in drop().__dict__.items() if k in shared}
+    return UnscoredRise(**{**d, "title": "helpfulness v1: unscored rate rose to 9.0%",
                            "unscored_rate": {"prev": 0.01, "curr": 0.09}})
 
 

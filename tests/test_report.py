@@ -103,7 +103,7 @@ def test_report_of_a_real_pipeline_run_shows_every_rubric_and_opens_in_chromium(
     sampler = sampler_for(dataclasses.replace(settings, sample_rate=1.0), runtime, broker)
     sampler.run_pass(*whole_window())
     drain(broker, redis_client, threads=32, timeout=240)
-    _, alerts, _ = run_drift(settings, runtime.rubrics, redis_client, lambda t: f"http://ui/trace/{t}")
+    alerts = run_drift(settings, runtime.rubrics, redis_client, lambda t: f"http://ui/trace/{t}").alerts
 
     out = tmp_path / "report.html"
     code, output = _run(env, "--out", str(out), "--days", "15")  # the seed spans 14 days
@@ -124,7 +124,8 @@ def test_report_of_a_real_pipeline_run_shows_every_rubric_and_opens_in_chromium(
     # The alert state: each alerting cell says so, and when the drift job notified its owners.
     alerting = [r for r in reports if r.decision.status == "alert"]
     assert alerting and page.count('<span class="badge alert">alert</span>') == len(alerting)
-    assert page.count("· notified 20") == len(alerts) > 0
+    assert page.count("· notified 20") == len(alerts) > 0  # by the sequential detector
+    assert page.count("detector: ") == len(reports)
     # The seed's broken traces are unscored, with their reasons in the legend.
     assert "no_output" in page
     # Bottom traces link into the Langfuse UI of the emulator's project.

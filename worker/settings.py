@@ -36,6 +36,9 @@ class Settings:
     # Where trace links in alerts point (the Langfuse UI); defaults to the API base URL.
     langfuse_ui_url: str | None = None
     drift_interval_seconds: int = 86400
+    # The sequential detector's false-alarm budget (worker/drift/detection.py): N per cell-year,
+    # or N false pages a week across the deployment's cells.
+    false_alarms: tuple[float, str] = (1.0, "cell-year")
     settle_seconds: int = 600
     sample_interval_seconds: int = 60
     # The fresh window starts this much before the cursor (clock skew between hosts).
@@ -151,6 +154,7 @@ class Settings:
             or cls.pagerduty_events_url,
             langfuse_ui_url=url("TRACEJUDGE_LANGFUSE_UI_URL", text("TRACEJUDGE_LANGFUSE_UI_URL")),
             drift_interval_seconds=number("TRACEJUDGE_DRIFT_INTERVAL_SECONDS", cls.drift_interval_seconds, int, 60),
+            false_alarms=_false_alarms(text("TRACEJUDGE_FALSE_ALARMS"), cls.false_alarms, problems),
             settle_seconds=number("TRACEJUDGE_SETTLE_SECONDS", cls.settle_seconds, int, 0),
             sample_interval_seconds=number(
                 "TRACEJUDGE_SAMPLE_INTERVAL_SECONDS", cls.sample_interval_seconds, int, 1
@@ -253,3 +257,19 @@ def _prices_file(raw: str | None, problems: list[str]) -> Path | None:
 def _default_rubrics_dir() -> Path:
     local = Path("rubrics")
     return local if local.is_dir() else _PACKAGED_RUBRICS
+
+
+def _false_alarms(raw: str | None, default: tuple[float, str], problems: list[str]) -> tuple[float, str]:
+    """``1/cell-year`` (default: one false alarm per cell and year) or ``1/week`` (one false page
+    a week across every cell of the deployment)."""
+    if not raw:
+        return default
+    count, _, unit = raw.strip().partition("/")
+    try:
+        value = float(count)
+    except ValueError:
+        value = -1.0
+    if value <= 0 or unit not in ("cell-year", "week"):
+        problems.append(f"TRACEJUDGE_FALSE_ALARMS={raw!r} is not N/cell-year or N/week (e.g. 1/cell-year, 1/week)")
+        return default
+    return value, unit

@@ -56,7 +56,20 @@ class DriftAlert(Alert):
 
 @dataclasses.dataclass(frozen=True)
 class QualityDrop(DriftAlert):
+    """A cell's quality dropped. From the sequential detector (worker/drift/detection.py) it
+    pins the change (DESIGN.md, "Quality alerts"); times are ISO, trace time but ``alerted_at``.
+    ``prev``/``curr`` are then the reference and the scores since the start."""
+
     kind: ClassVar[str] = "quality_drop"
+    started_at: str | None = None  # the estimated start of the drop
+    started_between: list[str] | None = None  # its 95% interval
+    detected_at: str | None = None  # the trace whose confirmed score took the detector over its limit
+    alerted_at: str | None = None  # wall time the alert was first sent
+    effect_points: float | None = None  # reference mean − mean since the start (positive = worse)
+    effect_interval: list[float] | None = None  # 95%, always valid
+    reference: dict | None = None  # {mean, n, since, until}: the frozen baseline
+    incident_id: str | None = None  # stable across updates of the same incident
+    explained_by: list[str] | None = None  # narrower cells whose incident explains this one
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
-from worker.alerts.kinds import Alert, BudgetHeld, DriftAlert, ScoresMissing, UnscoredRise, WorkPaused
+from worker.alerts.kinds import Alert, BudgetHeld, DriftAlert, QualityDrop, ScoresMissing, UnscoredRise, WorkPaused
 from worker.retrying import call_with_retries
 from worker.settings import Settings
 
@@ -112,6 +112,8 @@ def slack_message(alert: Alert) -> dict:
             rate = alert.unscored_rate
             fields += [_field("Unscored last week", f"{100 * (rate.get('prev') or 0):.1f}% (n={alert.prev.n})"),
                        _field("Unscored this week", f"{100 * (rate.get('curr') or 0):.1f}% (n={alert.curr.n})")]
+        elif isinstance(alert, QualityDrop) and alert.incident_id:
+            fields += _incident_fields(alert)
         else:
             fields += [_field("Last week", f"{alert.prev.mean:.1f} (n={alert.prev.n})"),
                        _field("This week", f"{alert.curr.mean:.1f} (n={alert.curr.n})"),
@@ -121,8 +123,9 @@ def slack_message(alert: Alert) -> dict:
         lines = "\n".join(f"• <{_slack_url(t.url)}|{_slack_text(t.trace_id[:12])}> {t.points:.0f} pts"
                           for t in alert.bottom_traces[:20])
         blocks += [{"type": "section", "fields": fields},
-                   {"type": "section", "text": {"type": "mrkdwn",
-                                                "text": "*Lowest-scoring traces this week*\n" + (lines or "none")}},
+                   {"type": "section", "text": {"type": "mrkdwn", "text": (
+                       "*Lowest-scoring traces since the start*\n" if isinstance(alert, QualityDrop) and alert.incident_id
+                       else "*Lowest-scoring traces this week*\n") + (lines or "none")}},
                    {"type": "context", "elements": [{"type": "mrkdwn", "text": f"owner: {_slack_text(alert.owner)} · "
                                                      f"judge {_slack_text(alert.judge_model)}"}]}]
     elif isinstance(alert, BudgetHeld):
@@ -148,6 +151,18 @@ def slack_message(alert: Alert) -> dict:
     return {"text": alert.title, "blocks": blocks}
 
 
+def _incident_fields(alert: QualityDrop) -> list[dict]:
+    """What the sequential detector pinned: the effect, when it began, when it was seen, the reference."""
+    ref, (lo, hi) = alert.reference or {}, alert.effect_interval or (None, None)
+    effect = f"−{alert.effect_points:.1f} points" + (f" [−{hi:.1f}, −{lo:.1f}]" if lo is not None else "")
+    between = alert.started_between or ["?", "?"]
+    return [_field("Effect", f"{effect} (95%, always valid; n={alert.curr.n} since the start)"),
+            _field("Started", f"{alert.started_at} ({between[0]} – {between[1]})"),
+            _field("Detected", f"{alert.detected_at} (trace time); alerted {alert.alerted_at}"),
+            _field("Reference", f"{ref.get('mean', 0):.1f} over {ref.get('since')}..{ref.get('until')} "
+                                f"(n={ref.get('n')})")]
+
+
 # -- PagerDuty -----------------------------------------------------------------------------
 
 def pagerduty_event(alert: Alert, routing_key: str) -> dict:
@@ -159,6 +174,10 @@ def pagerduty_event(alert: Alert, routing_key: str) -> dict:
         payload["custom_details"] = {"prev": dataclasses.asdict(alert.prev), "curr": dataclasses.asdict(alert.curr),
                                      "drop_points": alert.drop_points, "q_value": alert.q_value,
                                      "unscored_rate": alert.unscored_rate, "owner": alert.owner}
+        if isinstance(alert, QualityDrop) and alert.incident_id:
+            payload["custom_details"].update(
+                {name: getattr(alert, name) for name in ("started_at", "started_between", "detected_at", "alerted_at",
+                                                         "effect_points", "effect_interval", "reference", "incident_id")})
         links = [{"href": _href(t.url), "text": f"trace {t.trace_id} ({t.points:.0f})"}
                  for t in alert.bottom_traces[:5] if _href(t.url)]
     elif isinstance(alert, BudgetHeld):

@@ -35,6 +35,27 @@ def _rebuild(settings, rubrics, client, since) -> None:
                f"{result.added} added, {result.already_counted} already counted; skipped: {skipped}")
 
 
+def _detection_table(detections) -> None:
+    """The sequential detector per cell: what it watches against, what it can see, what it found."""
+    click.echo("sequential detection (pages a drop within hours, with when it began):")
+    click.echo(f"{'cell':<60}{'reference':>12}{'n':>7}  status")
+    for d in sorted(detections, key=lambda d: d.cell):
+        ref = d.reference
+        mean = "-" if ref is None or ref.n < 2 else f"{ref.mean:.1f}"
+        n = 0 if ref is None else ref.n
+        if d.status == "insufficient_reference":
+            status = f"insufficient reference (n={n}, needs 200 in the 28 days before)"
+        elif d.incident is not None:
+            inc = d.incident
+            status = (f"{'EXPLAINED by ' + ', '.join(inc['explained_by']) if inc.get('explained_by') else 'ALERT'}: "
+                      f"-{inc['effect_points']:.1f} points [{-inc['effect_interval'][1]:.1f}, "
+                      f"{-inc['effect_interval'][0]:.1f}], started {inc['started_at']} "
+                      f"({inc['started_between'][0]} - {inc['started_between'][1]}), detected {inc['detected_at']}")
+        else:
+            status = f"watching; {d.note}" + ("  [under-powered]" if d.under_powered else "")
+        click.echo(f"{d.cell[:59]:<60}{mean:>12}{n:>7}  {status}")
+
+
 def _fmt(x, spec=".1f"):
     return "-" if x is None else format(x, spec)
 
@@ -68,13 +89,18 @@ def drift(once, as_json, rebuild, since):
             _rebuild(settings, rubrics, client, since)
             return
         read_back_first(settings, client)
-        reports, alerts, (sent, pending) = run_drift(settings, rubrics, client, trace_linker(settings))
+        run = run_drift(settings, rubrics, client, trace_linker(settings))
     except TraceJudgeError as exc:
         raise click.ClickException(str(exc)) from None
+    reports, alerts, (sent, pending) = run.reports, run.alerts, run.delivery
     if as_json:
-        click.echo(json.dumps({"cells": [r.as_dict() for r in reports], "alerts": [a.as_json() for a in alerts],
+        click.echo(json.dumps({"cells": [r.as_dict() for r in reports],
+                               "detection": [d.as_dict() for d in run.detections],
+                               "alerts": [a.as_json() for a in alerts],
                                "delivered": sent, "pending": pending}, default=str, indent=1))
         return
+    _detection_table(run.detections)
+    click.echo("weekly summary (last 7 days vs the 7 before; pages only a rise in the unscored rate):")
     click.echo(f"{'rubric':<24}{'segment':<36}{'last wk':>9}{'n':>6}{'this wk':>9}{'n':>6}{'drop':>7}{'q':>9}  status")
     for r in reports:
         d = r.decision

@@ -57,6 +57,7 @@ def status_report(settings, client, rubrics: dict) -> dict:
                                                   "spearman", "status", "min_kappa", "window_days", "computed_at")}
                       for key, r in read_agreement(client).items()},
         "review": {k.decode(): int(v) for k, v in sorted(client.hgetall(REVIEW_STATS).items())},
+        "detection": _detection(client),
         "paused": open_circuits(client),  # circuit breakers open: their work waits for a probe
         # the structured-output mode each judge endpoint settled on (learned once for the fleet)
         "structured_output": {k.decode(): v.decode() for k, v in sorted(client.hgetall(STRUCTURED_MODES).items())},
@@ -64,6 +65,19 @@ def status_report(settings, client, rubrics: dict) -> dict:
         "judge": {"calls": stats.get("judge_calls", 0), "tokens": tokens,
                   "cost_usd": round(stats.get("cost_microusd", 0) / 1_000_000, 6)},
     }
+
+
+def _detection(client) -> dict:
+    """The sequential detector per cell: open incidents, and what each watched cell can see."""
+    from worker.drift.aggregates import CELLS
+    from worker.drift.check import DEFAULT_THRESHOLD
+    from worker.drift.detection import describe
+
+    cells = {}
+    for raw in sorted(client.smembers(CELLS)):
+        alerted, line = describe(client, raw.decode(), DEFAULT_THRESHOLD)
+        cells[raw.decode()] = {"alerted_at": alerted, "line": line}
+    return cells
 
 
 def render_text(report: dict) -> str:
@@ -105,6 +119,8 @@ def render_text(report: dict) -> str:
     for key, mode in report["structured_output"].items():
         lines.append(f"structured output: {key} falls back to {mode} (learned once for the fleet: the "
                      "modes before it are not supported there)")
+    for cell, det in report["detection"].items():
+        lines.append(f"detector: {cell}: {det['line']}" + (f" (alerted {det['alerted_at']})" if det["alerted_at"] else ""))
     for name, state in report["paused"].items():
         lines.append(f"paused: {name}: {state.get('reason', '?')} (next probe at {state.get('probe_at', '?')})")
     lines += [f"warning: {w}" for w in report["warnings"]]

@@ -17,6 +17,7 @@ from worker.rubrics.rubric import Rubric
 
 PREFIX = "tracejudge:agg:"
 CELLS = PREFIX + "cells"
+PENDING = "tracejudge:seq:pending:"  # + cell: the sequential detector's reorder buffer (drift/detection.py)
 DAYS = PREFIX + "days:"  # + cell: zset of the days it has aggregates for (score: the day's epoch)
 DEFAULT_SEGMENT_KEYS = ("feature", "tenant")
 BOTTOM_N = 20
@@ -91,6 +92,10 @@ def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, 
     points = quality_points(rubric, value)
     day = day_of(timestamp)
     member = bottom_member(trace_id, metadata)
+    # One member per score of the cell (a trace's observations each have one): read once by the
+    # sequential detector, in trace-time order.
+    pending_member = f"{member}|{metadata.get('observation_id') or ''}|{points!r}"
+    stamp = (timestamp or dt.datetime.now(dt.timezone.utc)).timestamp()
     ops: list[Op] = []
     for segment in segments(metadata, only_key=only_key):
         cell = cell_key(rubric, segment)
@@ -100,7 +105,8 @@ def scored_ops(rubric: Rubric, trace_id: str, metadata: dict, timestamp, value, 
                 ("hincrbyfloat", key, "sum", repr(points)),
                 ("hincrbyfloat", key, "sumsq", repr(points * points)),
                 ("hincrby", key, "cost_microusd", cost_microusd),
-                ("keep_lowest", bottom_key(cell, day), member, repr(points))]
+                ("keep_lowest", bottom_key(cell, day), member, repr(points)),
+                ("zadd", PENDING + cell, pending_member, stamp)]
         if rubric.scale.kind != "numeric":
             ops += [("hincrby", key, "passes", 1 if passed(rubric, value) else 0),
                     ("hincrby", key, f"label:{value}", 1)]

@@ -1,30 +1,42 @@
-"""``tracejudge drift --once``: check every cell, turn new drifts into alerts, deliver them."""
+"""``tracejudge drift --once`` and the scheduler's checks: the sequential detector per cell (it
+pages a quality drop, with when it began), the weekly summary (it pages only a rise in the
+unscored rate), the alerts into the outbox and their delivery."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import time
 
 import redis
 
 from worker.alerts import outbox
 from worker.alerts.kinds import DriftAlert, QualityDrop, TraceLink, UnscoredRise, Week
 from worker.alerts.sinks import sinks_for
-from worker.drift.check import CellReport, new_alerts, remember_alert, run_check
+from worker.drift import aggregates as agg
+from worker.drift.check import DEFAULT_THRESHOLD, CellReport, new_alerts, remember_alert, run_check
+from worker.drift.detection import CellDetection, budget_cell_years, check_cells, mark_sent
 from worker.jobs import format_rubric_key
 from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
 
 
-def alert_for(report: CellReport, rubric: Rubric, trace_url, today: dt.date) -> DriftAlert:
+@dataclasses.dataclass
+class DriftRun:
+    reports: list[CellReport]  # the weekly summary, one per cell
+    detections: list[CellDetection]  # the sequential detector, one per cell
+    alerts: list[DriftAlert]  # sent (into the outbox) by this run
+    delivery: tuple[int, int]  # (delivered, still in the outbox)
+
+
+def unscored_alert(report: CellReport, rubric: Rubric, trace_url, today: dt.date) -> UnscoredRise:
     d = report.decision
-    cls = QualityDrop if d.status == "alert" else UnscoredRise
-    title = (f"{rubric.name} v{rubric.version} dropped {d.drop:.1f} points for {report.segment}"
-             if cls is QualityDrop else
-             f"{rubric.name} v{rubric.version}: unscored rate rose to {100 * report.unscored_rate_curr:.1f}% for {report.segment}")
     owner = rubric.owner or {}
-    return cls(
-        id=hashlib.sha256(f"{report.cell}|{cls.kind}|{d.drop}|{today}".encode()).hexdigest()[:20],
-        title=title, cell=report.cell, rubric=rubric.name, owner=owner.get("team", "unowned"),
+    return UnscoredRise(
+        id=hashlib.sha256(f"{report.cell}|{UnscoredRise.kind}|{d.drop}|{today}".encode()).hexdigest()[:20],
+        title=f"{rubric.name} v{rubric.version}: unscored rate rose to {100 * report.unscored_rate_curr:.1f}% "
+              f"for {report.segment}",
+        cell=report.cell, rubric=rubric.name, owner=owner.get("team", "unowned"),
         route=owner.get("alert_route"), version=rubric.version, judge_model=report.judge_model,
         segment=report.segment, prev=Week(d.prev_mean, d.n_prev), curr=Week(d.curr_mean, d.n_curr),
         drop_points=d.drop, p_value=d.p, q_value=d.q,
@@ -33,17 +45,91 @@ def alert_for(report: CellReport, rubric: Rubric, trace_url, today: dt.date) -> 
     )
 
 
+def drop_alert(client: redis.Redis, detection: CellDetection, rubric: Rubric, trace_url) -> QualityDrop:
+    """A sequential detection's alert: the start, the effect and the reference it was held to."""
+    inc = detection.incident
+    _name, _version, model, segment = detection.cell.split("|", 3)
+    owner = rubric.owner or {}
+    ref = inc["reference"]
+    after_mean = ref["mean"] - inc["effect_points"]
+    since = dt.datetime.fromisoformat(inc["started_at"].replace("Z", "+00:00")).date()
+    days = [(since + dt.timedelta(days=i)).isoformat()
+            for i in range((dt.datetime.now(dt.timezone.utc).date() - since).days + 1)]
+    lo, hi = inc["effect_interval"]
+    title = (f"{rubric.name} v{rubric.version} {segment}: −{inc['effect_points']:.1f} points "
+             f"[−{hi:.1f}, −{lo:.1f}], started {_short(inc['started_at'])} "
+             f"({_short(inc['started_between'][0])}–{_short(inc['started_between'][1])}), "
+             f"detected {_hours(inc['started_at'], inc['detected_at'])} later, reference {ref['mean']:.1f} "
+             f"over {ref['since']}..{ref['until']}, n = {ref['n']:,}")
+    return QualityDrop(
+        id=inc["incident_id"], title=title, cell=detection.cell, rubric=rubric.name,
+        owner=owner.get("team", "unowned"), route=owner.get("alert_route"), version=rubric.version,
+        judge_model=model, segment=segment, prev=Week(ref["mean"], ref["n"]), curr=Week(after_mean, inc["n_after"]),
+        drop_points=inc["effect_points"], p_value=None, q_value=None, unscored_rate={},
+        bottom_traces=[TraceLink(t, p, trace_url(t)) for t, p in agg.bottom(client, detection.cell, days)],
+        started_at=inc["started_at"], started_between=inc["started_between"], detected_at=inc["detected_at"],
+        alerted_at=inc["alerted_at"], effect_points=inc["effect_points"], effect_interval=inc["effect_interval"],
+        reference=ref, incident_id=inc["incident_id"], explained_by=inc.get("explained_by"))
+
+
+def _short(iso: str) -> str:
+    moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return moment.strftime("%a %H:%M")
+
+
+def _hours(since: str, until: str) -> str:
+    a, b = (dt.datetime.fromisoformat(x.replace("Z", "+00:00")) for x in (since, until))
+    return f"{(b - a).total_seconds() / 3600:.1f} h"
+
+
+def detection_cells(client: redis.Redis, rubrics: dict[str, Rubric]) -> dict[str, tuple[Rubric, float]]:
+    """Every cell with aggregates whose rubric version is loaded, with its threshold drop."""
+    cells = {}
+    for raw in client.smembers(agg.CELLS):
+        cell = raw.decode()
+        name, version, _model, _segment = cell.split("|", 3)
+        rubric = rubrics.get(format_rubric_key(name, int(version.lstrip("v"))))
+        if rubric is not None:
+            cells[cell] = (rubric, float((rubric.owner or {}).get("drift_threshold_points", DEFAULT_THRESHOLD)))
+    return cells
+
+
+def run_detection(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis, trace_url,
+                  now: float | None = None) -> tuple[list[CellDetection], list[QualityDrop]]:
+    """One pass of the sequential detector over every cell; alerts for incidents not yet sent
+    (explained ones are kept, not paged) go into the outbox."""
+    now = time.time() if now is None else now
+    cells = detection_cells(client, rubrics)
+    detections = check_cells(client, cells, now, settings.settle_seconds,
+                             budget_cell_years(settings.false_alarms, len(cells)))
+    sinks, alerts = sinks_for(settings), []
+    for det in detections:
+        inc = det.incident
+        if inc is None or inc.get("sent") or inc.get("explained_by"):
+            continue
+        alert = drop_alert(client, det, cells[det.cell][0], trace_url)
+        outbox.enqueue(client, alert, sinks)  # stored before the state says "sent"
+        mark_sent(client, det.cell)
+        alerts.append(alert)
+    return detections, alerts
+
+
 def run_drift(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis, trace_url,
-              today: dt.date | None = None) -> tuple[list[CellReport], list[DriftAlert], tuple[int, int]]:
+              today: dt.date | None = None, now: float | None = None) -> DriftRun:
+    """The detector, then the weekly summary (paging only a rise in the unscored rate), then
+    delivery of everything in the outbox."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
+    detections, alerts = run_detection(settings, rubrics, client, trace_url, now)
     reports = run_check(client, rubrics, today)
     sinks = sinks_for(settings)
-    alerts = []
     for report in new_alerts(client, reports):
+        if not report.unscored_alert:
+            report.new_alert = False  # the weekly table shows the drop; the detector pages it
+            remember_alert(client, report)
+            continue
         rubric = rubrics[format_rubric_key(report.rubric, report.version)]
-        alert = alert_for(report, rubric, trace_url, today)
+        alert = unscored_alert(report, rubric, trace_url, today)
         outbox.enqueue(client, alert, sinks)  # stored before the state says "alerted"
         remember_alert(client, report)
         alerts.append(alert)
-    delivery = outbox.deliver(client, sinks)
-    return reports, alerts, delivery
+    return DriftRun(reports, detections, alerts, outbox.deliver(client, sinks))

@@ -18,7 +18,7 @@ from worker.accounting.budget import Budget
 from worker.alerts import outbox
 from worker.alerts.sinks import sinks_for
 from worker.batching.cycle import batch_tick
-from worker.drift.run import run_drift
+from worker.drift.run import run_detection, run_drift
 from worker.fleet.broker import build_broker
 from worker.fleet.housekeeping import housekeep
 from worker.fleet.lease import LOCK_KEY, Lease  # noqa: F401  (LOCK_KEY: where the lease lives)
@@ -38,6 +38,8 @@ log = logging.getLogger("tracejudge.scheduler")
 
 DRIFT_LAST_RUN = "tracejudge:drift:last_run"
 REVIEW_LAST_RUN = "tracejudge:review:last_run"
+DETECT_LAST_RUN = "tracejudge:detect:last_run"
+DETECT_EVERY_SECONDS = 300  # the sequential detector (worker/drift/detection.py): a drop paged within minutes of crossing
 REVIEW_EVERY_SECONDS = 900  # review routing, human labels and agreement (worker/review/tick.py)
 
 
@@ -59,7 +61,8 @@ def budget_tick(sampler: Sampler) -> int:
 
 def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drift_tick=None,
                   drift_every: float = 86400, batch_tick=None, review_tick=None,
-                  review_every: float = REVIEW_EVERY_SECONDS) -> None:
+                  review_every: float = REVIEW_EVERY_SECONDS, detect_tick=None,
+                  detect_every: float = DETECT_EVERY_SECONDS) -> None:
     """Sampler ticks every ``interval``; ``drift_tick()`` once every ``drift_every`` seconds;
     ``batch_tick()`` (submit and poll batch-mode judging) at every tick, paced by itself;
     ``review_tick()`` (the human-review loop) once every ``review_every`` seconds.
@@ -77,6 +80,9 @@ def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drif
     if drift_tick is not None:
         phases.append(("drift check", lambda: _if_due(sampler.client, DRIFT_LAST_RUN, drift_tick, drift_every),
                        "it runs again at the next tick"))
+    if detect_tick is not None:
+        phases.append(("sequential detection", lambda: _if_due(sampler.client, DETECT_LAST_RUN, detect_tick,
+                                                               detect_every), "it runs again at the next tick"))
     if review_tick is not None:
         phases.append(("review loop", lambda: _if_due(sampler.client, REVIEW_LAST_RUN, review_tick, review_every),
                        "it runs again at the next tick"))
@@ -145,10 +151,10 @@ def run_fleet_scheduler(sampler: Sampler, settings: Settings, stop: threading.Ev
     """The Procfile's scheduler: sampler ticks, the drift check, batch cycles when a batch-mode
     rubric is loaded, and the read-back of written scores, until ``stop`` is set."""
     def drift_tick():
-        _, alerts, (sent, pending) = run_drift(settings, {r.key: r for r in sampler.rubrics}, sampler.client,
-                                               trace_linker(settings))
+        run = run_drift(settings, {r.key: r for r in sampler.rubrics}, sampler.client, trace_linker(settings))
         logging.getLogger("tracejudge.drift").info(
-            "drift check", extra={"new_alerts": len(alerts), "delivered": sent, "pending": pending})
+            "drift check", extra={"new_alerts": len(run.alerts), "delivered": run.delivery[0],
+                                  "pending": run.delivery[1]})
         try:  # daily, with the drift check: expire old cell-days, trim logs (worker/fleet/housekeeping.py)
             housekeep(sampler.client, {r.key for r in sampler.rubrics})
         except Exception:  # boundary: the bounds are applied again tomorrow
@@ -162,9 +168,16 @@ def run_fleet_scheduler(sampler: Sampler, settings: Settings, stop: threading.Ev
             batch_tick(rt)
         confirm_due(rt)  # the worker processes read back too; whoever holds the read-back lease does
 
+    def detect_tick():  # every few minutes: the sequential detector pages a drop with when it began
+        _, alerts = run_detection(settings, {r.key: r for r in sampler.rubrics}, sampler.client,
+                                  trace_linker(settings))
+        if alerts:
+            outbox.deliver(sampler.client, sinks_for(settings))
+            logging.getLogger("tracejudge.drift").info("quality drop detected", extra={"new_alerts": len(alerts)})
+
     def review():  # the human-review loop: never raises, a failed step is redone next time
         summary = review_tick(get_runtime())
         logging.getLogger("tracejudge.review").info("review loop", extra={"summary": summary.as_dict()})
 
     run_scheduler(sampler, settings.sample_interval_seconds, stop, drift_tick, settings.drift_interval_seconds,
-                  write_tick, review)
+                  write_tick, review, detect_tick=detect_tick)

@@ -18,6 +18,7 @@ import redis
 from worker.drift import aggregates as agg
 from worker.drift import check
 from worker.drift.check import CellReport, run_check
+from worker.drift.detection import describe
 from worker.jobs import format_rubric_key
 from worker.review.agreement import read_all as read_agreement
 from worker.rubrics.rubric import Rubric
@@ -79,6 +80,7 @@ class Section:
     cells: list[CellReport]
     bottom: list[BottomTrace]
     notified: dict[str, str]  # cell -> when its current alert was sent
+    detection: dict[str, str] = dataclasses.field(default_factory=dict)  # cell -> the detector's line
     agreement: dict | None = None  # judge-human agreement (worker/review/agreement.py), when computed
 
     @property
@@ -192,18 +194,24 @@ def _link(member: str, trace_url: Callable[[str], str] | None) -> str | None:
 
 
 def _notified(client: redis.Redis, cells: list[CellReport]) -> dict[str, str]:
-    """When each currently alerting cell was notified (the drift job's dedup state)."""
-    state_key = getattr(check, "STATE", None)
-    alerting = [c.cell for c in cells if c.decision.status == "alert" or c.unscored_alert]
-    if not state_key or not alerting:
-        return {}
+    """When each cell's current alert was sent: a quality drop's by the sequential detector
+    (its open incident), an unscored-rate rise's by the weekly check's dedup state."""
     out = {}
-    for cell, raw in zip(alerting, client.hmget(state_key, alerting)):
+    unscored = [c.cell for c in cells if c.unscored_alert]
+    for cell, raw in zip(unscored, client.hmget(check.STATE, unscored) if unscored else []):
         try:
             out[cell] = str(json.loads(raw)["at"])[:16].replace("T", " ") if raw else ""
         except (ValueError, KeyError, TypeError):
             continue  # an unreadable state entry only loses the "sent at" note
+    for c in cells:
+        if c.cell not in out:
+            out[c.cell] = describe(client, c.cell, check.DEFAULT_THRESHOLD)[0] or ""
     return {k: v for k, v in out.items() if v}
+
+
+def _detection(client: redis.Redis, cells: list[CellReport]) -> dict[str, str]:
+    """What the sequential detector says of each cell (worker/drift/detection.py)."""
+    return {c.cell: describe(client, c.cell, check.DEFAULT_THRESHOLD)[1] for c in cells}
 
 
 def _matches(rubric_filter: str | None, name: str, version: str) -> bool:
@@ -259,7 +267,7 @@ def gather(client: redis.Redis, rubrics: dict[str, Rubric], *, days: int = 28, r
             cells=reports,
             bottom=_bottom(client, all_cell, ranked, curr_days, single, trace_url),
             unit=UNITS.get(rubric.target, "traces") if rubric else "traces",
-            notified=_notified(client, reports),
+            notified=_notified(client, reports), detection=_detection(client, reports),
             agreement=agreements.get(f"{name}@{version}")))
     # Sections that alert come first: the page is opened to act on them.
     sections.sort(key=lambda s: (-sum(c.decision.status == "alert" or c.unscored_alert for c in s.cells),

@@ -179,10 +179,10 @@ def _cells_table(s: Section) -> str:
     folded = [c for c in cells if segment_kind(c.segment) == "combo" and not _needs_attention(c)]
     shown = [c for c in cells if c not in folded]
     parts = ['<h3>This week vs last week <small>one-sided Welch / two-proportion test, Benjamini–Hochberg q '
-             'across every cell of the run</small></h3>', _table(shown, s.notified)]
+             'across every cell of the run</small></h3>', _table(shown, s.notified, s.detection)]
     if folded:
         parts.append(f'<details><summary>{len(folded)} more feature × tenant cells, none alerting</summary>'
-                     f'{_table(folded, s.notified)}</details>')
+                     f'{_table(folded, s.notified, s.detection)}</details>')
     return "".join(parts)
 
 
@@ -190,14 +190,14 @@ def _needs_attention(c: CellReport) -> bool:
     return c.decision.status in ("alert", "explained") or c.unscored_alert
 
 
-def _table(cells: list[CellReport], notified: dict[str, str]) -> str:
-    rows = "".join(_cell_row(c, notified.get(c.cell)) for c in cells)
+def _table(cells: list[CellReport], notified: dict[str, str], detection: dict[str, str]) -> str:
+    rows = "".join(_cell_row(c, notified.get(c.cell), detection.get(c.cell)) for c in cells)
     return ('<table class="cells"><thead><tr><th>segment</th><th class="r">last week</th><th class="r">this week</th>'
             '<th class="r">drop</th><th class="r">q-value</th><th class="r">unscored</th><th>status</th></tr></thead>'
             f'<tbody>{rows}</tbody></table>')
 
 
-def _cell_row(c: CellReport, notified: str | None) -> str:
+def _cell_row(c: CellReport, notified: str | None, detection: str | None = None) -> str:
     d = c.decision
     drop_css = "bad" if d.status == "alert" else ("good" if d.drop is not None and d.drop < 0 else "")
     drop = "–" if d.drop is None else (f"{d.drop:.1f}" if d.drop >= 0 else f"+{-d.drop:.1f} up")
@@ -207,7 +207,8 @@ def _cell_row(c: CellReport, notified: str | None) -> str:
             f'<td class="r">{_mean(d.prev_mean, d.n_prev)}</td><td class="r">{_mean(d.curr_mean, d.n_curr)}</td>'
             f'<td class="r {drop_css}">{escape(drop)}</td><td class="r">{escape(_q(d.q, d.n_needed))}</td>'
             f'<td class="r {unscored_css}">{100 * c.unscored_rate_prev:.1f}% → {100 * c.unscored_rate_curr:.1f}%</td>'
-            f'<td>{_status(c, notified)}</td></tr>')
+            f'<td>{_status(c, notified)}'
+            + (f'<br><span class="muted">detector: {escape(detection)}</span>' if detection else "") + '</td></tr>')
 
 
 def _mean(mean: float | None, n: int) -> str:
