@@ -36,6 +36,7 @@ def run(args) -> int:
         t_up, run_start = time.monotonic(), dt.datetime.now(dt.timezone.utc)
         lf = readback.Langfuse(base)
         configs_before = lf.score_configs()
+        queue_before = readback.queue_counts(lf)  # a shared server keeps earlier runs' items
 
         redis_proc, redis_url = start_redis(work, free_port())
         client = redis.Redis.from_url(redis_url)
@@ -65,7 +66,7 @@ def run(args) -> int:
 
         outcomes = progress.read_outcomes(client, expected)
         found = readback.read_back(lf, plan, expected, outcomes, rubrics, run_start - dt.timedelta(minutes=10),
-                                   configs_before)
+                                   configs_before, queue_before)
         report.figures(base, plan, expected, outcomes, found, status, proxy, waited, review_ran, seconds_up)
         problems = report.problems(expected, outcomes, found, status, review_ran, work)
         report.verdict(problems, work)

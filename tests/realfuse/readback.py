@@ -98,7 +98,7 @@ class Findings:
     values: dict  # score id -> value, as Langfuse returns it
     queue_exists: bool
     queued: collections.Counter  # our trace -> items on the review queue
-    others_doubled: dict  # another run's trace -> items, where more than one
+    others_doubled: dict  # another run's trace -> items, where this run added a second one
     should_queue: set  # calibration share or boundary verdicts of ours
     dataset_exists: bool
     in_dataset: collections.Counter  # our trace -> items in the failures dataset
@@ -125,8 +125,8 @@ class Findings:
         if doubled:
             out.append(f"{len(doubled)} of our traces are on the annotation queue more than once")
         if self.others_doubled:
-            out.append(f"{len(self.others_doubled)} traces of earlier runs are on the annotation queue more than once "
-                       f"(up to {max(self.others_doubled.values())} times): each run's new Redis re-posted them")
+            out.append(f"{len(self.others_doubled)} traces of earlier runs were posted to the annotation queue again "
+                       f"by this run (up to {max(self.others_doubled.values())} items): its new Redis re-posted them")
         if self.should_queue - set(self.queued):
             out.append(f"{len(self.should_queue - set(self.queued))} calibration/boundary traces not on the queue")
         if set(self.queued) - self.judged(REVIEWED):
@@ -148,8 +148,13 @@ class Findings:
     _judged: dict = dataclasses.field(default_factory=dict)  # rubric name -> our traces with its score
 
 
+def queue_counts(lf: Langfuse) -> collections.Counter:
+    """How many items each trace has on the reviewed rubric's queue (before the run)."""
+    return collections.Counter(i.get("objectId") for i in lf.queue_items(f"tracejudge-{REVIEWED}") or [])
+
+
 def read_back(lf: Langfuse, plan: Plan, expected: Expected, outcomes: dict, rubrics: dict,
-              since: dt.datetime, configs_before: list[dict]) -> Findings:
+              since: dt.datetime, configs_before: list[dict], queue_before: collections.Counter) -> Findings:
     ours = ({("trace", t) for t in plan.traces} | {("observation", o["id"]) for o in plan.observations}
             | {("session", s) for s in plan.sessions})
     present: dict[tuple, list[dict]] = collections.defaultdict(list)
@@ -189,7 +194,8 @@ def read_back(lf: Langfuse, plan: Plan, expected: Expected, outcomes: dict, rubr
         values=values,
         queue_exists=items is not None,
         queued=collections.Counter({t: n for t, n in every.items() if t in plan.traces}),
-        others_doubled={t: n for t, n in every.items() if n > 1 and t not in plan.traces},
+        # earlier runs' traces this run posted again (the count grew: a new Redis must not re-post)
+        others_doubled={t: n for t, n in every.items() if n > max(1, queue_before[t]) and t not in plan.traces},
         # the routing contract (README, "Keeping the judge honest"), computed here independently:
         # the calibration share by the sampling hash (rate 1), boundary verdicts at the scale's ends
         should_queue={t for t, v in reviewed.items() if contract_point(t) < CALIBRATION_SHARE or v in (1, 5)},

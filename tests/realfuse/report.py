@@ -64,8 +64,8 @@ def figures(base: str, plan: Plan, expected: Expected, outcomes: dict, found: Fi
         for i in expected.items if i["trace_id"] == non_utf8))
     log(f"review loop ({REVIEWED}, {'ran' if review_ran else 'did NOT run'} over the run's scores): queue items for "
         f"our traces {sum(found.queued.values())} ({len(found.queued)} traces), calibration/boundary traces queued "
-        f"{len(found.should_queue & set(found.queued))} of {len(found.should_queue)}; earlier runs' traces now "
-        f"on the queue more than once {len(found.others_doubled)}; failures dataset {sum(found.in_dataset.values())} "
+        f"{len(found.should_queue & set(found.queued))} of {len(found.should_queue)}; earlier runs' traces "
+        f"posted again by this run {len(found.others_doubled)}; failures dataset {sum(found.in_dataset.values())} "
         f"items for our traces, {len(found.should_dataset)} judged below 3; review stats {status['review']}")
     log(f"score configs created by this run: {len(found.new_configs)}, doubling an active one of the same name and "
         f"scale: {len(found.doubled_configs)}; dead letters {status['queue']['dead_letters']}; judge calls "
