@@ -32,7 +32,7 @@ __all__ = [
     "free_port", "make_env", "utc", "drain",
     "hand_built_runtime", "installed",
     "contract_sampled", "roots", "expected_pairs", "sampled_roots", "sampler_for", "whole_window",
-    "score_pairs", "one_trace", "spy_on", "openai_rubrics",
+    "score_pairs", "one_trace", "spy_on", "openai_rubrics", "Webhook",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,3 +240,28 @@ def start_worker_command(env: dict, log_path: Path, *, processes: int, threads: 
         [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes", str(processes),
          "--threads", str(threads)], env=child_env(env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
         start_new_session=True)
+
+
+class Webhook:
+    """An alert webhook on a free port that keeps every JSON body it receives (``received``)."""
+
+    def __init__(self):
+        from emulators.http_base import Emulator
+
+        received, lock = [], threading.Lock()
+
+        class Receiver(Emulator):
+            def handle(self, method, path, query, headers, body):
+                with lock:
+                    received.append(body)
+                return 200, {"ok": True}, {}
+
+        self.received, self._server = received, Receiver("127.0.0.1", 0)
+
+    def start(self) -> str:
+        self._server.start()
+        self.base_url = self._server.base_url
+        return self.base_url
+
+    def stop(self) -> None:
+        self._server.stop()

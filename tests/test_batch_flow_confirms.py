@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from emulators.seed import generate
-from tests.helpers import copy_rubrics, expected_pairs, make_env, one_trace, start_worker_command
+from tests.helpers import Webhook, copy_rubrics, expected_pairs, make_env, one_trace, start_worker_command
 from worker.accounting.outcomes import UNCONFIRMED, OutcomeLog
 from worker.cli.main import main
 from worker.fleet import confirmer
@@ -120,16 +120,20 @@ def test_batch_flow_without_a_scheduler_heals_dropped_scores_and_drift_alerts(
     rubrics = copy_rubrics(tmp_path, "helpfulness")
     langfuse_emu.set_modes(generation="v4-events", score_checks="async")
     end = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
-    observations = generate(500, include_malformed=False, seed=5, end=end,
+    # 35 days: the sequential detector holds the last week to the 28 days before it.
+    observations = generate(1200, days=35, include_malformed=False, seed=5, end=end,
                             drift={"feature": "summarize", "points": 30})
     langfuse_emu.load_observations(observations)
     judge_emu.configure(latency_ms=50)
-    env = make_env(langfuse_emu, judge_emu, redis_url, rubrics, TRACEJUDGE_SAMPLE_RATE=1.0, TRACEJUDGE_METRICS_PORT=0)
-    since = (end - dt.timedelta(days=15)).isoformat()
+    webhook = Webhook()
+    webhook.start()
+    env = make_env(langfuse_emu, judge_emu, redis_url, rubrics, TRACEJUDGE_SAMPLE_RATE=1.0, TRACEJUDGE_METRICS_PORT=0,
+                   TRACEJUDGE_ALERT_WEBHOOK_URL=webhook.base_url + "/hook")
+    since = (end - dt.timedelta(days=36)).isoformat()
     result = CliRunner().invoke(main, ["sample", "--once", "--since", since, "--until", end.isoformat()], env=env)
     assert result.exit_code == 0, result.output
     selected = {t for t, rubric in expected_pairs(observations, 1.0) if rubric == "helpfulness"}
-    assert queue_depth(redis_client).outstanding >= len(selected) > 300
+    assert queue_depth(redis_client).outstanding >= len(selected) > 800
 
     log_path = tmp_path / "worker.log"
     stats = OutcomeLog(redis_client).stats
@@ -167,6 +171,9 @@ def test_batch_flow_without_a_scheduler_heals_dropped_scores_and_drift_alerts(
     cells = json.loads(drift.stdout)["cells"]
     alerting = {c["segment"] for c in cells if c["decision"]["status"] == "alert"}
     assert "feature=summarize" in alerting and all(a.startswith("feature=summarize") for a in alerting), alerting
+    paged = {a["segment"] for a in webhook.received if a["kind"] == "quality_drop"}  # by the sequential detector
+    webhook.stop()
+    assert "feature=summarize" in paged and all(p.startswith("feature=summarize") for p in paged), paged
     first_day = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=13)).isoformat()
     started = {r["traceId"]: r["startTime"][:10] for r in observations if r.get("isRootObservation")}
     in_weeks = sum(started[x["traceId"]] >= first_day for x in scores)

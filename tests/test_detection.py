@@ -7,14 +7,12 @@ import dataclasses
 import datetime as dt
 import json
 import random
-import threading
 
 import pytest
 from click.testing import CliRunner
 
-from emulators.http_base import Emulator
 from emulators.seed import _answer, _trace
-from tests.helpers import copy_rubrics, drain, make_env, sampler_for
+from tests.helpers import Webhook, copy_rubrics, drain, make_env, sampler_for
 from worker.alerts.kinds import QualityDrop, TraceLink, Week, from_json
 from worker.alerts.sinks import pagerduty_event, slack_message
 from worker.cli.main import main
@@ -23,18 +21,6 @@ from worker.drift.run import run_detection
 
 CELL = "helpfulness|v1|claude-sonnet-4-6|feature=summarize|tenant=acme"
 DROP_POINTS = 25
-
-
-class Webhook(Emulator):
-    def __init__(self):
-        super().__init__("127.0.0.1", 0)
-        self.received: list[dict] = []
-        self._lock = threading.Lock()
-
-    def handle(self, method, path, query, headers, body):
-        with self._lock:
-            self.received.append(body)
-        return 200, {"ok": True}, {}
 
 
 def drop_time(now: dt.datetime) -> dt.datetime:
