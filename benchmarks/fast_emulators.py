@@ -76,9 +76,9 @@ def _narrowed(store: IndexedStore, q: dict) -> _Rows | None:
     return None
 
 
-def observations_v2(store, q: dict, query: dict, order: str = "spec") -> dict:
+def observations_v2(store, q: dict, query: dict, order: str = "spec", **modes) -> dict:
     rows = _narrowed(store, q) if isinstance(store, IndexedStore) else None
-    return _plain_observations_v2(rows if rows is not None else store, q, query, order)
+    return _plain_observations_v2(rows if rows is not None else store, q, query, order, **modes)
 
 
 class _Scores:
