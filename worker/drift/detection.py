@@ -1,6 +1,7 @@
 """Sequential detection per cell, kept in Redis: the quality signal in hours, with when it began.
 
-The statistics are worker/drift/sequential.py (pure); this module feeds them. Per cell:
+The statistics are pure (worker/drift/sequential.py: reference and design; cusum.py: the
+state and its update; incident.py: history, start, effect); this module feeds them. Per cell:
 
     tracejudge:seq:pending:<cell>  zset  "<trace>|<observation>|<points>" -> trace epoch: confirmed
                                          scores the detector has not read (a few minutes' worth)
@@ -13,7 +14,7 @@ A confirmed score adds itself to ``pending`` in the confirmation's own Redis scr
 ``drift --once``) takes the cell's pending scores older than the reorder lag, applies them in
 trace-time order and deletes them in one optimistic transaction (WATCH on the pending set and
 the state), so a crash loses or repeats nothing. A score confirmed after its trace time was
-passed is applied by the late rule of sequential.py: counted once, never raising S above its
+passed is applied by the late rule of cusum.py: counted once, never raising S above its
 in-place value.
 
 A cell seen for the first time is watched from ``LOOKBACK_DAYS`` back (so a backfill of
@@ -36,6 +37,8 @@ import math
 import redis
 
 from worker.drift import aggregates as agg
+from worker.drift import cusum
+from worker.drift import incident as incidents
 from worker.drift import sequential as seq
 from worker.drift.explain import explain
 
@@ -137,27 +140,27 @@ def _apply(cell: str, blob: dict, ready, drop: float, cell_years: float,
     to flag as changed (an incident's, from its start: left out of later references)."""
     reference = seq.Reference(**blob["reference"]) if blob.get("reference") else None
     d = seq.design(reference, drop=drop, cell_years=cell_years) if reference else None
-    state = seq.State(**{**blob["state"], "arms": tuple(tuple(a) for a in blob["state"].get("arms", ()))})
+    state = cusum.State(**{**blob["state"], "arms": tuple(tuple(a) for a in blob["state"].get("arms", ()))})
     history = _history(blob.get("history"))
     scores = sorted(((t, float(m.decode().rsplit("|", 1)[1])) for m, t in ready), key=lambda p: p[0])
     scores = [(t, x) for t, x in scores if t >= blob["start"]]  # before monitoring: in the reference already
     for t, x in scores:
         history.add(x, t)
         if d is not None:
-            state = seq.update(state, x, t, d)
+            state = cusum.update(state, x, t, d)
     new_incident, flag = False, []
     incident = blob.get("incident")
     if d is not None and state.detected_at is not None and incident is None:
-        pinned = seq.pin(state, d, history)
+        pinned = incidents.pin(state, d, history)
         incident = _incident(cell, pinned, d, reference, now)
-        new_incident, flag = True, seq.flagged_days(pinned.started_at, max(pinned.detected_at, pinned.started_at))
+        new_incident, flag = True, incidents.flagged_days(pinned.started_at, max(pinned.detected_at, pinned.started_at))
     elif incident is not None and d is not None and not incident.get("explained_by"):
-        incident = _refreshed(incident, seq.pin(state, d, history), d)
-    if d is not None and seq.recovered(state):
+        incident = _refreshed(incident, incidents.pin(state, d, history), d)
+    if d is not None and cusum.recovered(state):
         if incident is not None:
-            flag = seq.flagged_days(incident["started_epoch"], state.recovered_at)
+            flag = incidents.flagged_days(incident["started_epoch"], state.recovered_at)
         blob["recovered"] = {"at": state.recovered_at, "incident": (incident or {}).get("incident_id")}
-        blob["reference"], state, incident = None, seq.new_state(state.recovered_at), None  # re-baselined next check
+        blob["reference"], state, incident = None, cusum.new_state(state.recovered_at), None  # re-baselined next check
         blob["refreeze"] = True
     blob.update(state=_state_json(state), history=_history_json(history), incident=incident)
     status = ("insufficient_reference" if d is None else "alarm" if incident is not None else "watching")
@@ -167,14 +170,14 @@ def _apply(cell: str, blob: dict, ready, drop: float, cell_years: float,
         applied=len(scores), incident=incident, new_incident=new_incident), blob, flag
 
 
-def _incident(cell: str, pinned: seq.Incident, d: seq.Design, reference: seq.Reference, now: float) -> dict:
+def _incident(cell: str, pinned: incidents.Incident, d: seq.Design, reference: seq.Reference, now: float) -> dict:
     incident_id = hashlib.sha256(f"{cell}|{pinned.detected_at}".encode()).hexdigest()[:20]
     return {"incident_id": incident_id, "alerted_at": _iso(now), "sent": False,
             **_pinned_fields(pinned, d), "reference": {"mean": round(reference.mean, 2), "n": reference.n,
                                                        "since": reference.since, "until": reference.until}}
 
 
-def _pinned_fields(pinned: seq.Incident, d: seq.Design) -> dict:
+def _pinned_fields(pinned: incidents.Incident, d: seq.Design) -> dict:
     return {"started_epoch": pinned.started_at, "started_at": _iso(pinned.started_at),
             "started_between": [_iso(pinned.started_between[0]), _iso(pinned.started_between[1])],
             "detected_at": _iso(pinned.detected_at),
@@ -183,7 +186,7 @@ def _pinned_fields(pinned: seq.Incident, d: seq.Design) -> dict:
             "n_after": pinned.n_after, "drop_threshold": d.drop}
 
 
-def _refreshed(incident: dict, pinned: seq.Incident | None, d: seq.Design) -> dict:
+def _refreshed(incident: dict, pinned: incidents.Incident | None, d: seq.Design) -> dict:
     """An open incident's effect, as more scores arrive (its start and detection stay)."""
     if pinned is None:
         return incident
@@ -214,7 +217,7 @@ def _fresh(client, cell: str, now: float) -> dict:
     start_day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date() - dt.timedelta(days=LOOKBACK_DAYS)
     start = dt.datetime.combine(start_day, dt.time(), dt.timezone.utc).timestamp()
     return {"start": start, "reference": None, "frozen_on": None, "refreeze": True,
-            "state": _state_json(seq.new_state(start)), "history": None, "incident": None}
+            "state": _state_json(cusum.new_state(start)), "history": None, "incident": None}
 
 
 def _maybe_refreeze(client, cell: str, blob: dict, now: float) -> dict:
@@ -245,12 +248,12 @@ def _load(raw) -> dict | None:
     return json.loads(raw) if raw else None
 
 
-def _state_json(state: seq.State) -> dict:
+def _state_json(state: cusum.State) -> dict:
     return dataclasses.asdict(state)
 
 
-def _history(raw: dict | None) -> seq.History:
-    history = seq.History()
+def _history(raw: dict | None) -> incidents.History:
+    history = incidents.History()
     if raw:
         history.fine = {int(k): v for k, v in raw["fine"].items()}
         history.coarse = {int(k): v for k, v in raw["coarse"].items()}
@@ -258,7 +261,7 @@ def _history(raw: dict | None) -> seq.History:
     return history
 
 
-def _history_json(history: seq.History) -> dict:
+def _history_json(history: incidents.History) -> dict:
     return {"fine": history.fine, "coarse": history.coarse, "newest": history.newest}
 
 
