@@ -83,3 +83,42 @@ def broker(settings, runtime):
     dramatiq.set_broker(b)
     yield b
     b.close()
+
+
+@pytest.fixture
+def start():
+    """start(**modes) -> (emulator, httpx client): a Langfuse emulator in the given modes; everything
+    started is stopped afterwards."""
+    import httpx
+
+    from emulators.langfuse_api import LangfuseEmulator
+
+    started = []
+
+    def _start(**kwargs):
+        emu = LangfuseEmulator(public_key=PK, secret_key=SK, **kwargs)
+        emu.start()
+        client = httpx.Client(base_url=emu.base_url, auth=(PK, SK), timeout=60)
+        started.append((emu, client))
+        return emu, client
+
+    yield _start
+    for emu, client in started:
+        client.close()
+        emu.stop()
+
+
+@pytest.fixture
+def api(langfuse_emu):
+    """The langfuse SDK's API client on the emulator."""
+    from langfuse.api import LangfuseAPI
+
+    return LangfuseAPI(base_url=langfuse_emu.base_url, username=PK, password=SK)
+
+
+@pytest.fixture
+def rubric():
+    """The shipped helpfulness@v1."""
+    from worker.rubrics.rubric import load_rubrics
+
+    return load_rubrics(REPO / "rubrics")["helpfulness@v1"]

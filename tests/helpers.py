@@ -32,7 +32,7 @@ __all__ = [
     "free_port", "make_env", "utc", "drain",
     "hand_built_runtime", "installed",
     "contract_sampled", "roots", "expected_pairs", "sampled_roots", "sampler_for", "whole_window",
-    "score_pairs", "one_trace", "spy_on", "openai_rubrics", "Webhook",
+    "score_pairs", "one_trace", "spy_on", "openai_rubrics", "Webhook", "wait_until",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -265,3 +265,15 @@ class Webhook:
 
     def stop(self) -> None:
         self._server.stop()
+
+
+def wait_until(predicate, timeout: float, what: str, proc=None, log_path=None) -> None:
+    """Poll ``predicate`` every 0.2 s; fail after ``timeout`` s, or at once when the worker
+    subprocess ``proc`` exited (with the tail of its log)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{open(log_path).read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)

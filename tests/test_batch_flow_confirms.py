@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from emulators.seed import generate
-from tests.helpers import Webhook, copy_rubrics, expected_pairs, make_env, one_trace, start_worker_command
+from tests.helpers import Webhook, copy_rubrics, expected_pairs, make_env, one_trace, start_worker_command, wait_until
 from worker.accounting.outcomes import UNCONFIRMED, OutcomeLog
 from worker.cli.main import main
 from worker.fleet import confirmer
@@ -36,16 +36,6 @@ def short_grace(monkeypatch):
     """A read-back due 0.2 s after its write instead of 10 s, for the in-process tests."""
     monkeypatch.setattr(confirm, "GRACE_SECONDS", 0.2)
     monkeypatch.setattr(confirmer, "GRACE_SECONDS", 0.2)
-
-
-def wait_until(predicate, timeout: float, what: str, proc=None, log_path=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"worker exited early:\n{open(log_path).read()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def judged(rt, emu, trace_id: str) -> None:

@@ -11,31 +11,15 @@ import pytest
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
-from emulators.langfuse_api import LangfuseEmulator
+from tests.helpers import PK, SK  # the keys the `start` fixture serves
 
-PK, SK = "pk-lf-416", "sk-lf-416"
 TRACE = "4" * 32
 ARRAY_REFUSED = {"message": "Invalid request data",
                  "error": [{"expected": "object", "code": "invalid_type", "path": [],
                             "message": "Invalid input: expected object, received array"}]}
 
 
-@pytest.fixture
-def start():
-    """start(**modes) -> (emulator, httpx client); everything started is stopped afterwards."""
-    started = []
 
-    def _start(**kwargs):
-        emu = LangfuseEmulator(public_key=PK, secret_key=SK, **kwargs)
-        emu.start()
-        client = httpx.Client(base_url=emu.base_url, auth=(PK, SK), timeout=60)
-        started.append((emu, client))
-        return emu, client
-
-    yield _start
-    for emu, client in started:
-        client.close()
-        emu.stop()
 
 
 def _root(**fields) -> dict:

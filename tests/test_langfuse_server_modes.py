@@ -12,29 +12,14 @@ from langfuse.api import LangfuseAPI
 from emulators.agent_trace import load_agent_trace
 from emulators.langfuse_api import LangfuseEmulator
 from emulators.redirect_front import RedirectFront
+from tests.helpers import PK, SK  # the keys the `start` fixture serves
 
-PK, SK = "pk-lf-modes", "sk-lf-modes"
 EVENTS_ONLY = "not available on deployments running in Langfuse v4 events_only mode"
 V3_ONLY = "only available in a Langfuse v4 write mode"
 SUSPENDED = "Ingestion suspended: Usage threshold exceeded. Please upgrade your plan."
 
 
-@pytest.fixture
-def start():
-    """start(**modes) -> (emulator, httpx client); everything started is stopped afterwards."""
-    started = []
 
-    def _start(**kwargs):
-        emu = LangfuseEmulator(public_key=PK, secret_key=SK, **kwargs)
-        emu.start()
-        client = httpx.Client(base_url=emu.base_url, auth=(PK, SK), timeout=60)
-        started.append((emu, client))
-        return emu, client
-
-    yield _start
-    for emu, client in started:
-        client.close()
-        emu.stop()
 
 
 def _iso(t: dt.datetime) -> str:

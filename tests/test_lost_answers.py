@@ -14,7 +14,6 @@ import shutil
 
 import httpx
 import pytest
-from langfuse.api import LangfuseAPI
 
 from emulators import langfuse_review
 from tests.helpers import PK, REPO, SK, hand_built_runtime, one_trace
@@ -24,7 +23,7 @@ from worker.langfuse_io.scores import score_id_for
 from worker.review import datasets
 from worker.review.queue import SYNCED, QUEUE_ID, QueueWriter, ensure_queue
 from worker.review.tick import review_tick
-from worker.rubrics.rubric import SHARED_PROMPTS, load_rubrics
+from worker.rubrics.rubric import SHARED_PROMPTS
 
 ITEMS = "POST annotation-queues/items"
 REVIEW = """review:
@@ -43,14 +42,10 @@ def real_release(langfuse_emu):
     langfuse_emu.set_modes(release="4.16")
 
 
-@pytest.fixture
-def api(langfuse_emu) -> LangfuseAPI:
-    return LangfuseAPI(base_url=langfuse_emu.base_url, username=PK, password=SK)
 
 
-@pytest.fixture
-def rubric():
-    return load_rubrics(REPO / "rubrics")["helpfulness@v1"]
+
+
 
 
 def review_state(langfuse_emu) -> dict:

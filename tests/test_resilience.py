@@ -5,10 +5,9 @@ import dataclasses
 import os
 import signal
 import subprocess
-import time
 
 from emulators.seed import generate
-from tests.helpers import start_worker_command, drain, expected_pairs, make_env, sampled_roots, sampler_for, score_pairs, whole_window
+from tests.helpers import start_worker_command, wait_until, drain, expected_pairs, make_env, sampled_roots, sampler_for, score_pairs, whole_window
 from worker.fleet.queues import queue_depth
 
 RATE = 0.1
@@ -16,16 +15,6 @@ RATE = 0.1
 
 def start_worker(env: dict, log_path) -> subprocess.Popen:
     return start_worker_command(env, log_path, processes=1, threads=16)
-
-
-def wait_until(predicate, timeout: float, what: str, proc=None, log_path=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"worker exited early:\n{open(log_path).read()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_sigkill_mid_run_then_restart_gives_exactly_one_score_per_trace(

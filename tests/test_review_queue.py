@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from langfuse.api import LangfuseAPI
 
-from tests.helpers import PK, REPO, SK
 from worker.review.queue import QUEUE_ID, QueueWriter, ensure_queue
-from worker.rubrics.rubric import load_rubrics
 
 
-@pytest.fixture
-def api(langfuse_emu) -> LangfuseAPI:
-    return LangfuseAPI(base_url=langfuse_emu.base_url, username=PK, password=SK)
 
 
-@pytest.fixture
-def rubric():
-    return load_rubrics(REPO / "rubrics")["helpfulness@v1"]
 
 
 def _items(langfuse_emu) -> list[str]:

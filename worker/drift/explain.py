@@ -5,16 +5,19 @@ feature, each tenant, each feature × tenant. One bad prompt in acme's summaries
 acme, summarize and all traffic. A cell's new incident is *explained* by another cell's open
 incident when the other is narrower (more segment parts; a feature beside a tenant, as the
 weekly check has it) and the parent's traffic outside their shared cell, since the parent's
-estimated start, is less than half the threshold below the parent's reference: then the
+estimated start, is less than half the threshold below the parent's reference, or within two
+standard errors of it (a small remainder cannot show a drop of its own): then the
 parent keeps its incident (``explained_by``) and only the narrow cell pages. The narrowest
 cells are decided first, so an explained cell never explains another.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from worker.drift.aggregates import DEFAULT_SEGMENT_KEYS
 
+Z_LEFT = 2.0  # the rest of the parent's traffic keeps the drop only if it is this many standard errors deep
 Since = Callable[[str, float], tuple[int, float]]  # cell, trace time -> (n, sum) of its scores since
 
 
@@ -78,4 +81,6 @@ def _explains(child: str, parent: str, result, since: Since) -> bool:
     if n_rest <= 0:
         return True  # all of the parent's traffic since the start is the child's
     drop = result.reference.mean - total_rest / n_rest
-    return drop < float(result.incident.get("drop_threshold", 5.0)) / 2
+    # What is left must show a drop of its own: half the threshold at least, and clear of its noise.
+    return drop < float(result.incident.get("drop_threshold", 5.0)) / 2 or \
+        drop < Z_LEFT * result.reference.sd / math.sqrt(n_rest)
