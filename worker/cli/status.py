@@ -70,12 +70,11 @@ def status_report(settings, client, rubrics: dict) -> dict:
 def _detection(client) -> dict:
     """The sequential detector per cell: open incidents, and what each watched cell can see."""
     from worker.drift.aggregates import CELLS
-    from worker.drift.check import DEFAULT_THRESHOLD
     from worker.drift.detection import describe
 
     cells = {}
     for raw in sorted(client.smembers(CELLS)):
-        alerted, line = describe(client, raw.decode(), DEFAULT_THRESHOLD)
+        alerted, line = describe(client, raw.decode())
         cells[raw.decode()] = {"alerted_at": alerted, "line": line}
     return cells
 

@@ -162,7 +162,8 @@ def _apply(cell: str, blob: dict, ready, drop: float, cell_years: float,
         blob["recovered"] = {"at": state.recovered_at, "incident": (incident or {}).get("incident_id")}
         blob["reference"], state, incident = None, cusum.new_state(state.recovered_at), None  # re-baselined next check
         blob["refreeze"] = True
-    blob.update(state=_state_json(state), history=_history_json(history), incident=incident)
+    blob.update(state=_state_json(state), history=_history_json(history), incident=incident, drop=drop,
+                cell_years=cell_years)  # what the detector was designed with, for describe()
     status = ("insufficient_reference" if d is None else "alarm" if incident is not None else "watching")
     return CellDetection(
         cell=cell, status=status, reference=reference, note=seq.power_note(d) if d else None,
@@ -269,9 +270,9 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def describe(client: redis.Redis, cell: str, drop: float, cell_years: float = 1.0) -> tuple[str | None, str]:
+def describe(client: redis.Redis, cell: str) -> tuple[str | None, str]:
     """Read-only, for the report and ``status``: (when the open incident was alerted, or None;
-    one line on what the detector watches, can see or found)."""
+    one line on what the detector watches, can see or found, with the design its last check used)."""
     blob = _load(client.get(STATE + cell))
     if blob is None:
         return None, "not checked by the detector yet"
@@ -287,5 +288,5 @@ def describe(client: redis.Redis, cell: str, drop: float, cell_years: float = 1.
     if ref is None or not ref.sufficient:
         n = 0 if ref is None else ref.n
         return None, f"insufficient reference: {n} scores in the 28 days before (needs {seq.MIN_REFERENCE_N})"
-    d = seq.design(ref, drop=drop, cell_years=cell_years)
+    d = seq.design(ref, drop=blob.get("drop", 5.0), cell_years=blob.get("cell_years", 1.0))
     return None, seq.power_note(d) + (" (under-powered: never paged by a fixed threshold)" if seq.under_powered(d) else "")

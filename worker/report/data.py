@@ -205,13 +205,13 @@ def _notified(client: redis.Redis, cells: list[CellReport]) -> dict[str, str]:
             continue  # an unreadable state entry only loses the "sent at" note
     for c in cells:
         if c.cell not in out:
-            out[c.cell] = describe(client, c.cell, check.DEFAULT_THRESHOLD)[0] or ""
+            out[c.cell] = describe(client, c.cell)[0] or ""
     return {k: v for k, v in out.items() if v}
 
 
 def _detection(client: redis.Redis, cells: list[CellReport]) -> dict[str, str]:
     """What the sequential detector says of each cell (worker/drift/detection.py)."""
-    return {c.cell: describe(client, c.cell, check.DEFAULT_THRESHOLD)[1] for c in cells}
+    return {c.cell: describe(client, c.cell)[1] for c in cells}
 
 
 def _matches(rubric_filter: str | None, name: str, version: str) -> bool:
