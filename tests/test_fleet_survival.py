@@ -279,6 +279,7 @@ def _wait_for(condition, timeout: float = 20.0) -> None:
 def test_drift_cell_days_expire_and_an_emptied_cell_leaves_the_set(redis_client, test_rubrics):
     from worker.accounting.outcomes import OutcomeLog
     from worker.drift import aggregates as agg
+    from worker.drift import detection
     from worker.drift.check import STATE
     from worker.drift.retention import sweep_aggregates
     from worker.rubrics.rubric import load_rubrics
@@ -294,9 +295,15 @@ def test_drift_cell_days_expire_and_an_emptied_cell_leaves_the_set(redis_client,
                   agg.unscored_ops(rubric, {"tenant": "acme"}, recent, "refused"))
     gone_cell, all_cell = agg.cell_key(rubric, "tenant=gone"), agg.cell_key(rubric, "all")
     redis_client.hset(STATE, gone_cell, "{}")
+    detector = [agg.PENDING + gone_cell, detection.STATE + gone_cell, detection.FLAGGED + gone_cell]
+    redis_client.zadd(detector[0], {"t-old||50.0": old.timestamp()})
+    redis_client.set(detector[1], "{}")
+    redis_client.sadd(detector[2], "2026-07-01")
+    redis_client.set(detection.STATE + all_cell, "{}")
     summary = sweep_aggregates(redis_client, today)
     cells = {m.decode() for m in redis_client.smembers(agg.CELLS)}
     assert gone_cell not in cells and all_cell in cells and not redis_client.hexists(STATE, gone_cell)
+    assert redis_client.exists(*detector) == 0 and redis_client.exists(detection.STATE + all_cell)  # with its cell
     assert not redis_client.exists(agg.day_key(all_cell, "2026-07-01"))  # past TTL_DAYS: removed
     ttl = redis_client.ttl(agg.day_key(all_cell, "2026-11-30"))
     # the sweep ages as if ``today`` were the real date: its "now" is today's date at today's time

@@ -16,6 +16,7 @@ import time
 import redis
 
 from worker.drift import aggregates as agg
+from worker.drift import detection
 from worker.drift.check import STATE
 
 # KEYS: days zset, cell set, alert state; ARGV: cell, cutoff epoch, ttl seconds, key prefix, now
@@ -76,6 +77,8 @@ def sweep_aggregates(client: redis.Redis, today: dt.date | None = None, ttl_days
         summary.days_removed += removed
         summary.days_kept += kept
         summary.cells_removed += gone
+        if gone:  # the detector's state, buffer and flagged days go with the cell's last day
+            client.delete(agg.PENDING + cell, detection.STATE + cell, detection.FLAGGED + cell)
     return summary
 
 
