@@ -7,7 +7,8 @@ import json
 import pytest
 
 from worker.alerts import outbox
-from worker.alerts.kinds import BudgetHeld, QualityDrop, TraceLink, UnscoredRise, Week, from_json
+from worker.alerts.kinds import (AgreementLow, BudgetHeld, QualityDrop, ScoresMissing, TraceLink, UnscoredRise, Week,
+                                 WorkPaused, from_json)
 from worker.alerts.sinks import pagerduty_event, slack_message
 
 
@@ -27,10 +28,49 @@ def rise() -> UnscoredRise:
                            "unscored_rate": {"prev": 0.01, "curr": 0.09}})
 
 
-def budget() -> BudgetHeld:
-    return BudgetHeld(id="b1", title="helpfulness: judging paused", cell="budget:helpfulness", rubric="helpfulness",
-                      owner="unowned", route=None, day="2026-12-01", held_by="rubric", spent_usd=4.9876,
-                      cap_usd=5.0, typical_job_usd=0.002)
+def budget(**over) -> BudgetHeld:
+    fields = dict(id="b1", title="helpfulness: judging paused", cell="budget:helpfulness", rubric="helpfulness",
+                  owner="unowned", route=None, day="2026-12-01", held_by="rubric", spent_usd=4.9876,
+                  cap_usd=5.0, typical_job_usd=0.002)
+    return BudgetHeld(**{**fields, **over})
+
+
+def incident(**over) -> QualityDrop:
+    """A quality drop as the sequential detector raises it."""
+    return drop(**{**dict(
+        id="inc1", title="helpfulness v1 feature=summarize: −12.1 points [−14.0, −10.2], started Wed 14:05", p_value=None,
+        q_value=None, unscored_rate={}, prev=Week(82.3, 3104), curr=Week(70.2, 120), drop_points=12.1,
+        started_at="2026-12-02T14:05:00Z", started_between=["2026-12-02T13:50:00Z", "2026-12-02T14:25:00Z"],
+        detected_at="2026-12-02T17:41:00Z", alerted_at="2026-12-02T17:50:03Z", effect_points=12.1,
+        effect_interval=[10.2, 14.0], reference={"mean": 82.3, "n": 3104, "since": "2026-11-04", "until": "2026-12-01"},
+        incident_id="inc1"), **over})
+
+
+def missing(**over) -> ScoresMissing:
+    fields = dict(id="missing-helpfulness@v1-2026-12-01", title="helpfulness@v1: 1234 score(s) written to Langfuse did "
+                  "not land (not found on read-back); they are counted as missing, not scored",
+                  cell="missing:helpfulness@v1", rubric="helpfulness", owner="team-x", route="#ai-quality", version=1,
+                  day="2026-12-01", missing=1234, reason="not found on read-back")
+    return ScoresMissing(**{**fields, **over})
+
+
+def paused(**over) -> WorkPaused:
+    fields = dict(id="p1", title="openai:gpt-4.1: paused (authentication failed (HTTP 401): the key was revoked or is "
+                  "wrong); its jobs wait until a probe succeeds", cell="circuit:openai:gpt-4.1", rubric="helpfulness",
+                  owner="unowned", route=None, circuit="openai:gpt-4.1",
+                  reason="authentication failed (HTTP 401): the key was revoked or is wrong",
+                  opened_at="2026-12-01T09:15:00+00:00")
+    return WorkPaused(**{**fields, **over})
+
+
+def agreement(**over) -> AgreementLow:
+    fields = dict(id="k1", title="helpfulness v2: judge–human agreement fell to kappa 0.41 (minimum 0.6, n=1234 "
+                  "human-labelled traces, 28 days)", cell="helpfulness|v2|agreement", rubric="helpfulness",
+                  owner="team-x", route="#ai-quality", version=2, kappa=0.4123, kappa_low=0.3012, kappa_high=0.5234,
+                  min_kappa=0.6, pairs=1234, exact=0.5234, window_days=28,
+                  disagreements=[{"trace_id": "tr-aaaaaaaaaaaaaaaa", "human": 1, "judge": 5},
+                                 {"trace_id": "tr-b", "human": 2.0, "judge": 4.5}])
+    return AgreementLow(**{**fields, **over})
 
 
 def slack_text(message: dict) -> str:
@@ -42,8 +82,8 @@ def test_a_budget_alert_shows_spend_and_cap_not_drift_figures():
     assert "$4.9876 on 2026-12-01" in text and "$5.0000 a day" in text
     assert "Last week" not in text and "Drop" not in text and "n=0" not in text
     event = pagerduty_event(budget(), "rk")
-    assert event["payload"]["custom_details"] == {"day": "2026-12-01", "spent_usd": 4.9876, "cap_usd": 5.0,
-                                                  "typical_job_usd": 0.002}
+    assert event["payload"]["custom_details"] == {"day": "2026-12-01", "held_by": "rubric", "spent_usd": 4.9876,
+                                                  "cap_usd": 5.0, "typical_job_usd": 0.002, "owner": "unowned"}
     assert event["payload"]["group"] == "rubric" and event["links"] == []
 
 
@@ -60,7 +100,10 @@ def test_an_unscored_rise_shows_the_unscored_rates_not_a_score_drop():
     text = slack_text(slack_message(rise()))
     assert "1.0% (n=300)" in text and "9.0% (n=310)" in text
     assert "Drop" not in text
-    assert pagerduty_event(rise(), "rk")["payload"]["class"] == "unscored_rise"
+    event = pagerduty_event(rise(), "rk")
+    assert event["payload"]["class"] == "unscored_rise"
+    # its own incident: a quality drop on the same cell is another one
+    assert event["dedup_key"] == "tracejudge:unscored:c1" != pagerduty_event(drop(), "rk")["dedup_key"]
 
 
 def test_a_client_supplied_trace_id_cannot_forge_a_slack_link():
@@ -69,7 +112,8 @@ def test_a_client_supplied_trace_id_cannot_forge_a_slack_link():
     assert "<http://evil" not in text and "x&gt;|&lt;http" in text
 
 
-@pytest.mark.parametrize("alert", [drop(), rise(), budget()], ids=["drop", "rise", "budget"])
+@pytest.mark.parametrize("alert", [drop(), incident(), rise(), budget(), missing(), paused(), agreement()],
+                         ids=["drop", "incident", "rise", "budget", "missing", "paused", "agreement"])
 def test_an_alert_reads_back_from_the_outbox_as_its_own_kind(alert, redis_client):
     class Keep:
         name = "keep"
