@@ -1,20 +1,15 @@
 """Errors that cannot heal pause the work instead of failing every job (issue 11, item 5): a
 revoked judge key, a retired model, Langfuse's 403 "ingestion suspended"; and a job for a
-rubric this worker has not loaded waits for one that has."""
+rubric this worker has not loaded waits for one that has (that one, how a paused job keeps its
+retries and the one alert of the job that opens a breaker: tests/test_failure_classification.py)."""
 from __future__ import annotations
-
-import json
 
 import dramatiq
 import pytest
-from dramatiq.message import Message
-from dramatiq.middleware import CurrentMessage
 
-from tests.helpers import hand_built_runtime, installed, one_trace
-from worker.accounting.outcomes import EXHAUSTED, STATS
-from worker.alerts.outbox import OUTBOX
+from tests.helpers import one_trace
+from worker.accounting.outcomes import EXHAUSTED
 from worker.fleet import actors
-from worker.jobs import JUDGE_ACTOR
 from worker.judges import judge_key
 from worker.rate_limits.circuit import LANGFUSE, PREFIX, Breaker, open_circuits
 
@@ -90,50 +85,3 @@ def test_suspended_langfuse_ingestion_pauses_jobs_before_the_judge_is_paid(runti
         actors.judge_trace(trace_id, KEY)
     assert sorted(s["traceId"] for s in langfuse_emu.scores()) == sorted(ids)
     assert not open_circuits(redis_client)
-
-
-def _current(options: dict) -> dramatiq.MessageProxy:
-    message = dramatiq.MessageProxy(Message(queue_name="judge", actor_name=JUDGE_ACTOR, args=("t", KEY),
-                                            kwargs={}, options=options))
-    CurrentMessage().before_process_message(None, message)
-    return message
-
-
-def test_a_paused_job_burns_no_retry_however_long_it_waits():
-    message = _current({"retries": 3, "free_delays": actors.MAX_FREE_DELAYS})
-    try:
-        actors._give_back_retry(bounded=False)
-        assert message.options["retries"] == 2  # Retries adds the one back on the way out
-        actors._give_back_retry()  # a rate-limit delay past its bound does count
-        assert message.options["retries"] == 2
-    finally:
-        CurrentMessage().after_process_message(None, message)
-
-
-def test_a_job_for_an_unloaded_rubric_is_requeued_with_a_delay_and_counted(runtime, redis_client):
-    message = _current({"retries": 0})
-    try:
-        with pytest.raises(dramatiq.Retry) as info:
-            actors.judge_trace("t" * 32, "brand_new_rubric@v1")
-        assert info.value.delay == actors.UNLOADED_DELAY_SECONDS * 1000
-        assert message.options["retries"] == -1 and message.options["unloaded_delays"] == 1
-        assert int(redis_client.hget(STATS, actors.UNLOADED_STAT)) == 1
-        message.options["unloaded_delays"] = actors.MAX_UNLOADED_DELAYS
-        actors.judge_trace("t" * 32, "brand_new_rubric@v1")  # a day of that: recorded, acked, not dead-lettered
-        assert "not loaded" in redis_client.hget(EXHAUSTED, next(iter(redis_client.hkeys(EXHAUSTED)))).decode()
-    finally:
-        CurrentMessage().after_process_message(None, message)
-
-
-def test_the_job_that_opens_a_breaker_sends_the_one_alert(settings, redis_client, langfuse_emu, judge_emu):
-    rt = hand_built_runtime(settings, redis_client, alert_webhook_url="http://127.0.0.1:9/hook")  # a dead sink
-    with installed(rt):
-        ids = _traces(langfuse_emu, 3)
-        judge_emu.configure(revoked_keys=["test-key"])
-        for trace_id in ids:
-            _paused(trace_id)
-    paused = [json.loads(v) for v in redis_client.hvals(OUTBOX)]  # kept until the sink takes it
-    rubric = rt.rubrics[KEY]
-    assert [(a["kind"], a["circuit"]) for a in paused] == [("work_paused", judge_key(rubric))]
-    assert "revoked" in paused[0]["reason"] or "401" in paused[0]["reason"]
-

@@ -7,8 +7,8 @@ the caller to judge.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import anthropic
 import httpx
@@ -48,12 +48,13 @@ def is_throttle(exc: BaseException) -> bool:
 
 def retry_after_of(exc: BaseException) -> float | None:
     headers = getattr(exc, "headers", None)
-    if headers is None and getattr(exc, "response", None) is not None:
-        headers = exc.response.headers
+    response = getattr(exc, "response", None)
+    if headers is None and response is not None:
+        headers = response.headers
     return retry_after_from_headers(headers)
 
 
-def retry_after_from_headers(headers) -> float | None:
+def retry_after_from_headers(headers: Mapping[str, Any] | None) -> float | None:
     """Seconds from ``retry-after-ms`` or ``retry-after`` (delta-seconds form), else None."""
     if not headers:
         return None
@@ -93,14 +94,14 @@ def compute_backoff(attempt: int, *, base: float = 0.5, cap: float = 8.0) -> flo
 
 
 def _wait(state: tenacity.RetryCallState) -> float:
-    exc = state.outcome.exception()
+    exc = state.outcome.exception() if state.outcome is not None else None
     hint = getattr(exc, "retry_after", None)
     backoff = compute_backoff(state.attempt_number)
     return max(hint or 0.0, backoff)
 
 
 def _worth_retrying(state: tenacity.RetryCallState) -> bool:
-    exc = state.outcome.exception()
+    exc = state.outcome.exception() if state.outcome is not None else None
     if not isinstance(exc, TransientError):
         return False
     return (exc.retry_after or 0.0) <= MAX_INLINE_WAIT

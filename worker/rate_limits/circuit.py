@@ -23,6 +23,7 @@ import time
 import redis
 
 from worker.errors import CircuitOpen
+from worker.redis_client import as_text
 from worker.retrying import status_of
 
 PREFIX = "tracejudge:circuit:"
@@ -75,7 +76,7 @@ def permanent_problem(exc: BaseException, *, service: str) -> str | None:
 
 
 class Breaker:
-    def __init__(self, client: redis.Redis, name: str):
+    def __init__(self, client: redis.Redis, name: str) -> None:
         self.client, self.name, self.key = client, name, PREFIX + name
         self._open = client.register_script(_OPEN)
         self._elect = client.register_script(_ELECT)
@@ -88,14 +89,14 @@ class Breaker:
             return False
         now = time.time() if now is None else now
         probe_at = float(state.get(b"probe_at") or 0)
-        reason = (state.get(b"reason") or b"").decode()
+        reason = as_text(state.get(b"reason") or b"")
         # Elected in one script against the breaker's current probe_at: a probe that just failed
         # (probe_at pushed out, lock freed) must not let a call that read the old state probe again.
         if now >= probe_at and self._elect(keys=[self.key, self.key + ":probe"], args=[now, _PROBE_LOCK_MS]):
             log.info("circuit probe", extra={"circuit": self.name})
             return True
         wait = max(probe_at - now, 5.0) * random.uniform(1.0, 1.5)  # jitter: the backlog must not stampede the probe
-        raise CircuitOpen(f"{self.name} paused: {reason}", retry_after=wait)
+        raise CircuitOpen(self.name, reason, retry_after=wait)
 
     def succeeded(self, probing: bool) -> None:
         if probing:
@@ -118,17 +119,17 @@ class Breaker:
             # Once fleet-wide: only the process whose script opened the breaker says so.
             log.error("circuit opened: this work waits until a probe succeeds",
                       extra={"circuit": self.name, "reason": reason})
-        return CircuitOpen(f"{self.name} paused: {reason}", retry_after=PROBE_AFTER, opened=bool(opened))
+        return CircuitOpen(self.name, reason, retry_after=PROBE_AFTER, opened=bool(opened))
 
     def state(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.key).items()}
+        return {as_text(k): as_text(v) for k, v in self.client.hgetall(self.key).items()}
 
 
 def open_circuits(client: redis.Redis) -> dict[str, dict[str, str]]:
     """Every open breaker and why (for ``status``)."""
-    out = {}
+    out: dict[str, dict[str, str]] = {}
     for key in client.scan_iter(match=PREFIX + "*", count=200):
-        name = key.decode()[len(PREFIX):]
+        name = as_text(key)[len(PREFIX):]
         if not name.endswith(":probe"):
             out[name] = Breaker(client, name).state()
     return out
