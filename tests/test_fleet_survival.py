@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from emulators.stack import start_redis, stop
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 from tests.test_alert_kinds import budget
 from worker.alerts import outbox
 from worker.alerts.sinks import WebhookSink
@@ -51,6 +51,7 @@ class _TickingSampler:
 
 # -- 1. a Redis outage longer than the client rides out does not end the scheduler -------------
 
+@pytest.mark.slow  # stops and restarts redis-server, seconds of real time
 def test_the_scheduler_loop_outlives_a_redis_outage_longer_than_its_client_rides_out(tmp_path):
     port = free_port()
     proc, url = start_redis(tmp_path, port)
@@ -60,13 +61,13 @@ def test_the_scheduler_loop_outlives_a_redis_outage_longer_than_its_client_rides
     loop = threading.Thread(target=run_scheduler, args=(sampler, 0.1, stop_event), daemon=True)
     loop.start()
     try:
-        _wait_for(lambda: sampler.ticks >= 2)
+        wait_until(lambda: sampler.ticks >= 2, 20, "two ticks", interval=0.05)
         stop(proc)  # hold(), the ticks and drift_due all fail now
         time.sleep(2.0)
         assert loop.is_alive()
         before = sampler.ticks
         proc, _ = start_redis(tmp_path, port)
-        _wait_for(lambda: sampler.ticks > before + 2)  # leads again and ticks once Redis is back
+        wait_until(lambda: sampler.ticks > before + 2, 20, "ticks after the outage", interval=0.05)  # leads again and ticks once Redis is back
     finally:
         stop_event.set()
         loop.join(timeout=10)
@@ -200,7 +201,7 @@ def test_the_generic_webhook_url_is_registered_for_masking(redis_url):
 
 
 def test_every_cli_command_registers_the_secrets(monkeypatch, redis_url):
-    from worker.cli.common import _settings as cli_settings
+    from worker.cli.common import load_settings as cli_settings
 
     token = "https://hooks.slack.com/services/T1/B2/cliSecretValue77"
     monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-x")
@@ -247,10 +248,10 @@ def test_a_unix_socket_redis_url_works(tmp_path):
     proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(sock.exists)
+        wait_until(sock.exists, 20, "the socket", interval=0.05)
         settings = _settings(f"unix://{sock}")
         client = connect(settings.redis_url)
-        _wait_for(lambda: _pings(client))
+        wait_until(lambda: _pings(client), 20, "a PING over the socket", interval=0.05)
         client.set("k", "v")
         assert client.get("k") == b"v"
     finally:
@@ -266,14 +267,6 @@ def _pings(client) -> bool:
         return False
 
 
-def _wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
 # -- 3. every key family has a TTL or a bound --------------------------------------------------
 
 def test_drift_cell_days_expire_and_an_emptied_cell_leaves_the_set(redis_client, test_rubrics):
@@ -281,6 +274,7 @@ def test_drift_cell_days_expire_and_an_emptied_cell_leaves_the_set(redis_client,
     from worker.drift import aggregates as agg
     from worker.drift import detection
     from worker.drift.check import STATE
+    from worker.drift.contribution import UnscoredContribution
     from worker.drift.retention import sweep_aggregates
     from worker.rubrics.rubric import load_rubrics
 
@@ -290,9 +284,9 @@ def test_drift_cell_days_expire_and_an_emptied_cell_leaves_the_set(redis_client,
     old = dt.datetime(2026, 7, 1, tzinfo=dt.timezone.utc)  # 153 days before today
     recent = dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)
     log_.unscored("s-old", rubric.key, "t-old", "refused", "", Usage(), Decimal(0), 1,
-                  agg.unscored_ops(rubric, {"tenant": "gone"}, old, "refused"))
+                  UnscoredContribution.of_trace(rubric, {"tenant": "gone"}, old, "refused"))
     log_.unscored("s-new", rubric.key, "t-new", "refused", "", Usage(), Decimal(0), 1,
-                  agg.unscored_ops(rubric, {"tenant": "acme"}, recent, "refused"))
+                  UnscoredContribution.of_trace(rubric, {"tenant": "acme"}, recent, "refused"))
     gone_cell, all_cell = agg.cell_key(rubric, "tenant=gone"), agg.cell_key(rubric, "all")
     redis_client.hset(STATE, gone_cell, "{}")
     detector = [agg.PENDING + gone_cell, detection.STATE + gone_cell, detection.FLAGGED + gone_cell]

@@ -20,7 +20,7 @@ from emulators.seed import generate
 from tests.helpers import REPO, drain, free_port, make_env, sampler_for, whole_window
 from worker.accounting.outcomes import OutcomeLog
 from worker.cli.report import report
-from worker.drift import aggregates as agg
+from worker.drift.contribution import DriftContribution, UnscoredContribution
 from worker.drift.check import run_check
 from worker.drift.run import run_drift
 from worker.judges.base import Usage
@@ -95,6 +95,7 @@ def env(langfuse_emu, judge_emu, redis_url, test_rubrics):
     return make_env(langfuse_emu, judge_emu, redis_url, test_rubrics)
 
 
+@pytest.mark.slow  # opens Chromium
 def test_report_of_a_real_pipeline_run_shows_every_rubric_and_opens_in_chromium(
         settings, runtime, broker, redis_client, langfuse_emu, env, tmp_path):
     observations = generate(900, seed=7, drift={"feature": "summarize", "points": 25},
@@ -137,17 +138,17 @@ def test_report_of_a_real_pipeline_run_shows_every_rubric_and_opens_in_chromium(
 
 
 def _seed(redis_client, rubric, rows):
-    """Record outcomes exactly as the pipeline does: OutcomeLog with the aggregate ops, a score's
+    """Record outcomes exactly as the pipeline does: OutcomeLog with the drift contribution, a score's
     applied when its read-back confirms it."""
     log = OutcomeLog(redis_client)
     usage = Usage(input_tokens=1000, output_tokens=100)
     for i, (trace_id, meta, when, value, reason) in enumerate(rows):
         if reason is None:
-            ops = agg.scored_ops(rubric, trace_id, meta, when, value, 12_345)
+            ops = DriftContribution.of_score(rubric, trace_id, meta, when, value, 12_345)
             log.scored(f"s{i}", rubric.key, usage, Decimal("0.012345"), 1, {"id": f"s{i}"}, on_confirm=ops)
             log.confirmed(f"s{i}", rubric.key, ops)
         else:
-            ops = agg.unscored_ops(rubric, meta, when, reason)
+            ops = UnscoredContribution.of_trace(rubric, meta, when, reason)
             log.unscored(f"u{i}", rubric.key, trace_id, reason, "", usage, Decimal("0"), 1, extra=ops)
 
 
@@ -207,6 +208,7 @@ def test_bad_out_path_and_unknown_rubric_are_one_line_errors(redis_client, env, 
     assert code == 2 and "--days" in output
 
 
+@pytest.mark.slow  # the Redis client rides out the outage for 90 s first
 def test_unreachable_redis_is_a_one_line_error_without_the_password(env, tmp_path):
     port = free_port()  # a port nothing listens on
     code, output = _run({**env, "REDIS_URL": f"redis://:s3cret-pw@127.0.0.1:{port}/0"}, "--out", str(tmp_path / "r.html"))

@@ -2,9 +2,10 @@
 
 Reads ``GET /api/public/v3/scores`` (through the langfuse SDK's client) page by page to the
 end and re-adds every score of ours to the per-day aggregates exactly as the live path did:
-the same ops (``aggregates.scored_ops``), bucketed by the trace's timestamp from the score's
-metadata, applied through the same exactly-once marker per score id (``OutcomeLog``). So a
-rebuild after live scoring, a second rebuild, or a rerun after a failed one adds nothing twice.
+the same contribution (``DriftContribution.of_score``, worker/drift/contribution.py), bucketed
+by the trace's timestamp from the score's metadata, applied through the same exactly-once
+marker per score id (``OutcomeLog``). So a rebuild after live scoring, a second rebuild, or a
+rerun after a failed one adds nothing twice.
 
 The markers live 90 days; a rebuild reaching further back could count a score whose marker
 expired while its aggregate survived, so ``since`` is bounded by that.
@@ -17,12 +18,14 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 
-from langfuse.api import LangfuseAPI
+from langfuse.api import (GetScoresV3Response, LangfuseAPI, ScoreSubjectV3, ScoreSubjectV3_Observation,
+                          ScoreSubjectV3_Trace, ScoreV3)
 from langfuse.api.core.api_error import ApiError
 
 from worker.accounting.outcomes import DONE_TTL_SECONDS, OutcomeLog
-from worker.drift.aggregates import scored_ops
+from worker.drift.contribution import DriftContribution
 from worker.errors import TraceJudgeError, TransientError
+from worker.json_types import JSONDict
 from worker.jobs import format_rubric_key
 from worker.langfuse_io.client import NO_SDK_RETRIES
 from worker.langfuse_io.scores import score_id_for
@@ -44,7 +47,7 @@ class RebuildResult:
     read: int = 0
     added: int = 0
     already_counted: int = 0
-    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # reason -> n
+    skipped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # reason -> n
     oldest: dt.datetime | None = None  # the oldest score timestamp seen so far (pages come newest first)
 
 
@@ -74,10 +77,10 @@ def rebuild(api: LangfuseAPI, outcomes: OutcomeLog, rubrics: dict[str, Rubric], 
         for score in page.data:
             result.read += 1
             result.oldest = score.timestamp if result.oldest is None else min(result.oldest, score.timestamp)
-            reason, ops, score_id = _ops_for(score, rubrics)
-            if reason:
-                result.skipped[reason] += 1
-            elif outcomes.restored(score_id, ops):
+            contribution = _contribution_for(score, rubrics)
+            if isinstance(contribution, str):
+                result.skipped[contribution] += 1
+            elif outcomes.restored(score.id, contribution):
                 result.added += 1
             else:
                 result.already_counted += 1
@@ -88,11 +91,14 @@ def rebuild(api: LangfuseAPI, outcomes: OutcomeLog, rubrics: dict[str, Rubric], 
             return result
 
 
-def _page(api: LangfuseAPI, names: str, since: dt.datetime, cursor: str | None, so_far: RebuildResult):
+def _page(api: LangfuseAPI, names: str, since: dt.datetime, cursor: str | None,
+          so_far: RebuildResult) -> GetScoresV3Response:
     try:
-        return call_with_retries(lambda: api.scores.get_many(
+        # The SDK leaves its ``scores`` property unannotated: the page is typed here.
+        page: GetScoresV3Response = call_with_retries(lambda: api.scores.get_many(
             limit=PAGE_LIMIT, cursor=cursor, fields="details,subject", name=names, source="API",
             from_timestamp=since, request_options=NO_SDK_RETRIES))
+        return page
     except TransientError as exc:
         raise RebuildError(f"rebuild stopped: {exc} on {ENDPOINT} after retries; {so_far.added} score(s) added so "
                            f"far stay added, run it again to finish") from None
@@ -103,48 +109,47 @@ def _page(api: LangfuseAPI, names: str, since: dt.datetime, cursor: str | None, 
         raise RebuildError(f"Langfuse answered HTTP {exc.status_code} on {ENDPOINT}: {_message(exc.body)}") from None
 
 
-def _message(body) -> str:
+def _message(body: object) -> str:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"][:200]
+        return str(body["message"])[:200]
     return str(body)[:200]
 
 
-def _ops_for(score, rubrics: dict[str, Rubric]) -> tuple[str | None, list, str]:
-    """(skip reason or None, the live path's aggregate ops, the score id)."""
-    metadata = score.metadata if isinstance(score.metadata, dict) else {}
+def _contribution_for(score: ScoreV3, rubrics: dict[str, Rubric]) -> DriftContribution | str:
+    """The live path's drift contribution of ``score``, or why it is skipped."""
+    metadata: JSONDict = score.metadata if isinstance(score.metadata, dict) else {}
     version, sha = metadata.get("rubric_version"), metadata.get("rubric_sha256")
     if not isinstance(version, int) or isinstance(version, bool) or not isinstance(sha, str):
-        return "no rubric_version/rubric_sha256 in metadata", [], score.id
+        return "no rubric_version/rubric_sha256 in metadata"
     rubric = rubrics.get(format_rubric_key(score.name, version))
     if rubric is None:
-        return "rubric version not loaded", [], score.id
+        return "rubric version not loaded"
     trace_id = _trace_id(score.subject)
     if trace_id is None:
-        return "not a trace score", [], score.id
+        return "not a trace score"
     # Our ids are deterministic: anything else named like a rubric was written by someone else.
     if score.id != score_id_for(trace_id, rubric.name, rubric.version):
-        return "not written by tracejudge (id)", [], score.id
-    value = score.value
-    if isinstance(value, bool):
-        value = 1 if value else 0  # what the live path wrote for a boolean verdict
+        return "not written by tracejudge (id)"
+    value: float | str = score.value
+    if isinstance(score.value, bool):
+        value = 1 if score.value else 0  # what the live path wrote for a boolean verdict
     try:
-        ops = scored_ops(rubric, trace_id, metadata, _trace_time(metadata, score.timestamp), value,
-                         _cost_microusd(metadata), rubric.segment_key if metadata.get("sampled_by_quota") else None)
+        return DriftContribution.of_score(
+            rubric, trace_id, metadata, _trace_time(metadata, score.timestamp), value, _cost_microusd(metadata),
+            rubric.segment_key if metadata.get("sampled_by_quota") else None)
     except (KeyError, ValueError, TypeError):
-        return "value not on the rubric's scale", [], score.id
-    return None, ops, score.id
+        return "value not on the rubric's scale"
 
 
-def _trace_id(subject) -> str | None:
-    kind = getattr(subject, "kind", None)
-    if kind == "trace":
+def _trace_id(subject: ScoreSubjectV3 | None) -> str | None:
+    if isinstance(subject, ScoreSubjectV3_Trace):
         return subject.id
-    if kind == "observation":
+    if isinstance(subject, ScoreSubjectV3_Observation):
         return subject.trace_id
     return None
 
 
-def _trace_time(metadata: dict, scored_at: dt.datetime) -> dt.datetime:
+def _trace_time(metadata: JSONDict, scored_at: dt.datetime) -> dt.datetime:
     """The trace's own timestamp (so the score lands in the trace's week, as live); a score
     without it was bucketed on its scoring day live, which is the score's own timestamp."""
     raw = metadata.get("trace_timestamp")
@@ -157,7 +162,7 @@ def _trace_time(metadata: dict, scored_at: dt.datetime) -> dt.datetime:
     return scored_at
 
 
-def _cost_microusd(metadata: dict) -> int:
+def _cost_microusd(metadata: JSONDict) -> int:
     cost = metadata.get("judge_cost_usd")
     if not isinstance(cost, (int, float)) or isinstance(cost, bool):
         return 0

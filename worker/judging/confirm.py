@@ -4,11 +4,15 @@ The real server answers ``POST /api/public/scores`` with 200 as soon as the body
 checks the score against its config later, in its ingestion worker, dropping a failing score
 without a word (an archived config, a config of another project, a changed scale). So a
 written score waits in ``UNCONFIRMED`` (a sorted set by write time) with what its
-confirmation must add (the drift aggregates), and ``confirm_writes`` reads the waiting ones
+confirmation must add (its ``DriftContribution``), and ``confirm_writes`` reads the waiting ones
 back in pages of 100 ids (``GET /api/public/v3/scores?id=a,b,c``; v2's ``scoreIds`` on servers
 older than 3.179) after a short grace:
 
-- found: counted as confirmed and added to the drift aggregates, exactly once per score id;
+- found: counted as confirmed and its drift contribution applied, exactly once per score id:
+  the confirmation marker, the count and the contribution are one Redis transaction
+  (``OutcomeLog.confirmed``); a record of the previous release (an opcode list, not a
+  contribution) is read through drift/legacy_ops.py; one in a format this
+  release cannot read is left for a release that can, and looked at again later;
 - missing, and its config archived, gone or no longer the rubric's scale: the rubric moves to
   a fresh config and the score is written again under the same id (an upsert);
 - missing with a sound config: written once more; still missing after that, it is counted
@@ -21,14 +25,16 @@ import json
 import logging
 import time
 from collections import Counter
+from typing import Any
 
 from langfuse.api.core.api_error import ApiError
 
 from worker.accounting.outcomes import STATS, UNCONFIRMED, UNCONFIRMED_ITEMS, OutcomeLog
 from worker.alerts import outbox
 from worker.alerts.kinds import ScoresMissing
-from worker.alerts.sinks import sinks_for
-from worker.judging.runtime import Runtime
+from worker.drift.contribution import ContributionFormatError, DriftContribution
+from worker.drift.legacy_ops import from_legacy_ops
+from worker.runtime import Runtime
 from worker.langfuse_io.client import NO_SDK_RETRIES, raw_request
 from worker.langfuse_io.score_configs import matches
 from worker.retrying import call_with_retries
@@ -46,7 +52,7 @@ _ALERTED = "tracejudge:confirm:alerted:"  # + day:rubric key
 
 @dataclasses.dataclass
 class ConfirmSummary:
-    counts: Counter = dataclasses.field(default_factory=Counter)
+    counts: Counter[str] = dataclasses.field(default_factory=Counter)
     requests: int = 0
 
     def line(self) -> str:
@@ -59,8 +65,9 @@ def confirm_writes(rt: Runtime, now: float | None = None) -> ConfirmSummary:
     """Read back the scores written at least ``GRACE_SECONDS`` ago and settle each one."""
     now = time.time() if now is None else now
     summary = ConfirmSummary()
-    due = [m.decode() for m in rt.redis.zrangebyscore(UNCONFIRMED, "-inf", now - GRACE_SECONDS,
-                                                      start=0, num=MAX_PER_RUN)]
+    due_raw: list[bytes] = rt.redis.zrangebyscore(UNCONFIRMED, "-inf", now - GRACE_SECONDS,  # type: ignore[assignment]
+                                                   start=0, num=MAX_PER_RUN)
+    due = [m.decode() for m in due_raw]
     problems: dict[str | None, str | None] = {}
     for start in range(0, len(due), PAGE):
         ids = due[start:start + PAGE]
@@ -73,14 +80,36 @@ def confirm_writes(rt: Runtime, now: float | None = None) -> ConfirmSummary:
                 continue
             item = json.loads(raw)
             if score_id in found:
-                waited_ms = max(0, int((now - item.get("written_at", now)) * 1000))
-                rt.outcomes.confirmed(score_id, item["rubric"], item["ops"], waited_ms)
-                summary.counts["confirmed"] += 1
+                _confirmed(rt, score_id, item, now, summary)
             else:
                 _missing(rt, score_id, item, now, summary, problems)
     if summary.requests:
         rt.redis.hincrby(STATS, "confirm_requests", summary.requests)
     return summary
+
+
+def _confirmed(rt: Runtime, score_id: str, item: dict[str, Any], now: float, summary: ConfirmSummary) -> None:
+    """Found: counted and its drift contribution applied, in one transaction, once per score id."""
+    try:
+        drift = pending_contribution(item)
+    except ContributionFormatError as exc:  # another release's record: a process of that release settles it
+        log.error("a pending score's drift contribution is in a format this release does not read; left waiting",
+                  extra={"score_id": score_id, "rubric": item.get("rubric"), "detail": str(exc)[:300]})
+        rt.redis.zadd(UNCONFIRMED, {score_id: now + RECHECK_SECONDS - GRACE_SECONDS})
+        summary.counts["waiting"] += 1
+        return
+    waited_ms = max(0, int((now - item.get("written_at", now)) * 1000))
+    rt.outcomes.confirmed(score_id, item["rubric"], drift, waited_ms)
+    summary.counts["confirmed"] += 1
+
+
+def pending_contribution(item: dict[str, Any]) -> DriftContribution | None:
+    """The drift contribution a pending record carries: ``drift`` (this release's form), or
+    ``ops``, the opcode list of the release before (records still pending across a rolling
+    deploy). ContributionFormatError when it is neither, in a form this release reads."""
+    if "drift" in item:
+        return DriftContribution.from_json(item["drift"])
+    return from_legacy_ops(item.get("ops"))
 
 
 def _read_back(rt: Runtime, ids: list[str]) -> set[str]:
@@ -95,11 +124,12 @@ def _read_back(rt: Runtime, ids: list[str]) -> set[str]:
             raise
     body = call_with_retries(lambda: raw_request(rt.langfuse, "GET", "api/public/v2/scores",
                                                  params={"scoreIds": ",".join(ids), "limit": PAGE}))
-    return {s["id"] for s in body.get("data") or [] if isinstance(s, dict) and "id" in s}
+    data = body.get("data") if isinstance(body, dict) else None
+    return {s["id"] for s in data or [] if isinstance(s, dict) and "id" in s}
 
 
-def _missing(rt: Runtime, score_id: str, item: dict, now: float, summary: ConfirmSummary,
-             problems: dict) -> None:
+def _missing(rt: Runtime, score_id: str, item: dict[str, Any], now: float, summary: ConfirmSummary,
+             problems: dict[str | None, str | None]) -> None:
     rubric = rt.rubrics.get(item["rubric"])
     if rubric is None:  # a version this process does not load: a scheduler that does settles it
         summary.counts["waiting"] += 1
@@ -143,7 +173,10 @@ def _config_problem(rt: Runtime, rubric: Rubric, config_id: str | None) -> str |
     return None
 
 
-def _rewrite(rt: Runtime, score_id: str, item: dict, now: float, *, reason: str, config_id: str | None) -> None:
+def _rewrite(rt: Runtime, score_id: str, item: dict[str, Any], now: float, *, reason: str,
+             config_id: str | None) -> None:
+    """Write the score again; its record keeps whatever form it came in (``drift`` or an older
+    release's ``ops``), so the release that wrote it can still settle it."""
     body = dict(item["body"])
     if config_id:
         body["configId"] = config_id
@@ -170,6 +203,5 @@ def _alert_once(rt: Runtime, rubric: Rubric, reason: str, now: float) -> None:
         day=day, missing=missing, reason=reason,
         title=f"{rubric.key}: {missing} score(s) written to Langfuse did not land ({reason}); "
               "they are counted as missing, not scored")
-    sinks = sinks_for(rt.settings)
-    outbox.enqueue(rt.redis, alert, sinks)
+    outbox.enqueue(rt.redis, alert, rt.sinks)
     log.error("scores keep vanishing", extra={"rubric": rubric.key, "reason": reason, "missing": missing})

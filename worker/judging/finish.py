@@ -1,7 +1,8 @@
 """The last steps of a job, shared by online and batch judging: write → count → account.
 
-A written score is counted as written and waits for its read-back (worker/judging/confirm.py),
-which adds it to the drift aggregates once Langfuse shows it kept it.
+A written score is counted as written and waits for its read-back (worker/judging/confirm.py)
+with its ``DriftContribution`` (worker/drift/contribution.py), which the confirmation applies
+once Langfuse shows it kept the score.
 
 ``finish_scored`` keeps the verdict in Redis until its score is written and counted, so a
 write that fails transiently is retried from it: a trace is never judged (and paid for) twice,
@@ -17,16 +18,18 @@ import json
 import logging
 import time
 from decimal import Decimal
+from typing import Any
 
 from samplers.hashing import quota_scope
 from worker.accounting import job_metrics
 from worker.accounting.pricing import cost_usd
-from worker.drift.aggregates import scored_ops, unscored_ops
+from worker.drift.contribution import DriftContribution, UnscoredContribution
 from worker.errors import Unscored
 from worker.judges import judge_key
 from worker.judges.base import Usage
-from worker.judging.outcome import Outcome, Prepared
-from worker.judging.runtime import Runtime
+from worker.jobs import AnySubject
+from worker.judging.outcome import ObservationTarget, Outcome, Prepared, SessionTarget, subject_of
+from worker.runtime import Runtime
 from worker.judging.verdict import Verdict
 from worker.rubrics.rubric import Rubric
 
@@ -50,7 +53,7 @@ def finish_scored(rt: Runtime, rubric: Rubric, job: Prepared, verdict: Verdict, 
     return write_and_count(rt, rubric, job.score_id, pending, started=started)
 
 
-def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict, *,
+def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict[str, Any], *,
                     started: float | None = None) -> Outcome:
     """Write a kept verdict and count it (also the retry of a write that failed after judging)."""
     body, usage, calls = pending["body"], Usage(**pending["usage"]), pending["calls"]
@@ -63,29 +66,42 @@ def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict, *
         if "config" in exc.detail.lower():
             rt.score_configs.forget(rubric)  # an archived or changed config: the next score finds a new one
         rt.redis.delete(PENDING_WRITE + score_id)
-        return finish_unscored(rt, rubric, score_id, body["traceId"], exc, usage, calls, metadata, timestamp,
-                               batch=pending["batch"], started=started)
+        return finish_unscored(rt, rubric, score_id, _subject_of_body(body), exc, usage, calls, metadata,
+                               timestamp, batch=pending["batch"], started=started)
     only_key = rubric.segment_key if body["metadata"].get("sampled_by_quota") else None
-    extra = scored_ops(rubric, body["traceId"], metadata, timestamp, body["value"], int(cost * 1_000_000), only_key)
-    kept = PENDING_WRITE + score_id  # the kept verdict goes with the count, in the same script
-    if not rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, body, on_confirm=extra,
-                              also=[("del", kept, "", "")]):
+    drift = DriftContribution.of_score(rubric, body["traceId"], metadata, timestamp, body["value"],
+                                       int(cost * 1_000_000), only_key)
+    kept = PENDING_WRITE + score_id  # the kept verdict goes with the count, in the same transaction
+    if not rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, body, drift, kept_verdict=kept):
         rt.redis.delete(kept)  # counted before (a redelivery): only the kept verdict goes
     outcome = Outcome(body["traceId"], rubric.key, score_id, "scored", value=body["value"], usage=usage, cost=cost)
     return account(rt, rubric, outcome, started)
 
 
-def finish_unscored(rt: Runtime, rubric: Rubric, score_id: str, trace_id: str, exc: Unscored, usage: Usage,
-                    calls: int, metadata: dict, timestamp, *, batch: bool = False,
-                    started: float | None = None) -> Outcome:
+def finish_unscored(rt: Runtime, rubric: Rubric, score_id: str, subject: AnySubject, exc: Unscored,
+                    usage: Usage, calls: int, metadata: dict[str, Any], timestamp: dt.datetime | None, *,
+                    batch: bool = False, started: float | None = None) -> Outcome:
+    """Record the job as unscored with its reason. The outcome names the subject's trace, or
+    for a session the job's argument (``str(subject)``)."""
+    trace_id = subject.trace_id or str(subject)
     cost = judge_cost(rubric, usage, batch=batch)
-    extra = [] if exc.reason == "not_applicable" else unscored_ops(rubric, metadata, timestamp, exc.reason,
-                                                                    quota_scope(rubric, trace_id, rt.settings.sample_rate))
+    extra = None if exc.reason == "not_applicable" else UnscoredContribution.of_trace(
+        rubric, metadata, timestamp, exc.reason, quota_scope(rubric, trace_id, rt.settings.sample_rate))
     rt.outcomes.unscored(score_id, rubric.key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
     log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric.key, "reason": exc.reason,
                                 "detail": exc.detail[:200]})
     outcome = Outcome(trace_id, rubric.key, score_id, "unscored", exc.reason, usage=usage, cost=cost)
     return account(rt, rubric, outcome, started)
+
+
+def _subject_of_body(body: dict[str, Any]) -> AnySubject:
+    """The subject a kept score body names (its ``traceId``, ``observationId`` or ``sessionId``)."""
+    target: ObservationTarget | SessionTarget | None = None
+    if body.get("sessionId"):
+        target = SessionTarget(body["sessionId"])
+    elif body.get("observationId"):
+        target = ObservationTarget(body["observationId"])
+    return subject_of(body.get("traceId"), target, body.get("metadata") or {})
 
 
 def judge_cost(rubric: Rubric, usage: Usage, *, batch: bool = False) -> Decimal:
@@ -103,7 +119,7 @@ def account(rt: Runtime, rubric: Rubric, outcome: Outcome, started: float | None
 
 
 def score_body(job: Prepared, rubric: Rubric, verdict: Verdict, usage: Usage, cost: Decimal, calls: int,
-               repaired: bool, *, batch: bool = False) -> dict:
+               repaired: bool, *, batch: bool = False) -> dict[str, Any]:
     metadata = {
         "rubric_version": rubric.version,
         "rubric_sha256": rubric.sha256,
@@ -117,9 +133,9 @@ def score_body(job: Prepared, rubric: Rubric, verdict: Verdict, usage: Usage, co
         "judge_calls": calls,
         "judge_cost_usd": float(round(cost, 8)),
         "repaired": repaired,
-        **job.facts["metadata"],
+        **job.facts.metadata,
     }
-    body = {
+    body: dict[str, Any] = {
         "id": job.score_id,
         "traceId": job.trace_id,
         "name": rubric.name,
@@ -128,12 +144,12 @@ def score_body(job: Prepared, rubric: Rubric, verdict: Verdict, usage: Usage, co
         "comment": verdict.reasoning[:4000],
         "metadata": metadata,
     }
-    if job.facts.get("environment"):
-        body["environment"] = job.facts["environment"]
-    subject = job.facts.get("subject") or {}  # observation and session targets (pipeline.trace_facts)
-    if subject.get("observationId"):
-        body["observationId"] = subject["observationId"]  # with its traceId: the server needs both
-    if subject.get("sessionId"):
-        body["sessionId"] = subject["sessionId"]  # a session score: no trace
+    if job.facts.environment:
+        body["environment"] = job.facts.environment
+    target = job.facts.target  # observation and session targets (pipeline.trace_facts)
+    if isinstance(target, ObservationTarget) and target.observation_id:
+        body["observationId"] = target.observation_id  # with its traceId: the server needs both
+    if isinstance(target, SessionTarget) and target.session_id:
+        body["sessionId"] = target.session_id  # a session score: no trace
         body["traceId"] = None
     return body
