@@ -1,7 +1,8 @@
 """Shared fixtures: a real redis-server on a free port, both emulators over real HTTP, and a
 runtime wired to them. Each test starts from an empty Redis database.
 
-Only fixtures live here; the helpers and constants they use are in tests/helpers.py."""
+Only fixtures (and the one collection hook below) live here; the helpers and constants they use
+are in tests/helpers.py."""
 from __future__ import annotations
 
 import shutil
@@ -15,6 +16,19 @@ from emulators.stack import start_redis, stop
 from tests.helpers import PIPELINE_RUBRICS, PK, REPO, SK, hand_built_runtime, installed, make_env
 from worker.settings import Settings
 from worker.rubrics.rubric import SHARED_PROMPTS
+
+# Slow tests (the `slow` marker: fleets, Chromium, long real-time waits) in files whose owners mark
+# them in place later; everywhere else the mark sits on the test itself. test node id -> why.
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """Every test starts with the process-global state of a fresh process, and leaves none behind
+    (worker/process_state.py): no installed runtime, the shipped prices, no metrics or wait
+    listeners, nothing warned about, no registered log secrets."""
+    from worker import process_state
+
+    process_state.reset_for_tests()
+    yield
+    process_state.reset_for_tests()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from emulators.stack import free_port  # the one free-port helper, for tests too
 
 if TYPE_CHECKING:
     from samplers.sampler import Sampler
-    from worker.judging.runtime import Runtime
+    from worker.runtime import Runtime
 
 __all__ = [
     "REPO", "PK", "SK", "PIPELINE_RUBRICS",
@@ -70,7 +70,7 @@ def drain(broker, client, *, threads: int = 8, timeout: float = 60.0, confirm: b
     import dramatiq
 
     from worker.fleet.queues import queue_depth
-    from worker.judging.runtime import get_runtime
+    from worker.runtime import get_runtime
 
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=50)
     worker.start()
@@ -103,7 +103,7 @@ def hand_built_runtime(settings, redis_client, **settings_changes) -> "Runtime":
     Settings fields first (``rubrics_dir=...``, ``langfuse_base_url=...``, ...); the runtime's
     ``settings`` are the result. It is not installed: see ``installed``.
     """
-    from worker.judging.runtime import Runtime
+    from worker.runtime import Runtime
 
     if settings_changes:
         settings = dataclasses.replace(settings, **settings_changes)
@@ -113,7 +113,7 @@ def hand_built_runtime(settings, redis_client, **settings_changes) -> "Runtime":
 @contextlib.contextmanager
 def installed(rt: "Runtime"):
     """``rt`` is the process's runtime (the one the dramatiq actors use) until the block ends."""
-    from worker.judging.runtime import set_runtime
+    from worker.runtime import set_runtime
 
     set_runtime(rt)
     try:
@@ -267,13 +267,24 @@ class Webhook:
         self._server.stop()
 
 
-def wait_until(predicate, timeout: float, what: str, proc=None, log_path=None) -> None:
-    """Poll ``predicate`` every 0.2 s; fail after ``timeout`` s, or at once when the worker
-    subprocess ``proc`` exited (with the tail of its log)."""
+def wait_until(predicate, timeout: float, what, proc=None, log_path=None, *, interval: float = 0.2,
+               ignoring: tuple[type[BaseException], ...] = ()) -> None:
+    """Poll ``predicate`` every ``interval`` s (an exception in ``ignoring`` counts as not yet);
+    fail after ``timeout`` s, or at once when the worker subprocess ``proc`` exited, with the tail
+    of its log (``log_path``) either way. ``what`` names the wait in the failure: a string, or a
+    function returning one (called only on failure, e.g. to show the state it waited on)."""
+    def tail() -> str:
+        return f":\n{Path(log_path).read_text(errors='replace')[-3000:]}" if log_path is not None else ""
+
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        try:
+            if predicate():
+                return
+        except ignoring:
+            pass
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"worker exited early:\n{open(log_path).read()[-3000:]}")
+            raise AssertionError(f"worker exited early ({proc.returncode}){tail()}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}{tail()}")
+        time.sleep(interval)

@@ -17,7 +17,7 @@ import yaml
 
 from emulators.judge_api import JudgeEmulator
 from tests.helpers import copy_rubrics, REPO, hand_built_runtime, one_trace, spy_on
-from worker.accounting.pricing import check_priced, cost_usd, price_table, use_price_file
+from worker.accounting.pricing import PriceTable, check_priced, cost_usd, price_table, use_price_file
 from worker.authoring.lint import lint
 from worker.errors import ConfigError, Unscored
 from worker.judges import ModeMemory, build_judge, judge_key
@@ -123,17 +123,18 @@ def test_a_user_price_table_is_merged_over_the_shipped_one_and_zero_is_a_price(t
     user = tmp_path / "prices.json"
     user.write_text(json.dumps({LOCAL_MODEL: {"input": 0, "output": 0},
                                 "gpt-4.1-2025-04-14": {"input": 1.0, "output": 2.0}}))
-    try:
-        with pytest.raises(ConfigError, match="no price"):
-            use_price_file(None)
-            check_priced(LOCAL_MODEL)
-        use_price_file(user)
-        check_priced(LOCAL_MODEL)
-        assert cost_usd(LOCAL_MODEL, Usage(1000, 1000)) == 0
-        assert cost_usd("gpt-4.1-2025-04-14", Usage(1_000_000, 1_000_000)) == 3  # the user's row wins
-        assert "claude-sonnet-4-6" in price_table()  # the shipped rows stay
-    finally:
-        use_price_file(None)
+    with pytest.raises(ConfigError, match="no price"):
+        check_priced(LOCAL_MODEL)  # the shipped table (the process's prices are reset around every test)
+    use_price_file(user)
+    check_priced(LOCAL_MODEL)
+    assert cost_usd(LOCAL_MODEL, Usage(1000, 1000)) == 0
+    assert cost_usd("gpt-4.1-2025-04-14", Usage(1_000_000, 1_000_000)) == 3  # the user's row wins
+    assert "claude-sonnet-4-6" in price_table()  # the shipped rows stay
+    table = PriceTable(user)  # the table a Runtime builds and keeps, the same figures without the process's
+    assert table.cost_usd(LOCAL_MODEL, Usage(1000, 1000)) == 0 and table.user_file == user
+    with pytest.raises(ConfigError) as err:
+        table.check_priced("a-model-nobody-priced")
+    assert str(user) in str(err.value)  # names the file to edit
 
 
 def test_lint_names_the_price_file_to_edit(tmp_path, local_emu):

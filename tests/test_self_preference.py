@@ -1,11 +1,11 @@
 """A judge of the same model family as the model that produced the trace is flagged on the score
-(self-preference: judges favour their own family's answers) and warned about once."""
+(self-preference: judges favour their own family's answers) and warned about once per process
+(every test starts as a fresh process: tests/conftest.py resets worker/process_state.py)."""
 from __future__ import annotations
 
 import logging
 
 from tests.helpers import one_trace
-from worker.judging import pipeline
 from worker.judging.pipeline import judge_one
 
 
@@ -18,8 +18,7 @@ def _with_generation(observations: list[dict], model: str) -> list[dict]:
     return observations + [generation]
 
 
-def test_same_family_producer_is_flagged_on_the_score_and_logged_once(runtime, langfuse_emu, caplog, monkeypatch):
-    monkeypatch.setattr(pipeline, "_SELF_PREFERENCE_WARNED", set())  # warned once per process: start afresh
+def test_same_family_producer_is_flagged_on_the_score_and_logged_once(runtime, langfuse_emu, caplog):
     langfuse_emu.load_observations(_with_generation(one_trace("sp-claude-1", "Use Settings > Reset."),
                                                     "claude-haiku-4-5-20251001"))
     langfuse_emu.load_observations(_with_generation(one_trace("sp-claude-2", "Click Forgot password."),

@@ -15,14 +15,28 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
+from typing import TextIO, TypedDict
 from urllib.parse import urlparse
 
-from worker.jobs import RubricKey
+from worker import process_state
+from worker.jobs import RubricKey, Subject
+from worker.settings import Settings
 
 _SECRET = re.compile(r"(sk-lf-[\w-]+|pk-lf-[\w-]+|sk-ant-[\w-]+|sk-[A-Za-z0-9_-]{16,})")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-_JOB: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tracejudge_job", default=None)
-_secrets: set[str] = set()
+
+
+class JobFields(TypedDict):
+    """What every log line of a job carries (``job_context``)."""
+
+    trace_id: str  # the job's subject as its message carries it: a trace id, or an @observation/@session subject
+    rubric: str
+    rubric_version: int | None
+
+
+_JOB: contextvars.ContextVar[JobFields | None] = contextvars.ContextVar("tracejudge_job", default=None)
+_SECRETS: process_state.Slot[set[str]] = process_state.slot("log_secrets", set)
 _MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words
 
 
@@ -30,11 +44,12 @@ def register_secrets(*values: str | None) -> None:
     """Mask these exact values (configured keys, webhook URLs) wherever they appear in a log line."""
     for value in values:
         if value and len(value) >= _MIN_SECRET_CHARS:
-            _secrets.add(value)
-            _secrets.add(json.dumps(value)[1:-1])  # as it appears inside a JSON string
+            with _SECRETS.lock:
+                _SECRETS.value.add(value)
+                _SECRETS.value.add(json.dumps(value)[1:-1])  # as it appears inside a JSON string
 
 
-def register_settings_secrets(settings) -> None:
+def register_settings_secrets(settings: Settings) -> None:
     register_secrets(settings.langfuse_secret_key, settings.anthropic_api_key, settings.openai_api_key,
                      settings.alert_webhook_url, settings.slack_webhook_url, settings.pagerduty_routing_key,
                      urlparse(settings.redis_url).password)
@@ -45,36 +60,37 @@ def register_settings_secrets(settings) -> None:
 
 
 def mask(text: str) -> str:
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in sorted(_SECRETS.value, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "[secret]")
     return _SECRET.sub(lambda m: m.group(0)[:6] + "…", text)
 
 
 @contextlib.contextmanager
-def job_context(trace_id: str, rubric_key: str):
-    """Tag every log line of this thread with the job's trace and rubric until the block ends."""
-    token = _JOB.set(job_fields(trace_id, rubric_key))
+def job_context(subject: Subject | str, rubric_key: str) -> Iterator[None]:
+    """Tag every log line of this thread with the job's subject and rubric until the block ends."""
+    token = _JOB.set(job_fields(subject, rubric_key))
     try:
         yield
     finally:
         _JOB.reset(token)
 
 
-def job_fields(trace_id: str, rubric_key: str) -> dict:
+def job_fields(subject: Subject | str, rubric_key: str) -> JobFields:
+    """``subject``: the job's first argument (or its Subject), logged as ``trace_id``."""
     key = RubricKey.parse(rubric_key)
-    return {"trace_id": trace_id, "rubric": key.name, "rubric_version": key.version or None}
+    return {"trace_id": str(subject), "rubric": key.name, "rubric_version": key.version or None}
 
 
-def set_job(fields: dict | None) -> contextvars.Token:
+def set_job(fields: JobFields | None) -> contextvars.Token[JobFields | None]:
     return _JOB.set(fields)
 
 
-def reset_job(token: contextvars.Token) -> None:
+def reset_job(token: contextvars.Token[JobFields | None]) -> None:
     _JOB.reset(token)
 
 
-def _masked(value):
+def _masked(value: object) -> object:
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, dict):
@@ -86,8 +102,8 @@ def _masked(value):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(time.time(), 3), "level": record.levelname.lower(),
-                 "logger": record.name, "event": record.getMessage()}
+        entry: dict[str, object] = {"ts": round(time.time(), 3), "level": record.levelname.lower(),
+                                    "logger": record.name, "event": record.getMessage()}
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         # The job's own fields win over a caller's ``rubric="name@v1"``: one shape on every line.
         entry.update(_JOB.get() or {})
@@ -97,7 +113,7 @@ class JsonFormatter(logging.Formatter):
         return mask(json.dumps(_masked(entry), default=lambda v: mask(str(v))))
 
 
-def configure_logging(level: int = logging.INFO, stream=None) -> logging.Handler:
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

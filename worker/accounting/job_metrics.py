@@ -2,18 +2,33 @@
 
 Off (every call a no-op) until ``enable()`` runs in a fleet process after dramatiq's
 Prometheus middleware has set up the multiprocess directory (worker/fleet/metrics.py); tests
-and CLI commands record nothing.
+and CLI commands record nothing. The metrics are process state (worker/process_state.py).
 """
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Protocol
+
+from worker import process_state
 from worker.jobs import RubricKey
+from worker.judges.base import Usage
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 900)
 _TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
+class _Recorded(Protocol):
+    """What ``record_outcome`` reads of an Outcome (worker/judging/outcome.py)."""
+
+    rubric: str
+    status: str
+    reason: str | None
+    usage: Usage
+    cost: Decimal
+
+
 class JobMetrics:
-    def __init__(self):
+    def __init__(self) -> None:
         import prometheus_client as prom  # only now: dramatiq set PROMETHEUS_MULTIPROC_DIR at process boot
 
         registry = prom.CollectorRegistry()  # values go to the multiprocess files either way
@@ -32,7 +47,8 @@ class JobMetrics:
                                      labels + ["reason"], registry=registry)
 
 
-_job_metrics: JobMetrics | None = None  # None outside a fleet process with metrics on (tests, CLI)
+# None outside a fleet process with metrics on (tests, CLI).
+_JOB_METRICS: process_state.Slot[JobMetrics | None] = process_state.slot("job_metrics", lambda: None)
 
 
 def _labels(rubric_key: str) -> tuple[str, str]:
@@ -40,8 +56,8 @@ def _labels(rubric_key: str) -> tuple[str, str]:
     return key.name, str(key.version)
 
 
-def record_outcome(outcome, seconds: float | None) -> None:
-    m = _job_metrics
+def record_outcome(outcome: _Recorded, seconds: float | None) -> None:
+    m = _JOB_METRICS.value
     if m is None:
         return
     name, version = _labels(outcome.rubric)
@@ -62,10 +78,10 @@ def record_outcome(outcome, seconds: float | None) -> None:
 
 def record_job(rubric_key: str, outcome: str) -> None:
     """A job that ended without an Outcome: ``parked`` or ``retried``."""
-    if _job_metrics is not None:
-        _job_metrics.jobs.labels(*_labels(rubric_key), outcome).inc()
+    m = _JOB_METRICS.value
+    if m is not None:
+        m.jobs.labels(*_labels(rubric_key), outcome).inc()
 
 
 def enable() -> None:
-    global _job_metrics
-    _job_metrics = JobMetrics()
+    _JOB_METRICS.value = JobMetrics()

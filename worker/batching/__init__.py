@@ -2,6 +2,8 @@
 or the OpenAI Batch API at half price, for work that can wait hours.
 
 A job renders its request as usual and defers it to a Redis store (store.py); a batch cycle
-(cycle.py) submits what is pending, polls what was submitted, and finishes every result with
-the online path's own steps (worker/judging). providers.py speaks the two batch APIs.
+(worker/judging/batch_cycle.py) submits what is pending, polls what was submitted, and finishes
+every result with the online path's own steps. providers.py speaks the two batch APIs and
+sizing.py cuts requests into batches. Nothing here knows the judging steps: judging imports
+this package, never the other way round.
 """

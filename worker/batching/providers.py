@@ -14,32 +14,38 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from typing import Final, TypeAlias
+
+from anthropic.types import Message
 
 from worker.batching.store import Item
-from worker.judges.base import JudgeReply
+from worker.json_types import JSONDict
+from worker.judges import AnthropicJudge, Judge, JudgeReply, OpenAIJudge
 from worker.retrying import REJECTED_STATUS, status_of
 
 log = logging.getLogger("tracejudge.batching")
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 _REJECTED_ANTHROPIC = {"invalid_request_error", "request_too_large"}
 
 
 class AnthropicBatches:
     """Anthropic Message Batches: custom_id = score id, params = the online request's params."""
 
-    def __init__(self, judge):
+    def __init__(self, judge: AnthropicJudge) -> None:
         self.judge = judge
         self.batches = judge.client.messages.batches
 
     def line(self, item: Item) -> bytes:
         return json.dumps(self._request(item)).encode()
 
-    def _request(self, item: Item) -> dict:
+    def _request(self, item: Item) -> JSONDict:
         return {"custom_id": item.score_id, "params": self.judge.request_params(item.judge_request, item.repair_arg)}
 
     def submit(self, items: list[Item]) -> str:
-        return self.batches.create(requests=[self._request(i) for i in items]).id
+                # Each request is plain JSON (the online body, AnthropicJudge.request_params), not the
+        # SDK's Request TypedDict, which the SDK only serialises.
+        return self.batches.create(requests=[self._request(i) for i in items]).id  # type: ignore[misc]
 
     def failure(self, batch_id: str) -> str | None:
         return None  # a Message Batch fails per request, never as a whole
@@ -62,7 +68,9 @@ class AnthropicBatches:
             else:  # expired, canceled
                 yield entry.custom_id, "retry", f"batch request {result.type}"
 
-    def reply(self, payload, item: Item) -> JudgeReply:
+    def reply(self, payload: object, item: Item) -> JudgeReply:
+        if not isinstance(payload, (dict, Message)):
+            raise TypeError(f"a succeeded batch result is a Message, not {type(payload).__name__}")
         return self.judge.reply_from(payload, item.judge_request)
 
 
@@ -71,7 +79,7 @@ class OpenAIBatches:
 
     ENDED = ("completed", "failed", "expired", "cancelled")
 
-    def __init__(self, judge):
+    def __init__(self, judge: OpenAIJudge) -> None:
         self.judge = judge
         self.client = judge.client
 
@@ -128,11 +136,13 @@ class OpenAIBatches:
         # A batch that failed validation has no files: its requests are missing from the
         # results and the cycle retries them.
 
-    def reply(self, payload, item: Item) -> JudgeReply:
+    def reply(self, payload: object, item: Item) -> JudgeReply:
+        if not isinstance(payload, dict):
+            raise TypeError(f"a succeeded batch result is a completion object, not {type(payload).__name__}")
         return self.judge.reply_from(payload, item.judge_request, tool=item.tool)
 
 
-def _openai_line(line: dict) -> tuple[str, str, object]:
+def _openai_line(line: JSONDict) -> tuple[str, str, object]:
     custom_id = line.get("custom_id") or ""
     response = line.get("response") or {}
     status = response.get("status_code")
@@ -144,5 +154,15 @@ def _openai_line(line: dict) -> tuple[str, str, object]:
     return custom_id, "rejected" if status in REJECTED_STATUS else "retry", reason
 
 
-def batches_for(judge):
-    return {"anthropic": AnthropicBatches, "openai": OpenAIBatches}[judge.provider](judge)
+BatchAPI: TypeAlias = AnthropicBatches | OpenAIBatches
+
+
+def batches_for(judge: Judge) -> BatchAPI:
+    """The batch API of a provider's judge. Batch mode needs a hosted provider (rubric
+    validation), so the judge is always one; anything else (a runtime's wrong-model stand-in)
+    has no batch API."""
+    if isinstance(judge, AnthropicJudge):
+        return AnthropicBatches(judge)
+    if isinstance(judge, OpenAIJudge):
+        return OpenAIBatches(judge)
+    raise TypeError(f"{type(judge).__name__} ({judge.provider}) has no batch API")

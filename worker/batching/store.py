@@ -14,9 +14,11 @@ import dataclasses
 import datetime as dt
 import json
 import time
+from typing import TypedDict
 
 import redis
 
+from worker.json_types import JSONDict
 from worker.judges.base import JudgeReply, JudgeRequest, Usage
 
 ITEMS = "tracejudge:batch:items"
@@ -34,25 +36,40 @@ return 0
 """
 
 
+class Repair(TypedDict):
+    """An item's repair turn: the judge's invalid answer and the repair request to send with it."""
+
+    turn: JSONDict | None  # the provider's assistant turn (JudgeReply.assistant_turn)
+    text: str
+
+
+class SubmittedBatch(TypedDict):
+    """A submitted batch's record in ``SUBMITTED``."""
+
+    provider: str
+    ids: list[str]
+    submitted_at: float
+
+
 @dataclasses.dataclass
 class Item:
     score_id: str
-    trace_id: str
+    trace_id: str | None  # None for a session rubric's request
     rubric_key: str
     provider: str
-    request: dict  # JudgeRequest fields
-    facts: dict
-    metadata: dict
+    request: JSONDict  # JudgeRequest fields
+    facts: JSONDict  # the score's facts (worker/judging/outcome.py ScoreFacts.to_json)
+    metadata: JSONDict  # the trace's metadata, for drift aggregates
     timestamp: str | None
     tool: bool = False  # OpenAI: the forced-tool form instead of json_schema
     usage: list[int] = dataclasses.field(default_factory=lambda: [0, 0, 0, 0])
     calls: int = 0
-    repair: dict | None = None  # {"turn": the invalid answer, "text": the repair request}
+    repair: Repair | None = None
     tries: int = 0  # failed submissions of the current request (errored, expired, canceled)
     batch_id: str | None = None
     # The budget held back for this request while it is in a batch: [UTC day, rubric, micro-USD]
     # (worker/accounting/budget.py Reservation), released once its result is recorded.
-    reserved: list | None = None
+    reserved: list[str | int] | None = None
 
     @property
     def judge_request(self) -> JudgeRequest:
@@ -81,16 +98,13 @@ class Item:
 
 
 class BatchStore:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._defer = client.register_script(_DEFER)
 
-    def defer(self, job, judge) -> bool:
-        """Keep a prepared job (worker.judging.pipeline.Prepared) for the next batch; False if already kept."""
-        item = Item(job.score_id, job.trace_id, job.rubric_key, judge.provider,
-                    dataclasses.asdict(job.request), job.facts, job.metadata,
-                    job.timestamp.isoformat() if job.timestamp else None,
-                    tool=bool(getattr(judge, "use_tool", False)))
+    def defer(self, item: Item) -> bool:
+        """Keep a prepared job's request (worker.judging.pipeline.batch_item) for the next batch;
+        False if already kept."""
         return bool(self._defer(keys=[ITEMS, PENDING + item.provider], args=[item.score_id, item.dumps()]))
 
     def item(self, score_id: str) -> Item | None:
@@ -98,7 +112,9 @@ class BatchStore:
         return Item.loads(raw) if raw else None
 
     def pending_ids(self, provider: str, limit: int) -> list[str]:
-        return sorted(m.decode() for m in self.client.srandmember(PENDING + provider, limit) or [])
+        # redis-py types SRANDMEMBER's members as int | bytes | str; this client returns bytes.
+        members: list[bytes] | None = self.client.srandmember(PENDING + provider, limit)  # type: ignore[assignment]
+        return sorted(m.decode() for m in members or [])
 
     def pending_count(self, provider: str) -> int:
         return self.client.scard(PENDING + provider)
@@ -106,8 +122,9 @@ class BatchStore:
     def mark_submitted(self, batch_id: str, provider: str, items: list[Item]) -> None:
         """One transaction: the batch id is known before any item leaves ``pending``."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(SUBMITTED, batch_id, json.dumps({"provider": provider, "ids": [i.score_id for i in items],
-                                                   "submitted_at": time.time()}))
+        record: SubmittedBatch = {"provider": provider, "ids": [i.score_id for i in items],
+                                  "submitted_at": time.time()}
+        pipe.hset(SUBMITTED, batch_id, json.dumps(record))
         for item in items:
             item.batch_id = batch_id
             pipe.hset(ITEMS, item.score_id, item.dumps())
@@ -130,13 +147,15 @@ class BatchStore:
             pipe.srem(PENDING + provider, score_id)
         pipe.execute()
 
-    def submitted(self) -> dict[str, dict]:
-        return {k.decode(): json.loads(v) for k, v in self.client.hgetall(SUBMITTED).items()}
+    def submitted(self) -> dict[str, SubmittedBatch]:
+        # redis-py types HGETALL's fields as bytes | str; this client (no decode_responses) returns bytes.
+        records: dict[bytes, bytes] = self.client.hgetall(SUBMITTED)  # type: ignore[assignment]
+        return {k.decode(): json.loads(v) for k, v in records.items()}
 
     def batch_done(self, batch_id: str) -> None:
         self.client.hdel(SUBMITTED, batch_id)
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, int]:
         return {"items": self.client.hlen(ITEMS),
                 **{f"pending_{p}": self.pending_count(p) for p in PROVIDERS},
                 "batches_submitted": self.client.hlen(SUBMITTED)}

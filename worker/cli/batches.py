@@ -3,34 +3,37 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from worker.cli.common import reports_errors
+from worker.cli.common import load_settings, reports_errors
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 
 @click.group("batches")
-def batches():
+def batches() -> None:
     """Batch-mode judging (rubrics with judge.mode: batch)."""
 
 
-def get_runtime():
-    from worker.judging.runtime import get_runtime as build  # the SDKs load only when a command runs
+def _runtime() -> Runtime:
+    """The command's runtime, built once from the settings (the SDKs load only when a command runs)."""
+    from worker.runtime import Runtime
 
-    return build()
+    return Runtime(load_settings())
 
 
 @batches.command("status")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @reports_errors
-def status(as_json):
+def status(as_json: bool) -> None:
     """Requests pending submission and provider batches still running."""
-    from worker.batching.store import BatchStore
-
-    store = BatchStore(get_runtime().redis)
+    store = _runtime().batches
     counts, submitted = store.counts(), store.submitted()
     if as_json:
-        click.echo(json.dumps({**counts, "batches": {k: {**v, "requests": len(v.pop("ids"))}
+        click.echo(json.dumps({**counts, "batches": {k: {**v, "requests": len(v["ids"])}
                                                      for k, v in submitted.items()}}))
         return
     click.echo(f"requests kept: {counts['items']}  pending: anthropic {counts['pending_anthropic']}, "
@@ -42,8 +45,8 @@ def status(as_json):
 
 @batches.command("poll")
 @reports_errors
-def poll():
+def poll() -> None:
     """Run one batch cycle now: collect ended batches, submit pending requests."""
-    from worker.batching.cycle import run_batch_cycle
+    from worker.judging.batch_cycle import run_batch_cycle
 
-    click.echo(run_batch_cycle(get_runtime()).line())
+    click.echo(run_batch_cycle(_runtime()).line())

@@ -7,13 +7,19 @@ import os
 import signal
 import sys
 import threading
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from worker.cli.common import _settings, reports_errors
+from worker.cli.common import load_settings, reports_errors
+
+if TYPE_CHECKING:
+    from samplers.sampler import Sampler
+    from worker.settings import Settings
 
 
-def _iso(ctx, param, value):
+def _iso(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     try:
@@ -23,7 +29,7 @@ def _iso(ctx, param, value):
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-def _sampler(settings):
+def _sampler(settings: Settings) -> Sampler:
     from worker.fleet.scheduler import build_sampler
 
     return build_sampler(settings)
@@ -34,15 +40,15 @@ def _sampler(settings):
 @click.option("--since", callback=_iso, help="Window start, ISO 8601 (default: one sample interval before --until).")
 @click.option("--until", callback=_iso, help="Window end, exclusive (default: now minus TRACEJUDGE_SETTLE_SECONDS).")
 @reports_errors
-def sample(once, since, until):
+def sample(once: bool, since: dt.datetime | None, until: dt.datetime | None) -> None:
     """Pick traces by the deterministic hash and enqueue them for judging."""
-    settings = _settings()
-    sampler = _sampler(settings)
+    settings = load_settings()
     if not once:
         if since or until:
             raise click.UsageError("--since/--until need --once (continuous mode follows its cursor)")
-        _run_scheduler(sampler, settings)
+        _run_scheduler(settings)
         return
+    sampler = _sampler(settings)
     now = dt.datetime.now(dt.timezone.utc)
     until = until or now - dt.timedelta(seconds=settings.settle_seconds)
     since = since or until - dt.timedelta(seconds=settings.sample_interval_seconds)
@@ -58,7 +64,7 @@ class _Stopped(BaseException):
     """SIGTERM while the summary of a finished pass is being written."""
 
 
-def _raise_stopped(signum, frame):
+def _raise_stopped(signum: int, frame: FrameType | None) -> NoReturn:
     raise _Stopped()
 
 
@@ -106,7 +112,7 @@ def _drop_stdout() -> None:
 @click.option("--rubric", "rubric_names", multiple=True, metavar="NAME[@vN]",
               help="Only these rubrics (repeatable; default: every loaded rubric version).")
 @reports_errors
-def backfill(since, until, rubric_names):
+def backfill(since: dt.datetime, until: dt.datetime, rubric_names: tuple[str, ...]) -> None:
     """Judge a past window (same sampling, dedup and budget as the sampler), with a progress bar.
 
     Resumable: after Ctrl-C or a crash, run the same command again; finished time slices are
@@ -115,7 +121,7 @@ def backfill(since, until, rubric_names):
 
     if since >= until:
         raise click.UsageError("--since must be before --until")
-    sampler = _sampler(_settings())
+    sampler = _sampler(load_settings())
     if rubric_names:
         known = {r.key: r for r in sampler.rubrics}
         chosen = [r for r in sampler.rubrics if r.key in rubric_names or r.name in rubric_names]
@@ -133,25 +139,29 @@ def backfill(since, until, rubric_names):
     click.echo(report.line() + (f"; {skipped} slices already done by an earlier run" if skipped else ""))
 
 
-def _run_scheduler(sampler, settings):
-    from worker.fleet.scheduler import run_fleet_scheduler
+def _run_scheduler(settings: Settings) -> None:
+    """The scheduler with the one runtime its phases (and its sampler) share, built here at
+    start-up: a bad configuration stops it with one line, before its first tick."""
+    from worker.fleet.scheduler import build_sampler, run_fleet_scheduler
     from worker.logs import configure_logging
+    from worker.runtime import Runtime
 
     configure_logging()
+    rt = Runtime(settings)
+    sampler = build_sampler(settings, rt)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_fleet_scheduler(sampler, settings, stop)
+    run_fleet_scheduler(sampler, rt, stop)
 
 
 @click.command()
 @reports_errors
-def scheduler():
+def scheduler() -> None:
     """Periodic sampler ticks and the daily drift check (the Procfile's `scheduler`).
 
     A Redis lease keeps one scheduler active fleet-wide; run it on several hosts for failover."""
-    settings = _settings()
-    _run_scheduler(_sampler(settings), settings)
+    _run_scheduler(load_settings())
 
 
 @click.command()
@@ -159,17 +169,17 @@ def scheduler():
 @click.option("--threads", "-t", default=32, show_default=True, type=click.IntRange(1, 512),
               help="Threads per process; processes x threads judge calls can be in flight.")
 @reports_errors
-def worker(processes, threads):
+def worker(processes: int, threads: int) -> None:
     """The dramatiq worker fleet (the Procfile's `worker`).
 
     Prometheus metrics of all its processes are served on TRACEJUDGE_METRICS_PORT (0: off)."""
     from worker.fleet.supervisor import supervise
     from worker.jobs import JUDGE_QUEUE
-    from worker.judging.runtime import Runtime
     from worker.logs import configure_logging
+    from worker.runtime import Runtime
     from worker.settings import process_environment
 
-    settings = _settings()
+    settings = load_settings()
     rt = Runtime(settings)  # fail here, with one line, rather than in every forked process
     rt.score_configs.ensure(rt.rubrics.values())  # every active version has its config before a score
     env = process_environment()  # what the fleet processes get, with the metrics directory set up

@@ -1,19 +1,23 @@
 """The module the dramatiq CLI loads in every worker process: broker, actors, runtime.
 
 Settings and rubrics are checked here, at start-up, so a bad configuration stops the fleet
-before it takes a job.
+before it takes a job. The process's Runtime (worker/runtime.py) is built here and installed
+for the dramatiq actors and the read-back thread, the two that cannot be handed it: dramatiq
+calls them. It gets the broker's occupancy signal, so score batches linger less in a backlog.
 """
 import signal
 import threading
 import time
+from types import FrameType
 
 import dramatiq
 
 from worker.fleet.broker import build_broker
 from worker.fleet.confirmer import FleetConfirmer
 from worker.fleet.metrics import FleetPrometheus
-from worker.judging.runtime import Runtime, set_runtime
+from worker.fleet.occupancy import occupancy_of
 from worker.logs import configure_logging, register_settings_secrets
+from worker.runtime import Runtime, get_runtime, set_runtime
 from worker.settings import Settings
 
 # A second SIGTERM this soon after the first is the same stop delivered twice, not "kill now".
@@ -37,7 +41,7 @@ def one_stop_per_sigterm_burst() -> bool:
         return False
     first: list[float] = []
 
-    def once(signum, frame):
+    def once(signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
         if first and now - first[0] < REPEATED_SIGTERM_SECONDS:
             return  # the same stop, delivered again
@@ -54,7 +58,7 @@ register_settings_secrets(settings)
 broker = build_broker(settings)
 if settings.metrics_port:
     broker.add_middleware(FleetPrometheus())
-broker.add_middleware(FleetConfirmer())  # the fleet reads back its own writes: no scheduler needed
+broker.add_middleware(FleetConfirmer(get_runtime))  # the fleet reads back its own writes: no scheduler needed
 dramatiq.set_broker(broker)
-set_runtime(Runtime(settings))
+set_runtime(Runtime(settings, saturated=occupancy_of(broker).saturated))
 one_stop_per_sigterm_burst()

@@ -26,17 +26,22 @@ import threading
 import time
 from collections.abc import Callable
 
+import dramatiq
 import redis
 from dramatiq.middleware import Middleware
+from langfuse.api import LangfuseAPI
+from redis import Redis
 
 from worker.accounting.outcomes import UNCONFIRMED, OutcomeLog
+from worker.alerts.sinks import Sink, sinks_for
 from worker.fleet.lease import Lease
 from worker.judging.confirm import GRACE_SECONDS, ConfirmSummary, confirm_writes
-from worker.judging.runtime import get_runtime
 from worker.langfuse_io.client import build_langfuse_api
 from worker.langfuse_io.score_configs import ScoreConfigs
 from worker.langfuse_io.scores import ScoreWriter
-from worker.rubrics.rubric import load_rubrics
+from worker.rubrics.rubric import Rubric, load_rubrics
+from worker.runtime import Runtime
+from worker.settings import Settings
 
 log = logging.getLogger("tracejudge.confirm")
 CONFIRM_LOCK = "tracejudge:confirm:lock"
@@ -50,9 +55,9 @@ def due(client: redis.Redis, now: float | None = None) -> int:
     return client.zcount(UNCONFIRMED, "-inf", now - GRACE_SECONDS)
 
 
-def confirm_due(rt) -> ConfirmSummary | None:
+def confirm_due(rt: Runtime | WriteBack) -> ConfirmSummary | None:
     """Read back the due scores, unless another process is at it (then None). ``rt`` is a
-    runtime, or any object with its write-back parts (``WriteBack``)."""
+    runtime, or the write-back parts of one (``WriteBack``)."""
     if not due(rt.redis):
         return ConfirmSummary()
     lease = Lease(rt.redis, LEASE_SECONDS, key=CONFIRM_LOCK, name="read-back")
@@ -60,7 +65,7 @@ def confirm_due(rt) -> ConfirmSummary | None:
         return None
     try:
         with lease.kept_alive():
-            summary = confirm_writes(rt)
+            summary = confirm_writes(rt)  # type: ignore[arg-type]  # a WriteBack has every part it reads
     finally:
         lease.release()
     if summary.requests:
@@ -72,22 +77,23 @@ def confirm_due(rt) -> ConfirmSummary | None:
 class WriteBack:
     """What a read-back needs, for a command that judges nothing (``drift --once``, ``status``,
     ``report``): no judge clients, so no judge keys are needed to count the fleet's scores."""
-    settings: object
-    redis: redis.Redis
-    rubrics: dict
-    langfuse: object
+    settings: Settings
+    redis: Redis  # (the field's name hides the module inside the class)
+    rubrics: dict[str, Rubric]
+    langfuse: LangfuseAPI
     outcomes: OutcomeLog
     score_configs: ScoreConfigs
     scores: ScoreWriter
+    sinks: list[Sink]
 
     @classmethod
-    def from_settings(cls, settings, client: redis.Redis) -> "WriteBack":
+    def from_settings(cls, settings: Settings, client: Redis) -> WriteBack:
         api = build_langfuse_api(settings)
         return cls(settings, client, load_rubrics(settings.rubrics_dir), api, OutcomeLog(client),
-                   ScoreConfigs(api, client), ScoreWriter(api, redis_client=client))
+                   ScoreConfigs(api, client), ScoreWriter(api, redis_client=client), sinks_for(settings))
 
 
-def read_back_before_reading(settings, client: redis.Redis) -> str | None:
+def read_back_before_reading(settings: Settings, client: redis.Redis) -> str | None:
     """The pass ``drift --once``, ``status`` and ``report`` make before they read the figures.
     Returns a line for the user when scores still wait (or the read-back failed), else None;
     never raises: the figures are shown either way."""
@@ -108,19 +114,20 @@ def read_back_before_reading(settings, client: redis.Redis) -> str | None:
 
 
 class FleetConfirmer(Middleware):
-    """In each worker process: a thread that reads back the fleet's due writes (see the module)."""
+    """In each worker process: a thread that reads back the fleet's due writes (see the module),
+    with the runtime ``runtime()`` returns (worker/fleet/boot.py: the process's)."""
 
-    def __init__(self, runtime: Callable[[], object] = get_runtime, every: float = EVERY_SECONDS):
+    def __init__(self, runtime: Callable[[], Runtime | WriteBack], every: float = EVERY_SECONDS) -> None:
         self._runtime, self._every = runtime, every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def after_worker_boot(self, broker, worker):
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="read-back", daemon=True)
         self._thread.start()
 
-    def before_worker_shutdown(self, broker, worker):
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

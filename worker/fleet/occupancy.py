@@ -12,32 +12,43 @@ judge; production's pace for requests per judged trace, three rubrics):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 
 class Occupancy(Middleware):
-    """Counts the messages this process works on, and those waiting, against its worker threads."""
+    """Counts the messages this process works on, and those waiting, against its worker threads.
 
-    def __init__(self):
+    build_broker adds one to each broker; worker/fleet/boot.py hands its ``saturated`` to the
+    process's Runtime, whose score writer asks it."""
+
+    def __init__(self) -> None:
         self._busy: set[str] = set()  # set.add and .discard are atomic: no lock on the hot path
         self.threads = 0  # unknown (not a worker process): never saturated
-        self._waiting = lambda: 0  # messages fetched, waiting for a thread
+        self._waiting: Callable[[], int] = lambda: 0  # messages fetched, waiting for a thread
 
-    def before_worker_boot(self, broker, worker):
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.threads = worker.worker_threads
         self._waiting = worker.work_queue.qsize
 
-    def before_process_message(self, broker, message):
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._busy.add(message.message_id)
 
-    def after_process_message(self, broker, message, *, result=None, exception=None):
+    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *,
+                              result: object = None, exception: BaseException | None = None) -> None:
         self._busy.discard(message.message_id)  # a message another middleware skipped was never added
 
-    after_skip_message = after_process_message
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.after_process_message(broker, message)
 
     def saturated(self) -> bool:
         # waiting tops out at one per thread (dramatiq prefetches two per thread); a tick's wave leaves fewer
         return 0 < self.threads <= len(self._busy) and 2 * self._waiting() >= self.threads
 
 
-OCCUPANCY = Occupancy()  # the process's one instance: build_broker adds it, the score writer asks it
+def occupancy_of(broker: dramatiq.Broker) -> Occupancy:
+    """The broker's Occupancy (build_broker adds one); a new one, never saturated, if it has none."""
+    return next((m for m in broker.middleware if isinstance(m, Occupancy)), Occupancy())

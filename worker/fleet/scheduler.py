@@ -1,7 +1,8 @@
 """The Procfile's scheduler: periodic sampler ticks, one active instance fleet-wide.
 
 Safe to run twice: a Redis lease elects one; the other waits and takes over when the
-holder stops renewing (crash, deploy).
+holder stops renewing (crash, deploy). Its command builds one Runtime (worker/runtime.py) at
+start-up and hands it to every phase, as celery beat's Scheduler is handed its app.
 """
 from __future__ import annotations
 
@@ -14,23 +15,21 @@ import redis
 
 from samplers.sampler import Sampler
 from samplers.source import LangfuseTraceSource
-from worker.accounting.budget import Budget
 from worker.alerts import outbox
-from worker.alerts.sinks import sinks_for
-from worker.batching.cycle import batch_tick
 from worker.drift.run import run_detection, run_drift
 from worker.fleet.broker import build_broker
+from worker.fleet.confirmer import confirm_due
 from worker.fleet.housekeeping import housekeep
 from worker.fleet.lease import LOCK_KEY, Lease  # noqa: F401  (LOCK_KEY: where the lease lives)
 from worker.jobs import judge_message
-from worker.fleet.confirmer import confirm_due
-from worker.review.tick import review_tick
-from worker.judging.runtime import get_runtime
+from worker.judging.batch_cycle import batch_tick
 from worker.langfuse_io.client import build_langfuse_api
 from worker.langfuse_io.links import trace_linker
 from worker.logs import register_settings_secrets
 from worker.redis_client import connect
+from worker.review.tick import review_tick
 from worker.rubrics.rubric import load_rubrics
+from worker.runtime import Runtime
 from worker.settings import Settings
 
 log = logging.getLogger("tracejudge.scheduler")
@@ -48,33 +47,39 @@ def drift_due(client: redis.Redis, every_seconds: float, now: float, key: str = 
     return last is None or now - float(last) >= every_seconds
 
 
-def budget_tick(sampler: Sampler) -> int:
+def budget_tick(sampler: Sampler, rt: Runtime) -> int:
     """Unpark jobs whose rubric is no longer held (a new UTC day, a raised cap) and deliver any
-    alert still in the outbox; returns how many jobs went back on the queue."""
-    budget = Budget(sampler.client, sampler.settings.daily_budget_usd)
-    moved = budget.unpark({r.key: r for r in sampler.rubrics},
-                          lambda trace_id, rubric_key: sampler.broker.enqueue(judge_message(trace_id, rubric_key)))
-    if sampler.client.hlen(outbox.OUTBOX):
-        outbox.deliver(sampler.client, sinks_for(sampler.settings))
+    alert still in the outbox (``rt``'s budget and sinks); returns how many jobs went back on
+    the queue."""
+    def requeue(trace_id: str, rubric_key: str) -> None:
+        sampler.broker.enqueue(judge_message(trace_id, rubric_key))
+
+    moved = rt.budget.unpark({r.key: r for r in sampler.rubrics}, requeue)
+    if rt.redis.hlen(outbox.OUTBOX):
+        outbox.deliver(rt.redis, rt.sinks)
     return moved
 
 
-def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drift_tick=None,
-                  drift_every: float = 86400, batch_tick=None, review_tick=None,
-                  review_every: float = REVIEW_EVERY_SECONDS, detect_tick=None,
-                  detect_every: float = DETECT_EVERY_SECONDS) -> None:
-    """Sampler ticks every ``interval``; ``drift_tick()`` once every ``drift_every`` seconds;
-    ``batch_tick()`` (submit and poll batch-mode judging) at every tick, paced by itself;
-    ``review_tick()`` (the human-review loop) once every ``review_every`` seconds.
+Tick = Callable[[], object]  # a phase's body; what it returns is not used
+Phase = tuple[str, Tick, str]  # name, body, what a failure means
+
+
+def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drift_tick: Tick | None = None,
+                  drift_every: float = 86400, batch_tick: Tick | None = None, review_tick: Tick | None = None,
+                  review_every: float = REVIEW_EVERY_SECONDS, detect_tick: Tick | None = None,
+                  detect_every: float = DETECT_EVERY_SECONDS, budget_tick: Tick | None = None) -> None:
+    """Sampler ticks every ``interval``, each followed by ``budget_tick()`` (unpark what the
+    budget no longer holds) and ``batch_tick()`` (batch cycles, paced by themselves, and the
+    read-back); ``drift_tick()`` once every ``drift_every`` seconds, ``detect_tick()`` every
+    ``detect_every``, ``review_tick()`` (the human-review loop) every ``review_every``.
 
     Nothing that goes wrong in a tick ends the loop: a Redis outage longer than the client
     rides out, a sink or provider error, a lost lease are logged and the next tick tries again,
     so a blip never takes the scheduler (and, under honcho, the fleet) down."""
     lease = Lease(sampler.client, ttl_seconds=max(60.0, 3 * interval))
-    phases: list[tuple[str, Callable[[], None], str]] = [
-        ("sampler tick", lambda: _sample(sampler), "the cursor did not move"),
-        ("budget tick", lambda: budget_tick(sampler), "parked jobs stay parked"),
-    ]
+    phases: list[Phase] = [("sampler tick", lambda: _sample(sampler), "the cursor did not move")]
+    if budget_tick is not None:
+        phases.append(("budget tick", budget_tick, "parked jobs stay parked"))
     if batch_tick is not None:
         phases.append(("batch cycle and write read-back", batch_tick, "it runs again at the next tick"))
     if drift_tick is not None:
@@ -102,7 +107,7 @@ def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drif
             log.warning("could not release the scheduler lease; it expires by itself")
 
 
-def _tick_as_leader(lease: Lease, phases, leading: bool) -> bool:
+def _tick_as_leader(lease: Lease, phases: list[Phase], leading: bool) -> bool:
     """One tick if the lease is ours: the phases in order, each guarded, the lease kept alive
     while they run and checked between them. Returns whether this scheduler leads."""
     if not lease.hold():
@@ -130,28 +135,33 @@ def _sample(sampler: Sampler) -> None:
         log.info("sampler pass", extra={"summary": report.line()})
 
 
-def _if_due(client: redis.Redis, last_run_key: str, tick, every_seconds: float) -> None:
+def _if_due(client: redis.Redis, last_run_key: str, tick: Tick, every_seconds: float) -> None:
     if drift_due(client, every_seconds, time.time(), last_run_key):
         tick()
         client.set(last_run_key, time.time())
 
 
-def build_sampler(settings: Settings) -> Sampler:
+def build_sampler(settings: Settings, rt: Runtime | None = None) -> Sampler:
     """The sampler as the scheduler and ``tracejudge sample``/``backfill`` run it: Redis through
-    the fleet's one connection policy, and the settings' secrets masked in its logs."""
+    the fleet's one connection policy, and the settings' secrets masked in its logs. The
+    scheduler passes its runtime (``rt``): the sampler shares its Redis client and rubrics."""
     register_settings_secrets(settings)
-    client = connect(settings.redis_url)
-    rubrics = load_rubrics(settings.rubrics_dir)
+    client = connect(settings.redis_url) if rt is None else rt.redis
+    rubrics = load_rubrics(settings.rubrics_dir) if rt is None else rt.rubrics
     # The legacy listing (v3 servers) carries metadata only with I/O: asked for only when a rubric needs it.
     source = LangfuseTraceSource.for_rubrics(build_langfuse_api(settings), list(rubrics.values()))
     return Sampler(settings, rubrics, source, build_broker(settings), client)
 
 
-def run_fleet_scheduler(sampler: Sampler, settings: Settings, stop: threading.Event) -> None:
+def run_fleet_scheduler(sampler: Sampler, rt: Runtime, stop: threading.Event) -> None:
     """The Procfile's scheduler: sampler ticks, the drift check, batch cycles when a batch-mode
-    rubric is loaded, and the read-back of written scores, until ``stop`` is set."""
-    def drift_tick():
-        run = run_drift(settings, {r.key: r for r in sampler.rubrics}, sampler.client, trace_linker(settings))
+    rubric is loaded, and the read-back of written scores, until ``stop`` is set. ``rt``, built
+    once at start-up from the scheduler's settings, serves every phase."""
+    settings = rt.settings
+
+    def drift_tick() -> None:
+        run = run_drift(settings, {r.key: r for r in sampler.rubrics}, sampler.client, trace_linker(settings),
+                        sinks=rt.sinks)
         logging.getLogger("tracejudge.drift").info(
             "drift check", extra={"new_alerts": len(run.alerts), "delivered": run.delivery[0],
                                   "pending": run.delivery[1]})
@@ -162,22 +172,21 @@ def run_fleet_scheduler(sampler: Sampler, settings: Settings, stop: threading.Ev
 
     has_batch = any(r.judge.mode == "batch" for r in sampler.rubrics)
 
-    def write_tick():  # every tick: batch cycles (paced by themselves), then the read-back of written scores
-        rt = get_runtime()  # built on first use
+    def write_tick() -> None:  # every tick: batch cycles (paced by themselves), then the read-back of written scores
         if has_batch:
             batch_tick(rt)
         confirm_due(rt)  # the worker processes read back too; whoever holds the read-back lease does
 
-    def detect_tick():  # every few minutes: the sequential detector pages a drop with when it began
+    def detect_tick() -> None:  # every few minutes: the sequential detector pages a drop with when it began
         _, alerts = run_detection(settings, {r.key: r for r in sampler.rubrics}, sampler.client,
-                                  trace_linker(settings))
+                                  trace_linker(settings), sinks=rt.sinks)
         if alerts:
-            outbox.deliver(sampler.client, sinks_for(settings))
+            outbox.deliver(sampler.client, rt.sinks)
             logging.getLogger("tracejudge.drift").info("quality drop detected", extra={"new_alerts": len(alerts)})
 
-    def review():  # the human-review loop: never raises, a failed step is redone next time
-        summary = review_tick(get_runtime())
+    def review() -> None:  # the human-review loop: never raises, a failed step is redone next time
+        summary = review_tick(rt)
         logging.getLogger("tracejudge.review").info("review loop", extra={"summary": summary.as_dict()})
 
     run_scheduler(sampler, settings.sample_interval_seconds, stop, drift_tick, settings.drift_interval_seconds,
-                  write_tick, review, detect_tick=detect_tick)
+                  write_tick, review, detect_tick=detect_tick, budget_tick=lambda: budget_tick(sampler, rt))

@@ -35,21 +35,32 @@ import time
 import itertools
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from worker import process_state
 from worker.errors import TransientError
-from worker.rate_limits.backend import RateLimitBackend
+from worker.rate_limits.backend import KeyState, RateLimitBackend
 
 log = logging.getLogger("tracejudge.rate_limits")
-# A request's id in the limiter's sets: unique across the fleet (a random per-process prefix,
-# drawn again in a forked child, and a counter) without a uuid4, a system call, per call.
-_PROCESS = os.urandom(8).hex()
-_SEQUENCE = itertools.count()
+
+
+@dataclasses.dataclass(frozen=True)
+class _RequestIds:
+    """A request's id in the limiter's sets: unique across the fleet (a random per-process
+    prefix, drawn again in a forked child, and a counter) without a uuid4, a system call, per call."""
+
+    prefix: str = dataclasses.field(default_factory=lambda: os.urandom(8).hex())
+    sequence: Iterator[int] = dataclasses.field(default_factory=itertools.count)
+
+    def next(self) -> str:
+        return f"{self.prefix}:{next(self.sequence)}"
+
+
+_REQUEST_IDS: process_state.Slot[_RequestIds] = process_state.slot("rate_limit_ids", _RequestIds)
 
 
 def _new_process() -> None:
-    global _PROCESS
-    _PROCESS = os.urandom(8).hex()
+    _REQUEST_IDS.value = _RequestIds()  # no lock: one held by another thread at the fork stays held in the child
 
 
 os.register_at_fork(after_in_child=_new_process)
@@ -64,12 +75,13 @@ RESERVE_AHEAD_SECONDS = 2.0
 # A key is "learning" this long after its last refusal: its successes are reported meanwhile.
 LEARNING_SECONDS = 120.0
 
-_listeners: list[Callable[[str, float], None]] = []
+_LISTENERS: process_state.Slot[list[Callable[[str, float], None]]] = process_state.slot("rate_limit_listeners", list)
 
 
 def add_wait_listener(listener: Callable[[str, float], None]) -> None:
     """Call ``listener(key, seconds)`` after every rate-limit wait in this process (metrics)."""
-    _listeners.append(listener)
+    with _LISTENERS.lock:
+        _LISTENERS.value.append(listener)
 
 
 class RateLimitWait(TransientError):
@@ -83,7 +95,7 @@ class Limit:
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -108,7 +120,7 @@ class RateLimiter:
                  window: float = 60.0, slack: float = DEFAULT_SLACK_SECONDS,
                  decrease_factor: float = 0.95, decrease_cooldown: float = 1.0,
                  recovery_seconds: float = 15.0, min_requests_per_minute: float = 10.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if not 0 < decrease_factor < 1:
             raise ValueError("decrease_factor must be between 0 and 1")
         if recovery_seconds <= 0:
@@ -124,13 +136,13 @@ class RateLimiter:
         self.min_requests_per_minute = min_requests_per_minute
         self._sleep = sleep
         # This process's waits per key; the fleet's are in the backend (``snapshot``).
-        self.local_waits: Counter = Counter()
+        self.local_waits: Counter[str] = Counter()
         self._learning: dict[str, float] = {}  # key -> monotonic time it stops learning (this process)
         self._lock = threading.Lock()
 
     def acquire(self, key: str, limit: Limit, *, tokens: int = 0) -> Ticket:
         """Block until ``key`` has a send slot (and ``tokens``) free, then take it."""
-        member = f"{_PROCESS}:{next(_SEQUENCE)}"
+        member = _REQUEST_IDS.value.next()
         waited = 0.0
         horizon = min(self.max_wait, RESERVE_AHEAD_SECONDS)
         while True:
@@ -183,7 +195,7 @@ class RateLimiter:
     def _mark_learning(self, key: str) -> None:
         self._learning[key] = time.monotonic() + LEARNING_SECONDS
 
-    def snapshot(self) -> dict[str, dict]:
+    def snapshot(self) -> dict[str, KeyState]:
         """Fleet-wide, per key: adaptive limits, lowest limit, 429s seen, pause, waits."""
         return self.backend.snapshot()
 
@@ -196,7 +208,7 @@ class RateLimiter:
         with self._lock:
             self.local_waits[key] += 1
         self.backend.record_wait(key, seconds)
-        for listener in list(_listeners):
+        for listener in list(_LISTENERS.value):
             try:
                 listener(key, seconds)
             except Exception:  # a metrics hook must never fail a judge call

@@ -17,34 +17,44 @@ import collections
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Callable
+from typing import TypedDict
 
 import redis
 from langfuse.api import LangfuseAPI
 
 from worker.alerts import outbox
-from worker.alerts.sinks import sinks_for
-from worker.judging.runtime import Runtime
+from worker.alerts.sinks import Sink
 from worker.review import agreement, labels, routing
+from worker.review.agreement import AgreementFigures, Status
 from worker.review.datasets import DatasetWriter, feedback_specs, flagged
 from worker.review.queue import QueueWriter, ensure_queue, queue_name
 from worker.review.reads import scores_since, trace_id_of
-from worker.rubrics.review_spec import CalibrationSpec
+from worker.rubrics.review_spec import CalibrationSpec, FeedbackSpec
 from worker.rubrics.rubric import Rubric
-from worker.settings import Settings
+from worker.runtime import Runtime
 
 log = logging.getLogger("tracejudge.review")
+
+
+class AgreementBrief(TypedDict):
+    """A rubric version's refreshed agreement, in the summary (the figures: agreement.py)."""
+
+    status: Status
+    n: int
+    kappa: float | None
 
 
 @dataclasses.dataclass
 class ReviewSummary:
     judged_scanned: int = 0
-    queued: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # reason -> new items
-    dataset_items: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    agreement: dict = dataclasses.field(default_factory=dict)  # rubric key -> {status, n, kappa}
+    queued: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # reason -> new items
+    dataset_items: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    agreement: dict[str, AgreementBrief] = dataclasses.field(default_factory=dict)  # by rubric key
     alerts: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {**dataclasses.asdict(self), "queued": dict(self.queued), "dataset_items": dict(self.dataset_items)}
 
 
@@ -68,7 +78,8 @@ class _Writers:
 
     def dataset(self, rubric: Rubric) -> DatasetWriter:
         if rubric.name not in self._datasets:
-            self._datasets[rubric.name] = DatasetWriter(self.rt.langfuse, self.rt.redis, self.rt.traces, rubric)
+            # the plain reader: a dataset item's read has no sibling jobs to share it with
+            self._datasets[rubric.name] = DatasetWriter(self.rt.langfuse, self.rt.redis, self.rt.traces.reader, rubric)
         return self._datasets[rubric.name]
 
 
@@ -85,10 +96,10 @@ def review_tick(rt: Runtime, *, now: dt.datetime | None = None) -> ReviewSummary
         _step(summary, f"user feedback {spec.name} for {rubric.name}",
               lambda: _route_feedback(rt, writers, rubric, spec, now, summary))
     for rubric in _newest(reviewed).values():
-        if rubric.review.dataset:
+        if rubric.review and rubric.review.dataset:
             _step(summary, f"pending dataset items of {rubric.name}", lambda: _retry_pending(writers, rubric, summary))
-    _step(summary, "agreement", lambda: refresh_agreement(rt.langfuse, rt.redis, rt.rubrics, rt.settings, now, summary))
-    _step(summary, "alert delivery", lambda: outbox.deliver(rt.redis, sinks_for(rt.settings)))
+    _step(summary, "agreement", lambda: refresh_agreement(rt.langfuse, rt.redis, rt.rubrics, rt.sinks, now, summary))
+    _step(summary, "alert delivery", lambda: outbox.deliver(rt.redis, rt.sinks))
     return summary
 
 
@@ -100,7 +111,7 @@ def _newest(rubrics: dict[str, Rubric]) -> dict[str, Rubric]:
     return newest
 
 
-def _step(summary: ReviewSummary, what: str, fn) -> None:
+def _step(summary: ReviewSummary, what: str, fn: Callable[[], object]) -> None:
     try:
         fn()
     except Exception as exc:  # boundary (see the module docstring): the next tick redoes this step
@@ -131,7 +142,7 @@ def _route_bottom(rt: Runtime, writers: _Writers, rubric: Rubric, now: dt.dateti
             summary.queued["bottom"] += 1
 
 
-def _route_feedback(rt: Runtime, writers: _Writers, rubric: Rubric, spec, now: dt.datetime,
+def _route_feedback(rt: Runtime, writers: _Writers, rubric: Rubric, spec: FeedbackSpec, now: dt.datetime,
                     summary: ReviewSummary) -> None:
     what = f"feedback:{spec.name}:{rubric.name}"
     since, until = routing.scan_window(rt.redis, what, now)
@@ -154,10 +165,11 @@ def window_days(rubric: Rubric) -> int:
     return (rubric.calibration or CalibrationSpec()).window_days
 
 
-def refresh_agreement(api: LangfuseAPI, client: redis.Redis, rubrics: dict[str, Rubric], settings: Settings,
-                      now: dt.datetime | None = None, summary: ReviewSummary | None = None) -> dict[str, dict]:
+def refresh_agreement(api: LangfuseAPI, client: redis.Redis, rubrics: dict[str, Rubric], sinks: list[Sink],
+                      now: dt.datetime | None = None,
+                      summary: ReviewSummary | None = None) -> dict[str, AgreementFigures]:
     """Read the human labels of the longest window, pair them per version, store the figures,
-    raise the alerts they call for. Returns the figures by rubric key."""
+    raise the alerts they call for (into the outbox, for ``sinks``). Returns the figures by rubric key."""
     now = now or dt.datetime.now(dt.timezone.utc)
     summary = summary or ReviewSummary()
     by_name: dict[str, list[Rubric]] = {}
@@ -167,8 +179,7 @@ def refresh_agreement(api: LangfuseAPI, client: redis.Redis, rubrics: dict[str, 
         return {}
     longest = max(window_days(r) for r in rubrics.values())
     human = labels.human_labels(api, set(by_name), now - dt.timedelta(days=longest), now)
-    sinks = sinks_for(settings)
-    results = {}
+    results: dict[str, AgreementFigures] = {}
     for name, versions in sorted(by_name.items()):
         days = max(window_days(r) for r in versions)
         start = now - dt.timedelta(days=days)
@@ -182,7 +193,7 @@ def refresh_agreement(api: LangfuseAPI, client: redis.Redis, rubrics: dict[str, 
             result = agreement.figures(rubric, pairs[rubric.key], window_days=days, unpaired=unpaired, now=now)
             agreement.store(client, rubric, result)
             results[rubric.key] = result
-            summary.agreement[rubric.key] = {k: result[k] for k in ("status", "n", "kappa")}
+            summary.agreement[rubric.key] = {"status": result["status"], "n": result["n"], "kappa": result["kappa"]}
             alert = agreement.new_alert(client, rubric, result, now.date())
             if alert is not None:
                 outbox.enqueue(client, alert, sinks)  # stored before the state says "alerted"

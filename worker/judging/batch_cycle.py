@@ -1,4 +1,5 @@
-"""One batch cycle: collect the results of ended batches, then submit what is pending.
+"""Batch mode's judging step: one batch cycle collects the results of ended batches, then
+submits what is pending (the store, the providers' batch APIs and the sizing are worker/batching).
 
 Results first, so a repair turn or a retry made from them goes out in the same cycle. Every
 result is finished by the online path's own steps (pipeline.verdict_or_repair, finish_*):
@@ -14,16 +15,16 @@ import time
 import uuid
 from collections import Counter
 
-from worker.accounting.budget import Reservation
-from worker.batching.providers import batches_for
+from worker.accounting.budget import Held, Reservation
+from worker.batching.providers import BatchAPI, batches_for
 from worker.batching.sizing import MAX_BYTES, cut
-from worker.batching.store import PROVIDERS, BatchStore, Item
+from worker.batching.store import PROVIDERS, Item
 from worker.errors import TraceJudgeError, Unscored
 from worker.judging.finish import finish_scored, finish_unscored
-from worker.judging.outcome import Prepared
+from worker.judging.outcome import Prepared, ScoreFacts
 from worker.judging.pipeline import verdict_or_repair
-from worker.judging.runtime import Runtime
 from worker.retrying import as_transient, call_with_retries, status_of
+from worker.runtime import Runtime
 
 log = logging.getLogger("tracejudge.batching")
 LOCK = "tracejudge:batch:cycle-lock"
@@ -35,7 +36,7 @@ MAX_BATCH = 10_000  # requests per submission (the APIs allow 100,000 / 50,000)
 @dataclasses.dataclass
 class BatchCycleSummary:
     skipped: bool = False  # another cycle holds the lock
-    counts: Counter = dataclasses.field(default_factory=Counter)
+    counts: Counter[str] = dataclasses.field(default_factory=Counter)
 
     def line(self) -> str:
         if self.skipped:
@@ -96,18 +97,18 @@ def batch_tick(rt: Runtime, now: float | None = None) -> BatchCycleSummary | Non
 
 
 class BatchCycle:
-    def __init__(self, rt: Runtime):
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.store = BatchStore(rt.redis)
+        self.store = rt.batches
         self.summary = BatchCycleSummary()
-        self._apis: dict[str, object] = {}
+        self._apis: dict[str, BatchAPI] = {}
 
-    def api(self, provider: str):
+    def api(self, provider: str) -> BatchAPI | None:
         if provider not in self._apis:
             rubric = next((r for r in self.rt.rubrics.values() if r.judge.provider == provider), None)
             if rubric is None:
                 return None
-            self._apis[provider] = batches_for(self.rt.judge_for(rubric))
+            self._apis[provider] = batches_for(self.rt.judge_for(rubric).inner)
         return self._apis[provider]
 
     # -- results ----------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class BatchCycle:
             self.summary.counts["batches_ended"] += 1
             self._cleanup(api, batch_id)
 
-    def _cleanup(self, api, batch_id: str) -> None:
+    def _cleanup(self, api: BatchAPI, batch_id: str) -> None:
         try:
             self.summary.counts["files_deleted"] += call_with_retries(lambda: api.cleanup(batch_id))
         except Exception as exc:  # boundary: a file left at the provider costs storage, not correctness
@@ -167,7 +168,9 @@ class BatchCycle:
                         extra={"batch_id": batch_id, "error": str(exc)[:200]})
         self.summary.counts["batches_failed_to_collect"] += 1
 
-    def finish(self, score_id: str, batch_id: str, kind: str, payload, api) -> None:
+    def finish(self, score_id: str, batch_id: str | None, kind: str, payload: object, api: BatchAPI) -> None:
+        """Settle one request's result. ``batch_id``: the batch it came back from; None for a
+        pending request rejected before it was submitted."""
         item = self.store.item(score_id)
         if item is None or item.batch_id != batch_id:
             return  # finished already, or resubmitted in a later batch that owns it now
@@ -205,8 +208,8 @@ class BatchCycle:
                 self.store.requeue(item)
                 return
         except Unscored as exc:
-            outcome = finish_unscored(self.rt, rubric, score_id, item.trace_id, exc, item.usage_total, item.calls,
-                                      item.metadata, item.trace_time, batch=True)
+            outcome = finish_unscored(self.rt, rubric, score_id, _prepared(item).subject, exc, item.usage_total,
+                                      item.calls, item.metadata, item.trace_time, batch=True)
         else:
             outcome = finish_scored(self.rt, rubric, _prepared(item), verdict, item.usage_total, item.calls,
                                     item.repair is not None, batch=True)
@@ -249,8 +252,8 @@ class BatchCycle:
         a cycle cannot submit thousands of requests past the cap; a held request stays pending."""
         kept = []
         for item in items:
-            reservation = self.rt.budget.reserve(self.rt.rubrics[item.rubric_key])
-            if isinstance(reservation, str):
+            reservation = self.rt.budget.admit(self.rt.rubrics[item.rubric_key])
+            if isinstance(reservation, Held):
                 self.summary.counts["held_by_budget"] += 1
                 continue
             item.reserved = [reservation.day, reservation.rubric, reservation.micro_usd]
@@ -259,10 +262,11 @@ class BatchCycle:
 
     def _release(self, item: Item) -> None:
         if item.reserved:
-            self.rt.budget.release(Reservation(*item.reserved))
+            day, rubric, micro_usd = item.reserved
+            self.rt.budget.release(Reservation(str(day), str(rubric), int(micro_usd)))
             item.reserved = None
 
-    def _submit(self, provider: str, api, items: list[Item]) -> None:
+    def _submit(self, provider: str, api: BatchAPI, items: list[Item]) -> None:
         try:
             # One attempt, not retried in place: if the provider created the batch but its reply
             # was lost, a retry would create (and bill) a second one. The next cycle tries again.
@@ -280,6 +284,6 @@ class BatchCycle:
         log.info("batch submitted", extra={"provider": provider, "batch_id": batch_id, "requests": len(items)})
 
 def _prepared(item: Item) -> Prepared:
-    return Prepared(item.score_id, item.trace_id, item.rubric_key, item.judge_request, item.facts,
-                    item.metadata, item.trace_time)
+    return Prepared(item.score_id, item.trace_id, item.rubric_key, item.judge_request,
+                    ScoreFacts.from_json(item.facts), item.metadata, item.trace_time)
 
