@@ -16,6 +16,7 @@ from tests.helpers import Webhook, copy_rubrics, drain, make_env, sampler_for
 from worker.alerts.kinds import QualityDrop, TraceLink, Week, from_json
 from worker.alerts.sinks import pagerduty_event, slack_message
 from worker.cli.main import main
+from worker.drift import detection
 from worker.drift.detection import STATE
 from worker.drift.run import run_detection
 
@@ -24,8 +25,10 @@ DROP_POINTS = 25
 
 
 def drop_time(now: dt.datetime) -> dt.datetime:
-    """An afternoon three days ago: inside the detector's first week, with days left to see it."""
-    day = (now - dt.timedelta(days=3)).date()
+    """The issue's case: Wednesday 14:05, the last Wednesday at least two days ago (2–8 days), so
+    the detector has days to see it; the batch-flow test watches a new cell from 8 days back."""
+    day = now.date() - dt.timedelta(days=2)
+    day -= dt.timedelta(days=(day.weekday() - 2) % 7)
     return dt.datetime.combine(day, dt.time(14, 5), dt.timezone.utc)
 
 
@@ -91,10 +94,13 @@ def check_alert(alert: dict, drop_at: dt.datetime) -> None:
 
 @pytest.mark.slow
 def test_batch_flow_drift_once_alerts_the_drop_once_with_its_start_and_effect(
-        one_rubric, langfuse_emu, judge_emu, redis_url, redis_client, broker, webhook):
+        one_rubric, langfuse_emu, judge_emu, redis_url, redis_client, broker, webhook, monkeypatch):
     s, sampler = one_rubric
     now = dt.datetime.now(dt.timezone.utc)
     drop_at = drop_time(now)
+    assert drop_at.strftime("%a %H:%M") == "Wed 14:05"
+    # A new cell is watched from LOOKBACK_DAYS (7) back; the Wednesday may be 8 days ago.
+    monkeypatch.setattr(detection, "LOOKBACK_DAYS", 8)
     since = history_start(now)
     langfuse_emu.load_observations(traffic(since, now - dt.timedelta(minutes=30), drop_at))
     sampler.run_pass(since, now)

@@ -1,16 +1,25 @@
 """``tracejudge drift``: the week-over-week check, its table, and alert delivery."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
 import click
 
-from worker.cli.common import _settings, read_back_first
+from worker.cli.common import load_settings, read_back_first
 from worker.errors import TraceJudgeError
 
+if TYPE_CHECKING:
+    import redis
 
-def _rebuild(settings, rubrics, client, since) -> None:
-    import datetime as dt
+    from worker.drift.records import CellDetection
+    from worker.drift.rebuild import RebuildResult
+    from worker.rubrics.rubric import Rubric
+    from worker.settings import Settings
+
+
+def _rebuild(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis, since: dt.datetime | None) -> None:
     import sys
 
     from worker.accounting.outcomes import OutcomeLog
@@ -24,7 +33,7 @@ def _rebuild(settings, rubrics, client, since) -> None:
     # time the pages have reached.
     with click.progressbar(length=int(span), label="rebuild", file=sys.stderr, show_eta=False,
                            item_show_func=lambda r: r and f"{r.read} read, {r.added} added") as bar:
-        def on_page(result):
+        def on_page(result: RebuildResult) -> None:
             reached = 0 if result.oldest is None else int(min(span, (now - result.oldest).total_seconds()))
             bar.update(max(0, reached - bar.pos), result)
 
@@ -35,7 +44,7 @@ def _rebuild(settings, rubrics, client, since) -> None:
                f"{result.added} added, {result.already_counted} already counted; skipped: {skipped}")
 
 
-def _detection_table(detections) -> None:
+def _detection_table(detections: list[CellDetection]) -> None:
     """The sequential detector per cell: what it watches against, what it can see, what it found."""
     click.echo("sequential detection (pages a drop within hours, with when it began):")
     click.echo(f"{'cell':<60}{'reference':>12}{'n':>7}  status")
@@ -47,7 +56,9 @@ def _detection_table(detections) -> None:
             status = f"insufficient reference (n={n}, needs 200 in the 28 days before)"
         elif d.incident is not None:
             inc = d.incident
-            status = (f"{'EXPLAINED by ' + ', '.join(inc['explained_by']) if inc.get('explained_by') else 'ALERT'}: "
+            label = ("EXPLAINED by " + ", ".join(inc["explained_by"]) if inc.get("explained_by")
+                     else "HELD for " + ", ".join(inc["held_for"]) if inc.get("held_for") else "ALERT")
+            status = (f"{label}: "
                       f"-{inc['effect_points']:.1f} points [{-inc['effect_interval'][1]:.1f}, "
                       f"{-inc['effect_interval'][0]:.1f}], started {inc['started_at']} "
                       f"({inc['started_between'][0]} - {inc['started_between'][1]}), detected {inc['detected_at']}")
@@ -56,7 +67,7 @@ def _detection_table(detections) -> None:
         click.echo(f"{d.cell[:59]:<60}{mean:>12}{n:>7}  {status}")
 
 
-def _fmt(x, spec=".1f"):
+def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
@@ -67,7 +78,7 @@ def _fmt(x, spec=".1f"):
               help="Rebuild the aggregates from the scores in Langfuse (after a Redis loss), then stop.")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
               help="With --rebuild: scores written since this UTC time (default: 89 days ago, the most allowed).")
-def drift(once, as_json, rebuild, since):
+def drift(once: bool, as_json: bool, rebuild: bool, since: dt.datetime | None) -> None:
     """Compare the last 7 days with the 7 before for every rubric x segment cell; alert on drops.
 
     With --rebuild, re-add the scores of ours in Langfuse to the aggregates instead; scores
@@ -82,7 +93,7 @@ def drift(once, as_json, rebuild, since):
     if since is not None and not rebuild:
         raise click.UsageError("--since goes with --rebuild")
     try:
-        settings = _settings()
+        settings = load_settings()
         rubrics = load_rubrics(settings.rubrics_dir)
         client = connect(settings.redis_url)
         if rebuild:

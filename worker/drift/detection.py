@@ -9,13 +9,13 @@ state and its update; incident.py: history, start, effect); this module feeds th
                                          history (5-minute and hourly buckets) and the open incident
     tracejudge:seq:flagged:<cell>  set   trace-days inside an incident: left out of references
 
-A confirmed score adds itself to ``pending`` in the confirmation's own Redis script
-(aggregates.scored_ops), so once per score id. Each check (the scheduler every few minutes, and
-``drift --once``) takes the cell's pending scores older than the reorder lag, applies them in
-trace-time order and deletes them in one optimistic transaction (WATCH on the pending set and
-the state), so a crash loses or repeats nothing. A score confirmed after its trace time was
-passed is applied by the late rule of cusum.py: counted once, never raising S above its
-in-place value.
+A confirmed score adds itself to ``pending`` in the confirmation's own Redis transaction (its
+``DriftContribution``, worker/drift/contribution.py), so once per score id. Each check (the
+scheduler every few minutes, and ``drift --once``) takes the cell's pending scores older than
+the reorder lag, applies them in trace-time order and deletes them in one optimistic
+transaction (WATCH on the pending set and the state), so a crash loses or repeats nothing. A
+score confirmed after its trace time was passed is applied by the late rule of cusum.py:
+counted once, never raising S above its in-place value.
 
 A cell seen for the first time is watched from ``LOOKBACK_DAYS`` back (so a backfill of
 history is detected as it happened) against the 28 trace-days before that; the reference is
@@ -32,7 +32,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
+from collections.abc import Mapping
 
 import redis
 
@@ -41,6 +41,9 @@ from worker.drift import cusum
 from worker.drift import incident as incidents
 from worker.drift import sequential as seq
 from worker.drift.explain import explain
+from worker.drift.records import CellDetection, IncidentRecord, PinnedFields
+from worker.json_types import JSONDict
+from worker.redis_client import as_text
 
 log = logging.getLogger("tracejudge.drift")
 PENDING = agg.PENDING
@@ -52,30 +55,6 @@ REORDER_LAG_SECONDS = 300  # beyond the settle time: a score this late is applie
 MAX_TRIES = 20
 
 
-@dataclasses.dataclass
-class CellDetection:
-    """What one check found for a cell: for ``drift``, ``status`` and the report."""
-    cell: str
-    status: str  # "insufficient_reference" | "watching" | "alarm" | "explained"
-    reference: seq.Reference | None
-    note: str | None  # the power note: what drop it can see, how fast
-    under_powered: bool
-    s: float
-    h: float | None
-    applied: int
-    incident: dict | None = None
-    new_incident: bool = False
-
-    def as_dict(self) -> dict:
-        ref = dataclasses.asdict(self.reference) if self.reference else None
-        if ref and isinstance(ref.get("mean"), float) and math.isnan(ref["mean"]):
-            ref["mean"] = None
-        return {"cell": self.cell, "status": self.status, "reference": ref, "power": self.note,
-                "under_powered": self.under_powered, "cusum": round(self.s, 3),
-                "limit": None if self.h is None else round(self.h, 3), "applied": self.applied,
-                "incident": self.incident}
-
-
 def budget_cell_years(false_alarms: tuple[float, str], cells: int) -> float:
     """Cell-years per false alarm from the setting: N per cell-year, or N pages a week in all."""
     count, unit = false_alarms
@@ -84,7 +63,7 @@ def budget_cell_years(false_alarms: tuple[float, str], cells: int) -> float:
     return 1.0 / count
 
 
-def check_cells(client: redis.Redis, cells: dict[str, tuple[object, float]], now: float, settle_seconds: int,
+def check_cells(client: redis.Redis, cells: Mapping[str, tuple[object, float]], now: float, settle_seconds: int,
                 cell_years: float) -> list[CellDetection]:
     """Run the detector over ``cells`` (cell -> (rubric, threshold drop)), then explain parents
     (worker/drift/explain.py): a new incident whose drop vanishes without a narrower cell's open
@@ -92,8 +71,8 @@ def check_cells(client: redis.Redis, cells: dict[str, tuple[object, float]], now
     ready_before = now - settle_seconds - REORDER_LAG_SECONDS
     results = {cell: _check_cell(client, cell, drop, now, ready_before, cell_years)
                for cell, (_rubric, drop) in sorted(cells.items())}
-    for cell in explain(results, lambda c, since: _since(client, c, since)):
-        results[cell].status = "explained"
+    for cell, status in explain(results, lambda c, since: _since(client, c, since), now).items():
+        results[cell].status = status
         _save_incident(client, cell, results[cell].incident)
     return list(results.values())
 
@@ -108,18 +87,21 @@ def _since(client: redis.Redis, cell: str, since: float) -> tuple[int, float]:
     return int(n[after].sum()), float(totals[after].sum())
 
 
-def _check_cell(client, cell: str, drop: float, now: float, ready_before: float,
+def _check_cell(client: redis.Redis, cell: str, drop: float, now: float, ready_before: float,
                 cell_years: float) -> CellDetection:
     state_key, pending_key = STATE + cell, PENDING + cell
     for _ in range(MAX_TRIES):
         with client.pipeline() as pipe:
             try:
-                pipe.watch(state_key, pending_key)
+                pipe.watch(state_key, pending_key)  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
                 blob = _load(pipe.get(state_key))
                 if blob is None:
                     blob = _fresh(pipe, cell, now)
                 blob = _maybe_refreeze(pipe, cell, blob, now)
-                ready = pipe.zrangebyscore(pending_key, "-inf", ready_before, withscores=True)
+                # redis-py types the reply as one union for every decode_responses and withscores:
+                # ours is (bytes, float) pairs.
+                ready: list[tuple[bytes, float]] = pipe.zrangebyscore(  # type: ignore[assignment]
+                    pending_key, "-inf", ready_before, withscores=True)
                 result, blob, flag = _apply(cell, blob, ready, drop, cell_years, now)
                 pipe.multi()
                 if ready:
@@ -134,8 +116,8 @@ def _check_cell(client, cell: str, drop: float, now: float, ready_before: float,
     raise RuntimeError(f"the detector's state of {cell} kept changing under it ({MAX_TRIES} tries)")
 
 
-def _apply(cell: str, blob: dict, ready, drop: float, cell_years: float,
-           now: float) -> tuple[CellDetection, dict, list[str]]:
+def _apply(cell: str, blob: JSONDict, ready: list[tuple[bytes, float]], drop: float, cell_years: float,
+           now: float) -> tuple[CellDetection, JSONDict, list[str]]:
     """Apply the ready scores; returns what the check found, the new state and the trace-days
     to flag as changed (an incident's, from its start: left out of later references)."""
     reference = seq.Reference(**blob["reference"]) if blob.get("reference") else None
@@ -149,17 +131,20 @@ def _apply(cell: str, blob: dict, ready, drop: float, cell_years: float,
         if d is not None:
             state = cusum.update(state, x, t, d)
     new_incident, flag = False, []
-    incident = blob.get("incident")
-    if d is not None and state.detected_at is not None and incident is None:
-        pinned = incidents.pin(state, d, history)
+    incident: IncidentRecord | None = blob.get("incident")
+    # pin is None until the CUSUM has crossed (state.detected_at); d is None exactly when reference is.
+    pinned = incidents.pin(state, d, history) if d is not None and incident is None else None
+    if d is not None and reference is not None and pinned is not None:
         incident = _incident(cell, pinned, d, reference, now)
         new_incident, flag = True, incidents.flagged_days(pinned.started_at, max(pinned.detected_at, pinned.started_at))
     elif incident is not None and d is not None and not incident.get("explained_by"):
         incident = _refreshed(incident, incidents.pin(state, d, history), d)
-    if d is not None and cusum.recovered(state):
+    recovered_at = state.recovered_at  # not None: cusum.recovered(state)
+    if d is not None and recovered_at is not None:
         if incident is not None:
-            flag = incidents.flagged_days(incident["started_epoch"], state.recovered_at)
-        blob["recovered"] = {"at": state.recovered_at, "incident": (incident or {}).get("incident_id")}
+            flag = incidents.flagged_days(incident["started_epoch"], recovered_at)
+        blob["recovered"] = {"at": recovered_at,
+                             "incident": incident.get("incident_id") if incident is not None else None}
         blob["reference"], state, incident = None, cusum.new_state(state.recovered_at), None  # re-baselined next check
         blob["refreeze"] = True
     blob.update(state=_state_json(state), history=_history_json(history), incident=incident, drop=drop,
@@ -171,14 +156,20 @@ def _apply(cell: str, blob: dict, ready, drop: float, cell_years: float,
         applied=len(scores), incident=incident, new_incident=new_incident), blob, flag
 
 
-def _incident(cell: str, pinned: incidents.Incident, d: seq.Design, reference: seq.Reference, now: float) -> dict:
+def _incident(cell: str, pinned: incidents.Incident, d: seq.Design, reference: seq.Reference,
+              now: float) -> IncidentRecord:
     incident_id = hashlib.sha256(f"{cell}|{pinned.detected_at}".encode()).hexdigest()[:20]
+    f = _pinned_fields(pinned, d)
     return {"incident_id": incident_id, "alerted_at": _iso(now), "sent": False,
-            **_pinned_fields(pinned, d), "reference": {"mean": round(reference.mean, 2), "n": reference.n,
-                                                       "since": reference.since, "until": reference.until}}
+            "started_epoch": f["started_epoch"], "started_at": f["started_at"],
+            "started_between": f["started_between"], "detected_at": f["detected_at"],
+            "effect_points": f["effect_points"], "effect_interval": f["effect_interval"], "n_after": f["n_after"],
+            "drop_threshold": f["drop_threshold"],
+            "reference": {"mean": round(reference.mean, 2), "n": reference.n,
+                          "since": reference.since, "until": reference.until}}
 
 
-def _pinned_fields(pinned: incidents.Incident, d: seq.Design) -> dict:
+def _pinned_fields(pinned: incidents.Incident, d: seq.Design) -> PinnedFields:
     return {"started_epoch": pinned.started_at, "started_at": _iso(pinned.started_at),
             "started_between": [_iso(pinned.started_between[0]), _iso(pinned.started_between[1])],
             "detected_at": _iso(pinned.detected_at),
@@ -187,16 +178,19 @@ def _pinned_fields(pinned: incidents.Incident, d: seq.Design) -> dict:
             "n_after": pinned.n_after, "drop_threshold": d.drop}
 
 
-def _refreshed(incident: dict, pinned: incidents.Incident | None, d: seq.Design) -> dict:
+def _refreshed(incident: IncidentRecord, pinned: incidents.Incident | None, d: seq.Design) -> IncidentRecord:
     """An open incident's effect, as more scores arrive (its start and detection stay)."""
     if pinned is None:
         return incident
     fields = _pinned_fields(pinned, d)
-    return {**incident, "effect_points": fields["effect_points"], "effect_interval": fields["effect_interval"],
-            "n_after": fields["n_after"]}
+    refreshed = incident.copy()  # its keys in their order, these three values replaced
+    refreshed["effect_points"] = fields["effect_points"]
+    refreshed["effect_interval"] = fields["effect_interval"]
+    refreshed["n_after"] = fields["n_after"]
+    return refreshed
 
 
-def _save_incident(client: redis.Redis, cell: str, incident: dict) -> None:
+def _save_incident(client: redis.Redis, cell: str, incident: IncidentRecord | None) -> None:
     raw = client.get(STATE + cell)
     if raw is None:
         return
@@ -213,7 +207,7 @@ def mark_sent(client: redis.Redis, cell: str) -> None:
         client.set(STATE + cell, json.dumps(blob))
 
 
-def _fresh(client, cell: str, now: float) -> dict:
+def _fresh(client: redis.Redis, cell: str, now: float) -> JSONDict:
     """A cell seen for the first time: watched from LOOKBACK_DAYS back."""
     start_day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date() - dt.timedelta(days=LOOKBACK_DAYS)
     start = dt.datetime.combine(start_day, dt.time(), dt.timezone.utc).timestamp()
@@ -221,7 +215,7 @@ def _fresh(client, cell: str, now: float) -> dict:
             "state": _state_json(cusum.new_state(start)), "history": None, "incident": None}
 
 
-def _maybe_refreeze(client, cell: str, blob: dict, now: float) -> dict:
+def _maybe_refreeze(client: redis.Redis, cell: str, blob: JSONDict, now: float) -> JSONDict:
     """Freeze the reference from the 28 trace-days before the watch start (first time, after a
     recovery) or before today (weekly, while the CUSUM rests at 0 and no incident is open)."""
     today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
@@ -237,7 +231,7 @@ def _maybe_refreeze(client, cell: str, blob: dict, now: float) -> dict:
         until = dt.datetime.fromtimestamp(blob["start"], dt.timezone.utc).date()  # first time: before the watch
     else:
         until = today
-    flagged = {m.decode() for m in client.smembers(FLAGGED + cell)}
+    flagged = {as_text(m) for m in client.smembers(FLAGGED + cell)}
     days = seq.reference_days(until)
     rows = agg.read_days(client, cell, days)
     ref = seq.reference([seq.DayAggregate(day, int(r.get("n", 0)), r.get("sum", 0.0), r.get("sumsq", 0.0),
@@ -245,15 +239,16 @@ def _maybe_refreeze(client, cell: str, blob: dict, now: float) -> dict:
     return {**blob, "reference": dataclasses.asdict(ref), "frozen_on": today.isoformat(), "refreeze": False}
 
 
-def _load(raw) -> dict | None:
-    return json.loads(raw) if raw else None
+def _load(raw: bytes | str | None) -> JSONDict | None:
+    blob: JSONDict | None = json.loads(raw) if raw else None
+    return blob
 
 
-def _state_json(state: cusum.State) -> dict:
+def _state_json(state: cusum.State) -> JSONDict:
     return dataclasses.asdict(state)
 
 
-def _history(raw: dict | None) -> incidents.History:
+def _history(raw: JSONDict | None) -> incidents.History:
     history = incidents.History()
     if raw:
         history.fine = {int(k): v for k, v in raw["fine"].items()}
@@ -262,7 +257,7 @@ def _history(raw: dict | None) -> incidents.History:
     return history
 
 
-def _history_json(history: incidents.History) -> dict:
+def _history_json(history: incidents.History) -> JSONDict:
     return {"fine": history.fine, "coarse": history.coarse, "newest": history.newest}
 
 
@@ -276,17 +271,21 @@ def describe(client: redis.Redis, cell: str) -> tuple[str | None, str]:
     blob = _load(client.get(STATE + cell))
     if blob is None:
         return None, "not checked by the detector yet"
-    inc = blob.get("incident")
+    inc: IncidentRecord | None = blob.get("incident")
     if inc:
         lo, hi = inc["effect_interval"]
         line = (f"−{inc['effect_points']:.1f} points [−{hi:.1f}, −{lo:.1f}] since {inc['started_at']} "
                 f"({inc['started_between'][0]} – {inc['started_between'][1]}), detected {inc['detected_at']}")
         if inc.get("explained_by"):
             return None, line + f"; explained by {', '.join(inc['explained_by'])}"
+        if inc.get("held_for"):
+            return None, line + f"; held for {', '.join(inc['held_for'])}, about to cross"
         return (inc["alerted_at"][:16].replace("T", " ") if inc.get("sent") else None), line
     ref = seq.Reference(**blob["reference"]) if blob.get("reference") else None
-    if ref is None or not ref.sufficient:
+    # design() is None exactly when the reference is insufficient
+    d = (seq.design(ref, drop=blob.get("drop", 5.0), cell_years=blob.get("cell_years", 1.0))
+         if ref is not None else None)
+    if ref is None or d is None:
         n = 0 if ref is None else ref.n
         return None, f"insufficient reference: {n} scores in the 28 days before (needs {seq.MIN_REFERENCE_N})"
-    d = seq.design(ref, drop=blob.get("drop", 5.0), cell_years=blob.get("cell_years", 1.0))
     return None, seq.power_note(d) + (" (under-powered: never paged by a fixed threshold)" if seq.under_powered(d) else "")

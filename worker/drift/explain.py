@@ -9,35 +9,57 @@ estimated start, is less than half the threshold below the parent's reference, o
 standard errors of it (a small remainder cannot show a drop of its own): then the
 parent keeps its incident (``explained_by``) and only the narrow cell pages. The narrowest
 cells are decided first, so an explained cell never explains another.
+
+A parent can cross first: it holds more traffic, and the narrow cell's CUSUM may still be a few
+scores short of its limit. Then a narrower cell whose traffic would explain the parent's drop
+(the same remainder test) *and* whose own scores since the parent's start are clearly down
+(half the threshold below its reference, two standard errors deep) holds the parent's page
+(``held_for``): when that cell's incident opens, the parent is explained by it; if it has not
+opened ``HOLD_SECONDS`` (12 h) later, the parent pages itself.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from worker.drift.aggregates import DEFAULT_SEGMENT_KEYS
+from worker.drift.records import CellDetection
 
 Z_LEFT = 2.0  # the rest of the parent's traffic keeps the drop only if it is this many standard errors deep
+HOLD_SECONDS = 12 * 3600  # the longest a parent's page waits for the narrower cell that explains it
 Since = Callable[[str, float], tuple[int, float]]  # cell, trace time -> (n, sum) of its scores since
 
 
-def explain(results: dict, since: Since) -> list[str]:
-    """Mark the new incidents of ``results`` (cell -> CellDetection) that an open incident of a
-    narrower cell explains (``incident["explained_by"]``); returns those cells."""
+def explain(results: Mapping[str, CellDetection], since: Since, now: float) -> dict[str, str]:
+    """Settle the unsent incidents of ``results`` (cell -> CellDetection): explained by a
+    narrower cell's open incident (``incident["explained_by"]``), held for a narrower cell about
+    to cross (``held_for``, since ``held_since``), or released to page. Returns the cells whose
+    incident changed, with their new status ("explained" | "held" | "alarm")."""
     open_cells: list[str] = []
-    explained = []
+    changed: dict[str, str] = {}
     for cell in sorted(results, key=specificity, reverse=True):
         result = results[cell]
-        if result.incident is None or result.incident.get("explained_by"):
+        incident = result.incident
+        if incident is None or incident.get("explained_by"):
             continue
-        if result.new_incident:
+        if result.new_incident or incident.get("held_for"):
             by = [c for c in open_cells if _explains(c, cell, result, since)]
             if by:
-                result.incident["explained_by"] = [segment(c) for c in by]
-                explained.append(cell)
+                incident.pop("held_for", None)
+                incident["explained_by"] = [segment(c) for c in by]
+                changed[cell] = "explained"
                 continue
+            waiting = [c for c in results if c not in open_cells and _about_to_explain(c, cell, results, since)]
+            held_since = incident.get("held_since", now)
+            if waiting and now - held_since < HOLD_SECONDS:
+                incident["held_for"] = [segment(c) for c in waiting]
+                incident["held_since"] = held_since
+                changed[cell] = "held"
+                continue
+            if incident.pop("held_for", None) is not None:
+                changed[cell] = "alarm"  # waited long enough: it pages itself
         open_cells.append(cell)
-    return explained
+    return changed
 
 
 def segment(cell: str) -> str:
@@ -68,19 +90,36 @@ def intersection(a: str, b: str) -> str | None:
     return "|".join([*head_a, "|".join(f"{k}={merged[k]}" for k in keys) or "all"])
 
 
-def _explains(child: str, parent: str, result, since: Since) -> bool:
-    if specificity(child) <= specificity(parent):
+def _about_to_explain(child: str, parent: str, results: Mapping[str, CellDetection], since: Since) -> bool:
+    """A narrower cell with no incident yet whose traffic explains the parent's drop and whose
+    own scores since the parent's start are clearly down against its own reference."""
+    mine = results[child]
+    if mine.incident is not None or mine.reference is None or not mine.reference.sufficient:
+        return False
+    parent_incident = results[parent].incident
+    if parent_incident is None or not _explains(child, parent, results[parent], since):
+        return False
+    n, total = since(child, parent_incident["started_epoch"])
+    if n <= 0:
+        return False
+    drop = mine.reference.mean - total / n
+    threshold = float(parent_incident.get("drop_threshold", 5.0))
+    return drop >= threshold / 2 and drop >= Z_LEFT * mine.reference.sd / math.sqrt(n)
+
+
+def _explains(child: str, parent: str, result: CellDetection, since: Since) -> bool:
+    incident, reference = result.incident, result.reference
+    if incident is None or reference is None or specificity(child) <= specificity(parent):
         return False
     shared = intersection(child, parent)
     if shared is None or shared == parent:
         return False
-    start = result.incident["started_epoch"]
+    start = incident["started_epoch"]
     n, total = since(parent, start)
     n_shared, total_shared = since(shared, start)
     n_rest, total_rest = n - n_shared, total - total_shared
     if n_rest <= 0:
         return True  # all of the parent's traffic since the start is the child's
-    drop = result.reference.mean - total_rest / n_rest
+    drop = reference.mean - total_rest / n_rest
     # What is left must show a drop of its own: half the threshold at least, and clear of its noise.
-    return drop < float(result.incident.get("drop_threshold", 5.0)) / 2 or \
-        drop < Z_LEFT * result.reference.sd / math.sqrt(n_rest)
+    return drop < float(incident.get("drop_threshold", 5.0)) / 2 or drop < Z_LEFT * reference.sd / math.sqrt(n_rest)

@@ -7,16 +7,19 @@ import dataclasses
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Callable
 
 import redis
 
 from worker.alerts import outbox
 from worker.alerts.kinds import DriftAlert, QualityDrop, TraceLink, UnscoredRise, Week
-from worker.alerts.sinks import sinks_for
+from worker.alerts.sinks import Sink, sinks_for
 from worker.drift import aggregates as agg
 from worker.drift.check import DEFAULT_THRESHOLD, CellReport, new_alerts, remember_alert, run_check
-from worker.drift.detection import CellDetection, budget_cell_years, check_cells, mark_sent
+from worker.drift.detection import budget_cell_years, check_cells, mark_sent
+from worker.drift.records import CellDetection
 from worker.jobs import format_rubric_key
+from worker.redis_client import as_text
 from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
 
@@ -29,7 +32,8 @@ class DriftRun:
     delivery: tuple[int, int]  # (delivered, still in the outbox)
 
 
-def unscored_alert(report: CellReport, rubric: Rubric, trace_url, today: dt.date) -> UnscoredRise:
+def unscored_alert(report: CellReport, rubric: Rubric, trace_url: Callable[[str], str],
+                   today: dt.date) -> UnscoredRise:
     d = report.decision
     owner = rubric.owner or {}
     return UnscoredRise(
@@ -39,15 +43,18 @@ def unscored_alert(report: CellReport, rubric: Rubric, trace_url, today: dt.date
         cell=report.cell, rubric=rubric.name, owner=owner.get("team", "unowned"),
         route=owner.get("alert_route"), version=rubric.version, judge_model=report.judge_model,
         segment=report.segment, prev=Week(d.prev_mean, d.n_prev), curr=Week(d.curr_mean, d.n_curr),
-        drop_points=d.drop, p_value=d.p, q_value=d.q,
+        drop_points=d.drop if d.drop is not None else 0.0, p_value=d.p, q_value=d.q,
         unscored_rate={"prev": report.unscored_rate_prev, "curr": report.unscored_rate_curr},
         bottom_traces=[TraceLink(t, p, trace_url(t)) for t, p in report.bottom],
     )
 
 
-def drop_alert(client: redis.Redis, detection: CellDetection, rubric: Rubric, trace_url) -> QualityDrop:
+def drop_alert(client: redis.Redis, detection: CellDetection, rubric: Rubric,
+               trace_url: Callable[[str], str]) -> QualityDrop:
     """A sequential detection's alert: the start, the effect and the reference it was held to."""
     inc = detection.incident
+    if inc is None:
+        raise ValueError(f"{detection.cell} has no open incident to alert")
     _name, _version, model, segment = detection.cell.split("|", 3)
     owner = rubric.owner or {}
     ref = inc["reference"]
@@ -69,7 +76,7 @@ def drop_alert(client: redis.Redis, detection: CellDetection, rubric: Rubric, tr
         bottom_traces=[TraceLink(t, p, trace_url(t)) for t, p in agg.bottom(client, detection.cell, days)],
         started_at=inc["started_at"], started_between=inc["started_between"], detected_at=inc["detected_at"],
         alerted_at=inc["alerted_at"], effect_points=inc["effect_points"], effect_interval=inc["effect_interval"],
-        reference=ref, incident_id=inc["incident_id"], explained_by=inc.get("explained_by"))
+        reference=dict(ref), incident_id=inc["incident_id"], explained_by=inc.get("explained_by"))
 
 
 def _short(iso: str) -> str:
@@ -86,7 +93,7 @@ def detection_cells(client: redis.Redis, rubrics: dict[str, Rubric]) -> dict[str
     """Every cell with aggregates whose rubric version is loaded, with its threshold drop."""
     cells = {}
     for raw in client.smembers(agg.CELLS):
-        cell = raw.decode()
+        cell = as_text(raw)
         name, version, _model, _segment = cell.split("|", 3)
         rubric = rubrics.get(format_rubric_key(name, int(version.lstrip("v"))))
         if rubric is not None:
@@ -94,18 +101,21 @@ def detection_cells(client: redis.Redis, rubrics: dict[str, Rubric]) -> dict[str
     return cells
 
 
-def run_detection(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis, trace_url,
-                  now: float | None = None) -> tuple[list[CellDetection], list[QualityDrop]]:
+def run_detection(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis, trace_url: Callable[[str], str],
+                  now: float | None = None, *,
+                  sinks: list[Sink] | None = None) -> tuple[list[CellDetection], list[QualityDrop]]:
     """One pass of the sequential detector over every cell; alerts for incidents not yet sent
-    (explained ones are kept, not paged) go into the outbox."""
+    (explained ones are kept, not paged) go into the outbox, for ``sinks`` (default: the
+    settings'; a runtime passes its own)."""
     now = time.time() if now is None else now
     cells = detection_cells(client, rubrics)
     detections = check_cells(client, cells, now, settings.settle_seconds,
                              budget_cell_years(settings.false_alarms, len(cells)))
-    sinks, alerts = sinks_for(settings), []
+    sinks = sinks_for(settings) if sinks is None else sinks
+    alerts: list[QualityDrop] = []
     for det in detections:
         inc = det.incident
-        if inc is None or inc.get("sent") or inc.get("explained_by"):
+        if inc is None or inc.get("sent") or inc.get("explained_by") or inc.get("held_for"):
             continue
         alert = drop_alert(client, det, cells[det.cell][0], trace_url)
         outbox.enqueue(client, alert, sinks)  # stored before the state says "sent"
@@ -114,14 +124,16 @@ def run_detection(settings: Settings, rubrics: dict[str, Rubric], client: redis.
     return detections, alerts
 
 
-def run_drift(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis, trace_url,
-              today: dt.date | None = None, now: float | None = None) -> DriftRun:
+def run_drift(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis, trace_url: Callable[[str], str],
+              today: dt.date | None = None, now: float | None = None, *,
+              sinks: list[Sink] | None = None) -> DriftRun:
     """The detector, then the weekly summary (paging only a rise in the unscored rate), then
-    delivery of everything in the outbox."""
+    delivery of everything in the outbox to ``sinks`` (default: the settings')."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
-    detections, alerts = run_detection(settings, rubrics, client, trace_url, now)
+    sinks = sinks_for(settings) if sinks is None else sinks
+    detections, drops = run_detection(settings, rubrics, client, trace_url, now, sinks=sinks)
+    alerts: list[DriftAlert] = list(drops)
     reports = run_check(client, rubrics, today)
-    sinks = sinks_for(settings)
     for report in new_alerts(client, reports):
         if not report.unscored_alert:
             report.new_alert = False  # the weekly table shows the drop; the detector pages it
