@@ -1,21 +1,22 @@
 """Run the benchmarks: `python -m benchmarks [--latency-ms 1000] [--traces 1200]` is the fleet
-throughput benchmark (benchmarks/fleet_throughput.py); `python -m benchmarks continuous [--quick]`
-is issue 12's continuous-mode benchmark (benchmarks/continuous.py: listings and Langfuse
-requests per trace for today's schedule and the new one, CPU per judged trace at 64 and 256 in
-flight with a py-spy profile, and pacing under a provider limit and the chaos plan);
-`python -m benchmarks detection [--quick]` is issue 25's detection benchmark
-(benchmarks/detection.py, the same as `python -m benchmarks.detection`)."""
+throughput benchmark (benchmarks/fleet_throughput.py); `python -m benchmarks <name> [args]` runs
+`benchmarks/<name>.py` (the same as `python -m benchmarks.<name>`):
+
+- `continuous [--quick]`: issue 12's continuous-mode benchmark (listings and Langfuse requests
+  per trace, CPU per judged trace at 64 and 256 in flight, pacing under a provider limit);
+- `detection [--quick]`: issue 25's sequential detector beside the weekly rule and a
+  Langfuse-style threshold;
+- `sampling_power [--quick]`: issue 27's power-aware sampling and weighted means;
+- `attribution [--quick]`: issue 27's slice and change-event attribution.
+"""
+import importlib
 import sys
 
+NAMED = ("continuous", "detection", "sampling_power", "attribution")
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["continuous"]:
-        from benchmarks.continuous import main as continuous
-
-        continuous(sys.argv[2:])
-    elif sys.argv[1:2] == ["detection"]:
-        from benchmarks.detection import main as detection
-
-        detection(sys.argv[2:])
+    if sys.argv[1:2] and sys.argv[1] in NAMED:
+        importlib.import_module(f"benchmarks.{sys.argv[1]}").main(sys.argv[2:])
     else:
         from benchmarks.fleet_throughput import main
 
