@@ -36,92 +36,19 @@ import datetime as dt
 import io
 import json
 import random
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import httpx
-import redis
-
+from benchmarks import cpu
+from benchmarks.bench_stack import RESULTS, Stack
 from emulators.seed import generate
-from emulators.stack import JUDGE_KEY, PUBLIC_KEY, SECRET_KEY, child_env, free_port, start_emulator, start_redis, \
-    stop, stop_group
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 THREE_RUBRICS = ("helpfulness", "instruction_following", "safety")  # every one applies to every trace
 LISTING = "GET v2/observations (listing)"
-
-
-# -- the stack ----------------------------------------------------------------------------------
-class Stack:
-    """redis-server, the Langfuse emulator and a judge emulator (benchmarks/fast_emulators.py), on
-    free ports; ``close()`` stops all (and every fleet started through ``fleet()``)."""
-
-    def __init__(self, workdir: Path, *, judge_latency_ms: int, rubrics: tuple[str, ...], judge: str = "judge"):
-        self.workdir = workdir
-        self.procs: list[subprocess.Popen] = []
-        self.fleets: list[subprocess.Popen] = []
-        try:
-            rubrics_dir = workdir / "rubrics"
-            for name in rubrics:
-                shutil.copytree(REPO / "rubrics" / name, rubrics_dir / name,
-                                ignore=shutil.ignore_patterns("examples.jsonl"))
-            for shared in ("repair.j2", "json_answer.j2"):
-                if (REPO / "rubrics" / shared).is_file():
-                    shutil.copy(REPO / "rubrics" / shared, rubrics_dir / shared)
-            redis_proc, self.redis_url = start_redis(workdir)
-            self.procs.append(redis_proc)
-            lf, self.langfuse_url = start_emulator("benchmarks.fast_emulators", [
-                "langfuse", "--port", str(free_port()), "--public-key", PUBLIC_KEY, "--secret-key", SECRET_KEY],
-                workdir / "langfuse.log")
-            self.procs.append(lf)
-            jd, self.judge_url = start_emulator("benchmarks.fast_emulators", [
-                judge, "--port", str(free_port()), "--latency-ms", str(judge_latency_ms)], workdir / "judge.log")
-            self.procs.append(jd)
-        except BaseException:
-            self.close()
-            raise
-        self.redis = redis.Redis.from_url(self.redis_url)
-        self.admin = httpx.Client(timeout=120)
-        self.env = {"REDIS_URL": self.redis_url, "LANGFUSE_BASE_URL": self.langfuse_url,
-                    "LANGFUSE_PUBLIC_KEY": PUBLIC_KEY, "LANGFUSE_SECRET_KEY": SECRET_KEY,
-                    "ANTHROPIC_API_KEY": JUDGE_KEY, "ANTHROPIC_BASE_URL": self.judge_url,
-                    "OPENAI_API_KEY": JUDGE_KEY, "OPENAI_BASE_URL": self.judge_url + "/v1",
-                    "TRACEJUDGE_RUBRICS_DIR": str(rubrics_dir), "TRACEJUDGE_METRICS_PORT": "0"}
-
-    def load(self, observations: list[dict]) -> None:
-        for i in range(0, len(observations), 2000):
-            self.admin.post(f"{self.langfuse_url}/_emulator/observations",
-                            content=json.dumps(observations[i:i + 2000]),
-                            headers={"Content-Type": "application/json"}).raise_for_status()
-
-    def langfuse(self, view: str):
-        return self.admin.get(f"{self.langfuse_url}/_emulator/{view}").json()
-
-    def judge_counts(self) -> dict:
-        return self.admin.get(f"{self.judge_url}/_emulator/stats").json()["counts"]
-
-    def fleet(self, processes: int, threads: int, env: dict, log_name: str) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from worker.cli.main import main; main()", "worker", "--processes",
-             str(processes), "--threads", str(threads)], env=child_env({**self.env, **env}),
-            stdout=open(self.workdir / log_name, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        self.fleets.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.fleets:
-            stop_group(proc, 60)
-        for proc in reversed(self.procs):
-            stop(proc)
-        self.procs.clear()
-        self.fleets.clear()
 
 
 # -- continuous mode ---------------------------------------------------------------------------
@@ -210,7 +137,7 @@ def run_schedule(sc: Scenario, name: str, env: dict, tr: Traffic, args, log) -> 
     from worker.fleet.queues import queue_depth
     from worker.fleet.scheduler import budget_tick, build_sampler
     from worker.judging.confirm import confirm_writes
-    from worker.judging.runtime import Runtime
+    from worker.runtime import Runtime
     from worker.settings import Settings
 
     workdir = Path(tempfile.mkdtemp(prefix=f"tracejudge-continuous-{name}-"))
@@ -236,7 +163,7 @@ def run_schedule(sc: Scenario, name: str, env: dict, tr: Traffic, args, log) -> 
             began = time.monotonic()
             # the scheduler's phases, in its order (worker/fleet/scheduler.py run_fleet_scheduler)
             sampler.tick(now)
-            budget_tick(sampler)
+            budget_tick(sampler, rt)
             confirm_writes(rt)
             tick_seconds += time.monotonic() - began
             if fleet.poll() is not None:
@@ -276,7 +203,8 @@ def run_schedule(sc: Scenario, name: str, env: dict, tr: Traffic, args, log) -> 
             "loop_seconds": loop_seconds, "workdir": str(workdir)}
 
 
-def summarize(sc: Scenario, tr: Traffic, runs: list[dict]) -> str:
+def summarize(sc: Scenario, tr: Traffic, runs: list[dict]) -> tuple[str, dict]:
+    """The printed table and the same figures as JSON (see ``figures``)."""
     from samplers.hashing import is_sampled
 
     cover = min(r["covered_until"] for r in runs)
@@ -342,7 +270,30 @@ def summarize(sc: Scenario, tr: Traffic, runs: list[dict]) -> str:
     w("(requests per judged trace: all requests of the fleet and the scheduler, counted by the emulator, divided by "
       "the traces with a score; the listing and the read-back are per tick, so their share per judged trace "
       f"falls as the traffic grows: here {sc.traces_per_minute * sc.sample_rate:.2f} judged traces a tick)\n")
-    return out.getvalue()
+    return out.getvalue(), figures(sc, tr, runs, cohort, per)
+
+
+def figures(sc: Scenario, tr: Traffic, runs: list[dict], cohort: list[str], per: list[list[int]]) -> dict:
+    """The table's figures, unrounded, by schedule: what tests and later runs read instead of the text."""
+    out = {"scenario": dataclasses.asdict(sc), "traces": len(tr.roots), "cohort": len(cohort),
+           "late_in_cohort": sum(1 for t in cohort if tr.lateness[t] > 0), "schedules": {}}
+    for r, listed in zip(runs, per):
+        judged = len(r["judged"])
+        total = sum(r["endpoints"].values())
+        out["schedules"][r["name"]] = {
+            "env": r["env"], "ticks": r["ticks"], "drained": r["drained"],
+            "listings_per_trace_mean": sum(listed) / max(1, len(listed)),
+            "listings_per_trace_max": max(listed, default=0),
+            "never_listed": sum(1 for x in listed if x == 0),
+            "listing_requests": r["endpoints"].get(LISTING, 0),
+            "requests_total": total,
+            "requests_counted_by_emulator": sum(v for k, v in r["counts"].items() if not k.startswith("fault")),
+            "judged_traces": judged, "scores": r["scores"],
+            "requests_per_judged_trace": total / max(1, judged),
+            "requests_by_endpoint": dict(sorted(r["endpoints"].items())),
+            "outcomes": r["outcomes"], "judge_calls": r["judge_calls"], "loop_seconds": r["loop_seconds"],
+            "problems": consistency(r), "workdir": r["workdir"]}
+    return out
 
 
 def _pages_per_minute(per_minute: float, overlap: int, passes) -> float:
@@ -364,14 +315,16 @@ def consistency(run: dict) -> list[str]:
     return problems
 
 
-def continuous(args, log) -> str:
+def continuous(args, log) -> tuple[str, dict]:
+    """The continuous part: its printed table, and its figures (``figures``)."""
     sc = scenario(args)
     tr = traffic(sc)
     log(f"continuous: {len(tr.roots)} traces over {sc.hours:g} simulated hours; fleet {args.processes} x "
         f"{args.threads}, judge {args.judge_latency_ms} ms")
     runs = [run_schedule(sc, name, env, tr, args, log) for name, env in schedules(sc)]
     problems = [p for r in runs for p in consistency(r)]
-    return summarize(sc, tr, runs) + "".join(f"COUNT MISMATCH: {p}\n" for p in problems)
+    text, figs = summarize(sc, tr, runs)
+    return text + "".join(f"COUNT MISMATCH: {p}\n" for p in problems), figs
 
 
 # -- one command ---------------------------------------------------------------------------------
@@ -401,12 +354,15 @@ def main(argv: list[str] | None = None) -> None:
                              "production's 60 s ticks leave the fleet idle between ticks' jobs)")
     parser.add_argument("--no-profile", action="store_true", help="cpu: skip the py-spy profile")
     parser.add_argument("--out", default=None, help="where to save the output (default: benchmarks/results/)")
+    parser.add_argument("--json", default=None,
+                        help="where to write the continuous part's figures as JSON (default: --out's path with .json)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM too
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     stamp = dt.datetime.now().strftime("%Y-%m-%d")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = Path(args.out) if args.out else RESULTS / f"continuous-{stamp}{'-quick' if args.quick else ''}.txt"
+    json_path = Path(args.json) if args.json else out_path.with_suffix(".json")
     with open(out_path, "w") as saved:
         tee = Tee(sys.stdout, saved)
 
@@ -417,10 +373,11 @@ def main(argv: list[str] | None = None) -> None:
         log(f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; 2 shared cores")
         sections = []
         if "continuous" in parts:
-            sections.append(("continuous mode", continuous(args, log)))
-            log("\n== continuous mode ==\n" + sections[-1][1].rstrip())
+            text, figs = continuous(args, log)
+            sections.append(("continuous mode", text))
+            log("\n== continuous mode ==\n" + text.rstrip())
+            json_path.write_text(json.dumps(figs, indent=2, default=str) + "\n")
         if "cpu" in parts:
-            from benchmarks import cpu
             sections.append(("cpu", cpu.run(args, log, profile_path=None if args.no_profile else
                                             RESULTS / f"profile-{stamp}{'-quick' if args.quick else ''}.txt")))
             log("\n== cpu ==\n" + sections[-1][1].rstrip())
@@ -436,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
             tee.write("\n\n######## all parts, side by side ########\n")
             for title, text in sections:
                 tee.write(f"\n== {title} ==\n{text.rstrip()}\n")
-        log(f"\n(saved to {out_path})")
+        log(f"\n(saved to {out_path}{f'; figures in {json_path}' if 'continuous' in parts else ''})")
 
 
 if __name__ == "__main__":

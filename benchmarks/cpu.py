@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.continuous import RESULTS, Stack
+from benchmarks.bench_stack import RESULTS, Stack
 from emulators.seed import generate
 
 LATENCY_MS = 500

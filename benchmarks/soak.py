@@ -39,9 +39,9 @@ from worker.fleet.broker import build_broker
 from worker.fleet.housekeeping import housekeep
 from worker.fleet.queues import queue_depth
 from worker.judging.confirm import GRACE_SECONDS, confirm_writes
-from worker.judging.runtime import Runtime
 from worker.langfuse_io.client import build_langfuse_api
 from worker.rubrics.rubric import SHARED_PROMPTS, load_rubrics
+from worker.runtime import Runtime
 from worker.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

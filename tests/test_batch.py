@@ -8,13 +8,13 @@ import time
 import pytest
 import yaml
 
-from tests.helpers import hand_built_runtime, installed, one_trace
+from tests.helpers import hand_built_runtime, make_env, one_trace
 from worker.accounting.pricing import cost_usd
-from worker.batching.cycle import MAX_TRIES, BatchCycle, run_batch_cycle
 from worker.batching.store import SUBMITTED, BatchStore
 from worker.judges.base import Usage
+from worker.judging.batch_cycle import MAX_TRIES, BatchCycle, run_batch_cycle
 from worker.judging.pipeline import judge_one
-from worker.judging.runtime import Runtime
+from worker.runtime import Runtime
 
 MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4.1-2025-04-14"}
 PROVIDERS = ["anthropic", "openai"]
@@ -200,29 +200,29 @@ def test_a_crash_before_the_batch_id_is_stored_resubmits_and_scores_once(make_rt
     assert rt.outcomes.stats()["scored"] == 1
 
 
-def test_the_batches_cli_shows_pending_work_and_polls(make_rt, langfuse_emu):
+def test_the_batches_cli_shows_pending_work_and_polls(make_rt, langfuse_emu, judge_emu, redis_url):
     import json
 
     from click.testing import CliRunner
 
     from worker.cli.batches import batches
 
-    with installed(make_rt("anthropic")) as rt:
-        judge_one(rt, trace(langfuse_emu, "9" * 32, "Answer [[quality:0.7]]"), "helpfulness@v1")
-        runner = CliRunner()
-        status = runner.invoke(batches, ["status", "--json"])
-        assert status.exit_code == 0 and json.loads(status.output)["pending_anthropic"] == 1
-        polled = runner.invoke(batches, ["poll"])
-        assert polled.exit_code == 0 and "submitted 1 requests in 1 batches" in polled.output
-        running = json.loads(runner.invoke(batches, ["status", "--json"]).output)
-        assert running["pending_anthropic"] == 0 and running["batches_submitted"] == 1
-        time.sleep(DELAY * 2)
-        assert "scored 1" in runner.invoke(batches, ["poll"]).output
-        assert [s["traceId"] for s in langfuse_emu.scores()] == ["9" * 32]
+    rt = make_rt("anthropic")
+    judge_one(rt, trace(langfuse_emu, "9" * 32, "Answer [[quality:0.7]]"), "helpfulness@v1")
+    runner = CliRunner(env=make_env(langfuse_emu, judge_emu, redis_url, rt.settings.rubrics_dir))
+    status = runner.invoke(batches, ["status", "--json"])  # each command builds its own runtime
+    assert status.exit_code == 0 and json.loads(status.output)["pending_anthropic"] == 1
+    polled = runner.invoke(batches, ["poll"])
+    assert polled.exit_code == 0 and "submitted 1 requests in 1 batches" in polled.output
+    running = json.loads(runner.invoke(batches, ["status", "--json"]).output)
+    assert running["pending_anthropic"] == 0 and running["batches_submitted"] == 1
+    time.sleep(DELAY * 2)
+    assert "scored 1" in runner.invoke(batches, ["poll"]).output
+    assert [s["traceId"] for s in langfuse_emu.scores()] == ["9" * 32]
 
 
 def test_the_scheduler_tick_runs_a_cycle_only_every_batch_poll_seconds(make_rt, langfuse_emu, runtime):
-    from worker.batching.cycle import batch_tick
+    from worker.judging.batch_cycle import batch_tick
 
     assert batch_tick(runtime) is None  # no batch rubric loaded: nothing to do
     rt = make_rt("anthropic")

@@ -5,7 +5,6 @@ Against a server that, like the real one, answers 200 and checks the score confi
 (dropping the scores of an archived config without a word)."""
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os

@@ -12,9 +12,9 @@ from tests.helpers import hand_built_runtime
 from tests.test_batch import DELAY, PROVIDERS, cycle_until_idle, make_rt, rubrics_dir, trace  # noqa: F401
 from worker.accounting.budget import SPENT, TYPICAL, utc_day
 from worker.accounting.outcomes import UNSCORED_LOG
-from worker.batching import cycle as cycle_module
-from worker.batching.cycle import run_batch_cycle
 from worker.batching.store import BatchStore
+from worker.judging import batch_cycle as cycle_module
+from worker.judging.batch_cycle import run_batch_cycle
 from worker.judging.pipeline import judge_one
 
 

@@ -19,7 +19,7 @@ from worker.accounting.budget import ALL, Budget
 from worker.alerts import outbox
 from worker.fleet.scheduler import budget_tick
 from worker.jobs import judge_message
-from worker.judging.runtime import set_runtime
+from worker.runtime import set_runtime
 
 KEY = "helpfulness@v1"
 # A fixed UTC day for tests that give Budget a time: they pass on any date and across midnight.
@@ -128,11 +128,11 @@ def test_backlog_stops_at_the_cap_rest_is_parked_and_a_raised_cap_judges_it_exac
 
     # Still held: the scheduler's tick leaves them parked.
     held_sampler = sampler_for(rt.settings, rt, broker)
-    assert budget_tick(held_sampler) == 0 and budget.parked()[KEY] == parked
+    assert budget_tick(held_sampler, rt) == 0 and budget.parked()[KEY] == parked
 
     rt = hand_built_runtime(rt.settings, redis_client, daily_budget_usd=100.0)
     set_runtime(rt)
-    assert budget_tick(sampler_for(rt.settings, rt, broker)) == parked
+    assert budget_tick(sampler_for(rt.settings, rt, broker), rt) == parked
     drain(broker, redis_client, threads=4)
     pairs = score_pairs(langfuse_emu.scores())
     assert len(pairs) == len(set(pairs)) == len(trace_ids)

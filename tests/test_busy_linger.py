@@ -8,11 +8,11 @@ import time
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
+from tests.helpers import hand_built_runtime, wait_until
 from worker.fleet.broker import build_broker
-from worker.fleet.occupancy import OCCUPANCY, Occupancy
+from worker.fleet.occupancy import Occupancy, occupancy_of
 from worker.langfuse_io.score_batches import GroupCommit
-from worker.langfuse_io.scores import ScoreWriter
-from worker.settings import Settings
+from worker.runtime import Runtime
 
 
 def _two_scores_apart(commit: GroupCommit, gap: float) -> None:
@@ -66,17 +66,11 @@ def test_occupancy_follows_a_real_workers_threads():
         assert running.acquire(timeout=5)
         assert not occupancy.saturated()  # both busy, nothing waiting: a wave, not a backlog
         hold.send()
-        deadline = time.monotonic() + 5
-        while not occupancy.saturated() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert occupancy.saturated()  # the third waits for a thread
+        wait_until(occupancy.saturated, 5, "the third job to wait for a thread", interval=0.01)
         release.set()
         broker.join(hold.queue_name, timeout=5000)
         worker.join()
-        deadline = time.monotonic() + 5
-        while occupancy.saturated() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not occupancy.saturated()
+        wait_until(lambda: not occupancy.saturated(), 5, "the backlog to clear", interval=0.01)
     finally:
         release.set()
         worker.stop()
@@ -95,11 +89,17 @@ def test_a_message_skipped_before_it_was_counted_does_not_unbalance_the_count():
     assert not occupancy.saturated()
 
 
-def test_the_fleets_broker_counts_and_the_score_writer_asks(redis_url):
-    broker = build_broker(Settings.from_env({"REDIS_URL": redis_url, "LANGFUSE_PUBLIC_KEY": "pk-lf-x",
-                                             "LANGFUSE_SECRET_KEY": "sk-lf-x", "LANGFUSE_HOST": "http://127.0.0.1:1"}))
-    assert OCCUPANCY in broker.middleware
-    assert ScoreWriter(None, saturated=OCCUPANCY.saturated).batches._saturated == OCCUPANCY.saturated
+def test_the_fleets_broker_counts_and_the_runtime_asks_it(settings, redis_client):
+    broker = build_broker(settings)
+    try:
+        occupancy = occupancy_of(broker)  # one per broker; worker/fleet/boot.py hands its signal to the Runtime
+        assert isinstance(occupancy, Occupancy) and occupancy in broker.middleware
+        rt = Runtime(settings, redis_client=redis_client, saturated=occupancy.saturated)
+        assert rt.scores.batches._saturated == occupancy.saturated
+        assert not hand_built_runtime(settings, redis_client).scores.batches._saturated()  # no threads: never
+        assert occupancy_of(StubBroker()).saturated() is False  # a broker without one: a fresh one, never saturated
+    finally:
+        broker.close()
 
 
 def test_no_worker_booted_means_never_saturated():

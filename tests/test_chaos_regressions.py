@@ -48,6 +48,7 @@ def test_a_failed_probe_still_backs_off_and_keeps_its_lock_from_other_calls(redi
     assert float(breaker.state()["wait"]) == MAX_PROBE_AFTER
 
 
+@pytest.mark.slow  # a worker fleet subprocess
 def test_a_process_group_sigterm_lets_a_worker_finish_its_job_in_flight(
         broker, redis_client, langfuse_emu, judge_emu, redis_url, test_rubrics, tmp_path):
     """Found in the chaos run: honcho stops a Procfile process by SIGTERM to its process group, so
@@ -57,7 +58,7 @@ def test_a_process_group_sigterm_lets_a_worker_finish_its_job_in_flight(
     import os
     import signal
 
-    from tests.helpers import make_env, one_trace, start_worker_command
+    from tests.helpers import make_env, one_trace, start_worker_command, wait_until
     from worker.jobs import judge_message
 
     trace_id = "c" * 32
@@ -68,10 +69,8 @@ def test_a_process_group_sigterm_lets_a_worker_finish_its_job_in_flight(
     proc = start_worker_command(env, log_path, processes=1, threads=2)
     try:
         broker.enqueue(judge_message(trace_id, "helpfulness@v1"))
-        deadline = time.monotonic() + 60
-        while judge_emu.stats()["total_requests"] == 0:  # the judge call is in flight
-            assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.05)
+        wait_until(lambda: judge_emu.stats()["total_requests"] != 0, 60, "the judge call in flight", proc, log_path,
+                   interval=0.05)
         os.killpg(proc.pid, signal.SIGTERM)  # what honcho does to stop the Procfile's worker
         proc.wait(30)
     finally:

@@ -6,6 +6,8 @@ import dataclasses
 import datetime as dt
 import threading
 
+import pytest
+
 from emulators.http_base import Emulator
 from emulators.seed import generate
 from tests.helpers import drain, sampler_for, whole_window
@@ -27,6 +29,7 @@ class WebhookReceiver(Emulator):
         return 200, {"ok": True}, {}
 
 
+@pytest.mark.slow
 def test_one_feature_drops_and_only_that_feature_alerts_once(settings, runtime, broker, redis_client, langfuse_emu):
     # The seed ends at the last UTC midnight and is checked as of the day before: "this week" is
     # then exactly the seed's 7 drifted days, and the seed the same traces, at any time of day

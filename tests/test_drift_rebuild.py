@@ -56,6 +56,7 @@ def judged(settings, runtime, broker, redis_client, langfuse_emu):
     return s
 
 
+@pytest.mark.slow  # judges two weeks of traces, then rebuilds, about 20 s
 def test_rebuild_after_a_redis_loss_restores_the_aggregates_exactly_and_only_once(
         judged, runtime, redis_client, langfuse_emu, judge_emu, redis_url, test_rubrics):
     api, outcomes, since = build_langfuse_api(judged), OutcomeLog(redis_client), default_since()

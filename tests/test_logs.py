@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 
 import dramatiq
 import pytest
 
-from tests.helpers import hand_built_runtime, installed, make_env, one_trace
+from tests.helpers import hand_built_runtime, installed, make_env, one_trace, wait_until
 from worker import logs
 from worker.fleet.broker import build_broker
 from worker.fleet.queues import queue_depth
@@ -76,9 +75,8 @@ def test_a_job_failing_on_bad_credentials_never_logs_a_secret(
         worker.start()
         try:
             broker.enqueue(judge_message("trace-auth", "helpfulness@v1"))
-            deadline = time.monotonic() + 30
-            while queue_depth(redis_client).delayed != 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: queue_depth(redis_client).delayed == 1, 30, "the job to wait out the open breaker",
+                       interval=0.05)
         finally:
             worker.stop()
             broker.close()

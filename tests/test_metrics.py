@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from emulators.stack import child_env, stop_group
-from tests.helpers import REPO, free_port, make_env, one_trace, sampler_for, whole_window
+from tests.helpers import REPO, free_port, make_env, one_trace, sampler_for, wait_until, whole_window
 from worker.accounting.budget import ALL, Budget
 from worker.fleet.metrics import RATELIMIT_WAIT_SECONDS, RATELIMIT_WAITS
 from worker.fleet.queues import queue_depth
@@ -36,21 +35,6 @@ def scrape(port: int) -> dict[str, list]:
 
 def total(samples, name, **match) -> float:
     return sum(v for labels, v in samples.get(name, []) if all(labels.get(k) == m for k, m in match.items()))
-
-
-def wait_for(predicate, timeout, what, proc, log_path):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited early:\n{log_path.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.3)
 
 
 @pytest.fixture
@@ -83,6 +67,7 @@ def fleet(settings, runtime, broker, redis_client, langfuse_emu, judge_emu, redi
         stop_group(proc)
 
 
+@pytest.mark.slow  # a two-process worker fleet
 def test_metrics_of_both_worker_processes_are_summed_and_dramatiqs_own_are_served(
         fleet, runtime, broker, redis_client, judge_emu, langfuse_emu):
     jobs, port, proc, log_path, prom_dir = fleet
@@ -92,8 +77,8 @@ def test_metrics_of_both_worker_processes_are_summed_and_dramatiqs_own_are_serve
         return total(samples, "tracejudge_judge_jobs_total", outcome="scored") + \
             total(samples, "tracejudge_judge_jobs_total", outcome="unscored")
 
-    wait_for(lambda: judged(scrape(port)) == jobs and queue_depth(redis_client).outstanding == 0, 90,
-             "every job judged", proc, log_path)
+    wait_until(lambda: judged(scrape(port)) == jobs and queue_depth(redis_client).outstanding == 0, 90,
+               "every job judged", proc, log_path, interval=0.3, ignoring=(httpx.HTTPError,))
     samples = scrape(port)
     stats = runtime.outcomes.stats()
     assert judged(samples) == stats["scored"] + stats.get("unscored", 0) + stats.get("not_applicable", 0) == jobs
@@ -123,7 +108,8 @@ def test_metrics_of_both_worker_processes_are_summed_and_dramatiqs_own_are_serve
     judge_emu.configure(fault_rate_500=1.0, retry_after=0)
     langfuse_emu.load_observations(one_trace("metrics-failing", "An answer the judge never sees."))
     broker.enqueue(judge_message("metrics-failing", "helpfulness@v1"))
-    wait_for(lambda: total(scrape(port), "dramatiq_message_rejects_total") == 1, 90, "the dead letter", proc, log_path)
+    wait_until(lambda: total(scrape(port), "dramatiq_message_rejects_total") == 1, 90, "the dead letter", proc, log_path,
+               interval=0.3, ignoring=(httpx.HTTPError,))
     samples = scrape(port)
     assert total(samples, "tracejudge_dead_letters") == 1
     assert total(samples, "tracejudge_judge_jobs_total", outcome="retried") == 2

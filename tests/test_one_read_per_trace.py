@@ -175,6 +175,7 @@ def test_a_server_that_takes_one_object_gets_one_object_per_score(settings):
         emu.stop()
 
 
+@pytest.mark.slow  # real-time lingers and lulls
 def test_the_first_batch_after_a_lull_lingers_longer_and_back_to_back_batches_do_not():
     sent: list[list[dict]] = []
     commit = GroupCommit(sent.append, linger=0.01, idle_linger=0.5)

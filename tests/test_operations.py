@@ -42,6 +42,7 @@ def test_only_one_scheduler_holds_the_lease(redis_client):
     assert second.hold() and not first.hold()
 
 
+@pytest.mark.slow  # waits out dramatiq's real retry backoff
 def test_exhausted_jobs_land_in_dead_letters_with_their_reason_and_can_be_retried(
         settings, redis_client, langfuse_emu, judge_emu):
     fast = dataclasses.replace(settings, max_job_retries=1)

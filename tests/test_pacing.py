@@ -12,7 +12,7 @@ import pytest
 from emulators.judge_limits import LimitedJudgeEmulator
 from worker.judges.anthropic_judge import AnthropicJudge
 from worker.judges.base import JudgeRequest
-from worker.rate_limits import Limit, RateLimitedJudge, RateLimiter, RedisBackend, judge_key
+from worker.rate_limits import Limit, RateLimitedJudge, RateLimiter, RedisBackend, judge_limit_key
 
 MODEL = "claude-sonnet-4-6"
 REQUEST = JudgeRequest(model=MODEL, max_tokens=100, system="s" * 200, user="u" * 200, schema={},
@@ -62,6 +62,7 @@ def _judge_from_threads(judge, threads: int, seconds: float) -> None:
         w.join()
 
 
+@pytest.mark.slow  # 20 s of real-time pacing
 def test_an_unconfigured_fleet_finds_the_providers_limit_and_holds_it_with_few_refusals(redis_client, limited_emu):
     limited_emu.configure(latency_ms=100)
     limited_emu.provider_limits.set("anthropic", requests_per_minute=600)  # 10/s, not told to us
@@ -85,7 +86,7 @@ def test_an_unconfigured_fleet_finds_the_providers_limit_and_holds_it_with_few_r
     refused_late = counts.get("anthropic:429", 0) - refused_early
     admitted = len(answered) - refused_late
     assert refused_late <= 0.05 * len(answered), counts
-    state = limiters[0].snapshot()[judge_key("anthropic", MODEL)]
+    state = limiters[0].snapshot()[judge_limit_key(f"anthropic:{MODEL}")]
     assert state["lowest_rpm"] is not None and state["background"] < 0.05, state
     # The pace held near the limit, not ratcheted down. Both it (95% of the rate the provider
     # admitted) and what the threads get through depend on the machine's load as well (a loaded
@@ -95,6 +96,7 @@ def test_an_unconfigured_fleet_finds_the_providers_limit_and_holds_it_with_few_r
     assert admitted / steady_seconds >= 0.6 * 10, (admitted, steady_seconds, counts, state)
 
 
+@pytest.mark.slow  # 10 s of real-time pacing
 def test_a_configured_limit_draws_no_refusal_from_a_provider_enforcing_it(redis_client, limited_emu):
     limited_emu.configure(latency_ms=50)
     limited_emu.provider_limits.set("anthropic", requests_per_minute=600)

@@ -6,6 +6,7 @@ import threading
 import time
 
 import dramatiq
+import pytest
 import redis
 from dramatiq.message import Message
 from dramatiq.middleware import Retries
@@ -18,6 +19,7 @@ from worker.jobs import JUDGE_ACTOR
 from worker.redis_client import connect
 
 
+@pytest.mark.slow  # restarts redis-server after 1.5 s of real time
 def test_a_client_rides_out_a_redis_restart(tmp_path):
     port = free_port()
     proc, url = start_redis(tmp_path, port, appendonly=True)

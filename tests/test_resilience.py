@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from emulators.seed import generate
 from tests.helpers import start_worker_command, wait_until, drain, expected_pairs, make_env, sampled_roots, sampler_for, score_pairs, whole_window
 from worker.fleet.queues import queue_depth
@@ -17,6 +19,7 @@ def start_worker(env: dict, log_path) -> subprocess.Popen:
     return start_worker_command(env, log_path, processes=1, threads=16)
 
 
+@pytest.mark.slow  # two worker fleet subprocesses
 def test_sigkill_mid_run_then_restart_gives_exactly_one_score_per_trace(
         settings, runtime, broker, redis_client, langfuse_emu, judge_emu, redis_url, tmp_path, test_rubrics):
     observations = generate(1500, include_malformed=False, seed=11)

@@ -117,6 +117,7 @@ def assert_figures(got: dict, expected: dict) -> None:
     assert got["kappa_low"] <= got["kappa"] <= got["kappa_high"]
 
 
+@pytest.mark.slow  # the whole review loop end to end, about 25 s
 def test_routing_labels_agreement_and_alert_end_to_end(stack, langfuse_emu, judge_emu, redis_url):
     rt, broker, webhook = stack
     answers = {f"t-{i:02d}": f"Go to Settings > Security. [[quality:{QUALITY[i % 5]}]]" for i in range(40)}

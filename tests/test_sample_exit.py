@@ -19,6 +19,8 @@ from emulators.stack import child_env
 from samplers.sampler import LAST_PASS_KEY
 from tests.helpers import REPO, make_env, one_trace, utc
 
+pytestmark = pytest.mark.slow  # each test runs `tracejudge sample` as a process and signals it, 3-7 s each
+
 TRACES = [f"{i:032x}" for i in range(1, 6)]
 
 

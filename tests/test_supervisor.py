@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import start_worker_command, make_env, one_trace
+from tests.helpers import start_worker_command, make_env, one_trace, wait_until
 from worker.fleet.supervisor import supervise
 from worker.jobs import judge_message
 
@@ -24,14 +24,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _wait(condition, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the worker command exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
-
-
+@pytest.mark.slow  # a worker fleet, killed and restarted
 def test_a_killed_worker_process_brings_the_fleet_back_and_the_command_stays_up(
         langfuse_emu, judge_emu, redis_url, redis_client, test_rubrics, broker, runtime, tmp_path):
     env = make_env(langfuse_emu, judge_emu, redis_url, test_rubrics, TRACEJUDGE_METRICS_PORT=0,
@@ -39,17 +32,17 @@ def test_a_killed_worker_process_brings_the_fleet_back_and_the_command_stays_up(
     log = tmp_path / "worker.log"
     proc = start_worker_command(env, log, processes=2, threads=2)
     try:
-        _wait(lambda: len(_children(proc.pid)) == 1 and len(_children(_children(proc.pid)[0])) >= 2, 60,
-              "dramatiq and its two worker processes", proc, log)
+        wait_until(lambda: len(_children(proc.pid)) == 1 and len(_children(_children(proc.pid)[0])) >= 2, 60,
+                   "dramatiq and its two worker processes", proc, log)
         dramatiq_main = _children(proc.pid)[0]
         os.kill(_children(dramatiq_main)[0], signal.SIGKILL)  # an OOM kill of one worker process
-        _wait(lambda: _children(proc.pid) and _children(proc.pid)[0] != dramatiq_main, 90,
-              "a new dramatiq fleet", proc, log)
+        wait_until(lambda: _children(proc.pid) and _children(proc.pid)[0] != dramatiq_main, 90,
+                   "a new dramatiq fleet", proc, log)
         trace_id = "d" * 32
         langfuse_emu.load_observations(one_trace(trace_id, "Reset it under Settings. [[quality:0.8]]"))
         broker.enqueue(judge_message(trace_id, "helpfulness@v1"))
-        _wait(lambda: [s["traceId"] for s in langfuse_emu.scores()] == [trace_id], 90,
-              "the restarted fleet to judge", proc, log)
+        wait_until(lambda: [s["traceId"] for s in langfuse_emu.scores()] == [trace_id], 90,
+                   "the restarted fleet to judge", proc, log)
         os.killpg(proc.pid, signal.SIGTERM)  # what honcho does to stop the Procfile's worker
         assert proc.wait(90) == 0
     finally:
@@ -65,6 +58,7 @@ def test_a_fleet_that_dies_right_after_each_start_is_given_up(tmp_path):
     assert code == 3
 
 
+@pytest.mark.slow  # a supervisor subprocess and its fleet
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_reaches_the_fleet_and_ends_the_command(tmp_path, sig):
     marker = tmp_path / "stopped"

@@ -169,6 +169,6 @@ def test_observation_jobs_backfill_and_park_under_a_budget_like_trace_jobs(stack
     redis_client.delete("dramatiq:judge", "dramatiq:judge.msgs")  # the backfill's jobs are not what this checks
     assert park(capped, rubric, subject, held_by="global")
     assert Budget(redis_client, None).parked()[rubric.key] == 1
-    assert budget_tick(sampler_for(rt.settings, rt, broker)) == 1
+    assert budget_tick(sampler_for(rt.settings, rt, broker), rt) == 1
     (raw,) = [m for m in redis_client.hvals("dramatiq:judge.msgs")]
     assert json.loads(raw)["args"] == json.loads(json.dumps(judge_message(subject, rubric.key).args))

@@ -180,6 +180,7 @@ def test_waiters_on_the_config_lock_take_the_holders_config(runtime, langfuse_em
     assert [c["name"] for c in langfuse_emu.store.configs.values()].count("helpfulness") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("generation", ["v3", "v4-dual", "v4-events"])
 def test_with_a_config_archived_while_the_fleet_runs_every_trace_ends_with_one_score_in_langfuse(
         generation, settings, runtime, broker, redis_client, langfuse_emu):
