@@ -10,28 +10,37 @@ import time
 
 import redis
 
+from worker.jobs import Subject
+from worker.redis_client import as_text
+
 _PREFIX = "tracejudge:enqueued:"
 TTL_SECONDS = 45 * 24 * 3600
 STALE_PENDING_SECONDS = 120
 
 
 class EnqueueOnce:
+    """Keyed by rubric version and the job's subject (its job argument: a trace id for a trace)."""
+
     def __init__(self, client: redis.Redis):
         self.client = client
 
-    def claim(self, rubric_key: str, trace_id: str) -> bool:
-        key = f"{_PREFIX}{rubric_key}:{trace_id}"
+    def claim(self, rubric_key: str, subject: Subject) -> bool:
+        key = _key(rubric_key, subject)
         now = time.time()
         if self.client.set(key, f"pending:{now}", nx=True, ex=TTL_SECONDS):
             return True
-        value = (self.client.get(key) or b"").decode()
+        value = as_text(self.client.get(key) or b"")
         if value.startswith("pending:") and now - float(value.split(":", 1)[1]) > STALE_PENDING_SECONDS:
             self.client.set(key, f"pending:{now}", ex=TTL_SECONDS)
             return True
         return False
 
-    def confirm(self, rubric_key: str, trace_id: str) -> None:
-        self.client.set(f"{_PREFIX}{rubric_key}:{trace_id}", "queued", ex=TTL_SECONDS)
+    def confirm(self, rubric_key: str, subject: Subject) -> None:
+        self.client.set(_key(rubric_key, subject), "queued", ex=TTL_SECONDS)
 
-    def release(self, rubric_key: str, trace_id: str) -> None:
-        self.client.delete(f"{_PREFIX}{rubric_key}:{trace_id}")
+    def release(self, rubric_key: str, subject: Subject) -> None:
+        self.client.delete(_key(rubric_key, subject))
+
+
+def _key(rubric_key: str, subject: Subject) -> str:
+    return f"{_PREFIX}{rubric_key}:{subject}"

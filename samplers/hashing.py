@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 
+from worker.rubrics.rubric import Rubric
+
 _PREFIX = "tracejudge:v1:"
 
 
@@ -16,7 +18,7 @@ def is_sampled(trace_id: str, rate: float) -> bool:
     return sample_point(trace_id) < rate
 
 
-def quota_scope(rubric, trace_id: str, rate_override: float | None) -> str | None:
+def quota_scope(rubric: Rubric, trace_id: str, rate_override: float | None) -> str | None:
     """The segment key a trace is confined to in the drift cells when only its segment's quota
     (not the base rate) picked it; None when the base rate would have picked it anyway."""
     if not rubric.segment_key:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import redis
+from redis.commands.core import Script
+
+from worker.redis_client import as_text
 
 LATE_CURSOR = "tracejudge:sampler:late:"  # + delay seconds -> ISO time its pass has listed up to
 LATE_RUN = "tracejudge:sampler:late-run:"  # + delay seconds -> when its pass last ran (epoch s)
@@ -28,13 +31,14 @@ class LateWindow:
     until: dt.datetime
     now: dt.datetime
 
-    def done(self, client: redis.Redis, advance) -> None:
+    def done(self, client: redis.Redis, advance: Script) -> None:
         """Record the window as listed (its cursor only moves forward), after it was enqueued."""
         advance(keys=[LATE_CURSOR + str(self.delay)], args=[utc_stamp(self.until)])
         client.set(LATE_RUN + str(self.delay), self.now.timestamp())
 
 
-def due_late_windows(client: redis.Redis, passes, now: dt.datetime, fresh_cursor: dt.datetime) -> Iterator[LateWindow]:
+def due_late_windows(client: redis.Redis, passes: Iterable[tuple[int, int]], now: dt.datetime,
+                     fresh_cursor: dt.datetime) -> Iterator[LateWindow]:
     """The late passes due at ``now``, each up to ``now - delay`` (never past the fresh cursor)."""
     start = _read(client, START_KEY)
     if start is None:
@@ -51,7 +55,7 @@ def due_late_windows(client: redis.Redis, passes, now: dt.datetime, fresh_cursor
 
 def _read(client: redis.Redis, key: str) -> dt.datetime | None:
     raw = client.get(key)
-    return dt.datetime.fromisoformat(raw.decode()) if raw else None
+    return dt.datetime.fromisoformat(as_text(raw)) if raw else None
 
 
 def utc_stamp(value: dt.datetime) -> str:

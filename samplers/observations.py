@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from langfuse.api import LangfuseAPI
 
 from samplers.hashing import is_sampled
-from worker.jobs import Subject
-from worker.langfuse_io.client import raw_request
+from worker.jobs import ObservationSubject, Subject
+from worker.json_types import JSONDict
+from worker.langfuse_io.client import get_object
+from worker.langfuse_io.observations import OptionsFilter, any_of
 from worker.retrying import call_with_retries
 from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
@@ -41,11 +43,11 @@ class ObservationRef:
     environment: str | None
     trace_name: str | None
     tags: tuple[str, ...]
-    metadata: dict
+    metadata: JSONDict
     start: dt.datetime | None
 
     @property
-    def subject(self) -> Subject:
+    def subject(self) -> ObservationSubject:
         return Subject.observation(self.trace_id, self.observation_id)
 
 
@@ -53,13 +55,12 @@ def is_internal(ref: ObservationRef) -> bool:
     return (ref.environment or "").startswith("langfuse") or (ref.trace_name or "").startswith("tracejudge")
 
 
-def v2_filter(rubric: Rubric) -> list[dict]:
+def v2_filter(rubric: Rubric) -> list[OptionsFilter]:
     """The rubric's observation filters as v2's JSON ``filter`` (all must hold)."""
     a = rubric.applies_to
     columns = (("type", a.types), ("name", a.names), ("model", a.models), ("level", a.levels),
                ("environment", a.environments))
-    return [{"type": "stringOptions", "column": column, "operator": "any of", "value": list(values)}
-            for column, values in columns if values]
+    return [any_of(column, values) for column, values in columns if values]
 
 
 def applies(rubric: Rubric, ref: ObservationRef) -> bool:
@@ -91,15 +92,16 @@ def iter_observations(api: LangfuseAPI, filters: str, since: dt.datetime, until:
                       on_request: Callable[[], None] = lambda: None) -> Iterator[ObservationRef]:
     """Every observation v2 lists for ``filters`` (a JSON filter, as ``groups`` keys it) whose start
     is in [since, until), page by page (newest first, as the server sends them)."""
-    cursor = None
+    cursor: str | None = None
     while True:
-        params = {"fields": LIST_FIELDS, "limit": PAGE, "fromStartTime": _iso(since), "toStartTime": _iso(until)}
+        params: dict[str, str | int] = {"fields": LIST_FIELDS, "limit": PAGE, "fromStartTime": _iso(since),
+                                        "toStartTime": _iso(until)}
         if filters != "[]":
             params["filter"] = filters
         if cursor:
             params["cursor"] = cursor
         on_request()
-        page = call_with_retries(lambda: raw_request(api, "GET", "api/public/v2/observations", params=params))
+        page = call_with_retries(lambda: get_object(api, "api/public/v2/observations", params=params))
         data = page.get("data") or []
         for obs in data:
             if obs.get("id") and obs.get("traceId"):
@@ -109,7 +111,7 @@ def iter_observations(api: LangfuseAPI, filters: str, since: dt.datetime, until:
             return
 
 
-def _ref(obs: dict) -> ObservationRef:
+def _ref(obs: JSONDict) -> ObservationRef:
     metadata = obs.get("metadata")
     if isinstance(metadata, str):
         try:

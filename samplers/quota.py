@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -41,7 +42,7 @@ HISTORY_CACHE_SECONDS = 600
 
 
 class SegmentQuota:
-    def __init__(self, client: redis.Redis, *, clock=time.monotonic):
+    def __init__(self, client: redis.Redis, *, clock: Callable[[], float] = time.monotonic):
         self.client = client
         self.clock = clock
         self._history: dict[tuple[str, str, dt.date], tuple[float, float | None]] = {}

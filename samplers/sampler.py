@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+import dramatiq
 import redis
 
 from samplers import observations as obs_targets
@@ -19,8 +20,9 @@ from samplers.source import LangfuseTraceSource, TraceRef, is_own_or_internal
 from worker.accounting.budget import Budget
 from worker.accounting.outcomes import STATS
 from worker.alerts.sinks import sinks_for
-from worker.jobs import judge_message
+from worker.jobs import Subject, judge_message
 from worker.langfuse_io.traces import TraceReader
+from worker.redis_client import as_text
 from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
 
@@ -47,7 +49,7 @@ class PassReport:
     enqueued: int = 0
     already_enqueued: int = 0
     budget_held: int = 0  # selected but not enqueued: the rubric's daily budget is (nearly) spent
-    per_rubric: Counter = dataclasses.field(default_factory=Counter)
+    per_rubric: Counter[str] = dataclasses.field(default_factory=Counter)
     requests: int = 0
     late: list["PassReport"] = dataclasses.field(default_factory=list)  # the late passes run after it
     observations_scanned: int = 0  # listed for observation rubrics (v2 filters)
@@ -69,7 +71,7 @@ class PassReport:
 
 class Sampler:
     def __init__(self, settings: Settings, rubrics: dict[str, Rubric], source: LangfuseTraceSource,
-                 broker, client: redis.Redis):
+                 broker: dramatiq.Broker, client: redis.Redis):
         self.settings = settings
         self.rubrics = list(rubrics.values())
         self.sessions = SessionScanner(client, self.rubrics, TraceReader(
@@ -103,11 +105,11 @@ class Sampler:
                     # Not claimed: budget-held traces are skipped, not marked as enqueued.
                     report.budget_held += 1
                     continue
-                if not self.once.claim(rubric.key, ref.trace_id):
+                if not self.once.claim(rubric.key, ref.subject):
                     report.already_enqueued += 1
                     continue
                 claimed.append(rubric.key)
-            self._enqueue(ref.trace_id, claimed, report)
+            self._enqueue(ref.subject, claimed, report)
         self._observation_pass(since, until, held, report)
         report.requests = self.source.requests - before
         self.client.hset(LAST_PASS_KEY, mapping={"at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -131,7 +133,7 @@ class Sampler:
                     continue
                 for rubric in obs_targets.select(rubrics, ref, self.settings.sample_rate):
                     report.selected += 1
-                    subject = str(ref.subject)
+                    subject = ref.subject
                     if rubric.key in held:
                         report.budget_held += 1
                     elif not self.once.claim(rubric.key, subject):
@@ -155,16 +157,16 @@ class Sampler:
     def _count_request(self) -> None:
         self.source.requests += 1
 
-    def _enqueue(self, trace_id: str, keys: list[str], report: PassReport) -> None:
+    def _enqueue(self, subject: Subject, keys: list[str], report: PassReport) -> None:
         """One job per claimed rubric version, each naming the others, so the trace is read once."""
         for i, key in enumerate(keys):
             try:
-                self.broker.enqueue(judge_message(trace_id, key, [k for k in keys if k != key]))
+                self.broker.enqueue(judge_message(subject, key, [k for k in keys if k != key]))
             except Exception:
                 for left in keys[i:]:
-                    self.once.release(left, trace_id)
+                    self.once.release(left, subject)
                 raise
-            self.once.confirm(key, trace_id)
+            self.once.confirm(key, subject)
             report.enqueued += 1
             report.per_rubric[key] += 1
 
@@ -200,7 +202,7 @@ class Sampler:
 
     def cursor(self) -> dt.datetime | None:
         raw = self.client.get(CURSOR_KEY)
-        return dt.datetime.fromisoformat(raw.decode()) if raw else None
+        return dt.datetime.fromisoformat(as_text(raw)) if raw else None
 
     def set_cursor(self, value: dt.datetime) -> bool:
         """Advance the cursor to ``value``; never backwards (a scheduler whose slow pass was

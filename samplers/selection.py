@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from samplers.hashing import is_sampled
+from samplers.quota import SegmentQuota
 from samplers.source import TraceRef
 from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
@@ -22,7 +23,8 @@ def rate_for(rubric: Rubric, override: float | None) -> float:
     return rubric.sampling_rate if override is None else override
 
 
-def select(rubrics: list[Rubric], ref: TraceRef, rate_override: float | None, quota=None) -> list[Rubric]:
+def select(rubrics: list[Rubric], ref: TraceRef, rate_override: float | None,
+           quota: SegmentQuota | None = None) -> list[Rubric]:
     """The rubrics ``ref`` is sampled for: the contract's ``u < rate``.
 
     ``quota`` (a samplers.quota.SegmentQuota) raises the rate of rubrics with a per-segment

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from langfuse.api import LangfuseAPI
 
-from worker.langfuse_io.client import raw_request
+from worker.jobs import Subject, TraceSubject
+from worker.json_types import JSONDict
+from worker.langfuse_io.client import get_object
 from worker.langfuse_io.observations import ServerGeneration, walk_v2_plain
 from worker.retrying import call_with_retries
 from worker.rubrics.rubric import Rubric
@@ -34,9 +36,13 @@ class TraceRef:
     name: str | None
     environment: str | None
     tags: tuple[str, ...]
-    metadata: dict
+    metadata: JSONDict
     timestamp: dt.datetime | None
     session_id: str | None = None  # what session rubrics group by (samplers/sessions.py)
+
+    @property
+    def subject(self) -> TraceSubject:
+        return Subject.trace(self.trace_id)
 
 
 def is_own_or_internal(ref: TraceRef) -> bool:
@@ -44,7 +50,7 @@ def is_own_or_internal(ref: TraceRef) -> bool:
     return (ref.environment or "").startswith("langfuse") or (ref.name or "").startswith("tracejudge")
 
 
-def reads_metadata(rubrics) -> bool:
+def reads_metadata(rubrics: Iterable[Rubric]) -> bool:
     """Whether selecting for ``rubrics`` (Rubric objects) needs the trace metadata: a metadata
     filter or a per-segment quota."""
     return any(r.applies_to.metadata or (r.segment_key and r.min_per_segment_day > 0) for r in rubrics)
@@ -58,9 +64,10 @@ class LangfuseTraceSource:
         self.requests = 0
 
     @classmethod
-    def for_rubrics(cls, api: LangfuseAPI, rubrics: list[Rubric], **kwargs) -> "LangfuseTraceSource":
+    def for_rubrics(cls, api: LangfuseAPI, rubrics: Iterable[Rubric], *,
+                    generation: ServerGeneration | None = None) -> "LangfuseTraceSource":
         """A source that asks the legacy list for metadata only when ``rubrics`` read it."""
-        return cls(api, metadata=reads_metadata(rubrics), **kwargs)
+        return cls(api, metadata=reads_metadata(rubrics), generation=generation)
 
     def iter_roots(self, since: dt.datetime, until: dt.datetime) -> Iterator[TraceRef]:
         return self.generation.iterate(lambda: self._iter_v2(since, until), lambda: self._iter_legacy(since, until))
@@ -68,11 +75,11 @@ class LangfuseTraceSource:
     def _count(self) -> None:
         self.requests += 1
 
-    def _iter_v2(self, since, until) -> Iterator[TraceRef]:
+    def _iter_v2(self, since: dt.datetime, until: dt.datetime) -> Iterator[TraceRef]:
         # Plain JSON, not the SDK's models: every root of the window is listed (most are never
         # sampled), and building a model costs far more than the few fields read here.
-        for obs in walk_v2_plain(self.api, fields=ROOT_FIELDS, limit=V2_PAGE, on_request=self._count,
-                                 isRootObservation="true", fromStartTime=_iso(since), toStartTime=_iso(until)):
+        window = {"isRootObservation": "true", "fromStartTime": _iso(since), "toStartTime": _iso(until)}
+        for obs in walk_v2_plain(self.api, window, fields=ROOT_FIELDS, limit=V2_PAGE, on_request=self._count):
             metadata = obs.get("metadata")
             yield TraceRef(
                 trace_id=obs["traceId"],
@@ -84,13 +91,14 @@ class LangfuseTraceSource:
                 session_id=obs.get("sessionId"),
             )
 
-    def _iter_legacy(self, since, until) -> Iterator[TraceRef]:
+    def _iter_legacy(self, since: dt.datetime, until: dt.datetime) -> Iterator[TraceRef]:
         page_no = 1
         while True:
             self.requests += 1
-            params = {"page": page_no, "limit": LEGACY_PAGE, "fromTimestamp": _iso(since),
-                      "toTimestamp": _iso(until), "orderBy": "timestamp.asc", "fields": self.legacy_fields}
-            body = call_with_retries(lambda: raw_request(self.api, "GET", "api/public/traces", params=params))
+            params: dict[str, str | int] = {
+                "page": page_no, "limit": LEGACY_PAGE, "fromTimestamp": _iso(since), "toTimestamp": _iso(until),
+                "orderBy": "timestamp.asc", "fields": self.legacy_fields}
+            body = call_with_retries(lambda: get_object(self.api, "api/public/traces", params=params))
             data = body.get("data") or []
             for trace in data:
                 yield TraceRef(
@@ -110,7 +118,7 @@ def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _parse(value) -> dt.datetime | None:
+def _parse(value: object) -> dt.datetime | None:
     if not value:
         return None
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))

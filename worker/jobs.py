@@ -20,8 +20,9 @@ No Langfuse trace id starts with ``@`` (OTel ids are hex; SDK ids hex or UUIDs).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import NamedTuple
+from typing import Literal, NamedTuple, TypeAlias
 
 from dramatiq.message import Message
 
@@ -47,29 +48,38 @@ class RubricKey(NamedTuple):
         return format_rubric_key(self.name, self.version)
 
 
-class Subject(NamedTuple):
-    """What one job judges: ``kind`` trace | observation | session, and its ids."""
+SubjectKind: TypeAlias = Literal["trace", "observation", "session"]
 
-    kind: str
-    trace_id: str | None = None
-    observation_id: str | None = None
-    session_id: str | None = None
-    judgement: int = 1  # sessions: 1 for the first verdict, 2.. for re-judges after a resume
 
-    @classmethod
-    def trace(cls, trace_id: str) -> "Subject":
-        return cls("trace", trace_id=trace_id)
+class Subject:
+    """What one job judges: ``kind`` trace | observation | session, and its ids.
 
-    @classmethod
-    def observation(cls, trace_id: str, observation_id: str) -> "Subject":
-        return cls("observation", trace_id=trace_id, observation_id=observation_id)
+    Every subject is one of the three frozen dataclasses below, built with ``Subject.trace``,
+    ``.observation``, ``.session`` or ``.parse``; ``AnySubject`` is their union, for code that
+    dispatches on ``kind`` (``subject.kind == "observation"`` narrows it to an
+    ``ObservationSubject``, whose ids are ``str``). Every kind answers every attribute declared
+    here, None where it has no such id (a session has no trace id)."""
 
-    @classmethod
-    def session(cls, session_id: str, judgement: int = 1) -> "Subject":
-        return cls("session", session_id=session_id, judgement=judgement)
+    kind: SubjectKind
+    trace_id: str | None
+    observation_id: str | None
+    session_id: str | None
+    judgement: int  # sessions: 1 for the first verdict, 2.. for re-judges after a resume; 1 otherwise
 
-    @classmethod
-    def parse(cls, arg: str) -> "Subject":
+    @staticmethod
+    def trace(trace_id: str) -> "TraceSubject":
+        return TraceSubject(trace_id)
+
+    @staticmethod
+    def observation(trace_id: str, observation_id: str) -> "ObservationSubject":
+        return ObservationSubject(trace_id, observation_id)
+
+    @staticmethod
+    def session(session_id: str, judgement: int = 1) -> "SessionSubject":
+        return SessionSubject(session_id, judgement)
+
+    @staticmethod
+    def parse(arg: "str | Subject") -> "AnySubject":
         """The job's first argument back as a Subject; anything without our prefix is a trace id."""
         text = str(arg)
         for kind in ("observation", "session"):
@@ -80,36 +90,84 @@ class Subject(NamedTuple):
                 except ValueError:
                     break
                 if kind == "observation" and isinstance(ids, list) and len(ids) == 2:
-                    return cls.observation(str(ids[0]), str(ids[1]))
+                    return Subject.observation(str(ids[0]), str(ids[1]))
                 if kind == "session" and isinstance(ids, list) and len(ids) == 2 and isinstance(ids[1], int):
-                    return cls.session(str(ids[0]), ids[1])
-        return cls.trace(text)
-
-    def __str__(self) -> str:
-        """The job argument (see the module docstring)."""
-        if self.kind == "observation":
-            return f"{_MARK}observation:" + json.dumps([self.trace_id, self.observation_id], separators=(",", ":"))
-        if self.kind == "session":
-            return f"{_MARK}session:" + json.dumps([self.session_id, self.judgement], separators=(",", ":"))
-        return str(self.trace_id)
+                    return Subject.session(str(ids[0]), ids[1])
+        return Subject.trace(text)
 
     @property
     def sample_id(self) -> str:
         """The id the contract's hash runs on: the trace, observation or session id."""
-        return {"trace": self.trace_id, "observation": self.observation_id, "session": self.session_id}[self.kind]
+        raise NotImplementedError
 
+
+# ``kind``, and the ids a kind does not have, are fields outside __init__ and repr:
+# ``ObservationSubject("t", "o")``, whose repr names its two ids.
+
+@dataclasses.dataclass(frozen=True)
+class TraceSubject(Subject):
+    trace_id: str
+    kind: Literal["trace"] = dataclasses.field(default="trace", init=False, repr=False)
+    observation_id: None = dataclasses.field(default=None, init=False, repr=False)
+    session_id: None = dataclasses.field(default=None, init=False, repr=False)
+    judgement: int = dataclasses.field(default=1, init=False, repr=False)
+
+    def __str__(self) -> str:
+        """The job argument: the trace id itself (see the module docstring)."""
+        return self.trace_id
+
+    @property
+    def sample_id(self) -> str:
+        return self.trace_id
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservationSubject(Subject):
+    trace_id: str
+    observation_id: str
+    kind: Literal["observation"] = dataclasses.field(default="observation", init=False, repr=False)
+    session_id: None = dataclasses.field(default=None, init=False, repr=False)
+    judgement: int = dataclasses.field(default=1, init=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{_MARK}observation:" + json.dumps([self.trace_id, self.observation_id], separators=(",", ":"))
+
+    @property
+    def sample_id(self) -> str:
+        return self.observation_id
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSubject(Subject):
+    session_id: str
+    judgement: int = 1
+    kind: Literal["session"] = dataclasses.field(default="session", init=False, repr=False)
+    trace_id: None = dataclasses.field(default=None, init=False, repr=False)
+    observation_id: None = dataclasses.field(default=None, init=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{_MARK}session:" + json.dumps([self.session_id, self.judgement], separators=(",", ":"))
+
+    @property
+    def sample_id(self) -> str:
+        return self.session_id
+
+
+AnySubject: TypeAlias = TraceSubject | ObservationSubject | SessionSubject
 
 _MARK = "@"
-TARGETS = ("trace", "observation", "session")
+TARGETS: tuple[SubjectKind, ...] = ("trace", "observation", "session")
 
 
 def format_rubric_key(name: str, version: int) -> str:
     return f"{name}@v{version}"
 
 
-def judge_message(trace_id: "str | Subject", rubric_key: str, siblings: tuple[str, ...] | list[str] = ()) -> Message:
-    """``trace_id``: a trace id, or a Subject (an observation or session job, see above).
-    ``siblings``: the other rubric versions enqueued for the same trace in the same pass, so
-    the first of their jobs reads the trace once for all (worker/langfuse_io/shared_traces.py)."""
-    return Message(queue_name=JUDGE_QUEUE, actor_name=JUDGE_ACTOR, args=(str(trace_id), rubric_key),
+def judge_message(subject: Subject | str, rubric_key: str,
+                  siblings: tuple[str, ...] | list[str] = ()) -> Message[None]:
+    """``subject``: what the job judges (a Subject; a plain str is a trace id, or a subject's job
+    argument). ``siblings``: the other rubric versions enqueued for the same trace in the same
+    pass, so the first of their jobs reads the trace once for all
+    (worker/langfuse_io/shared_traces.py)."""
+    return Message(queue_name=JUDGE_QUEUE, actor_name=JUDGE_ACTOR, args=(str(subject), rubric_key),
                    kwargs={}, options={SIBLINGS: list(siblings)} if siblings else {})

@@ -8,6 +8,8 @@ state (outcomes, limits, budget), the scheduler and the CLI all connect through 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar, cast
 from urllib.parse import urlparse
 
 import redis
@@ -20,6 +22,7 @@ from redis.retry import Retry
 OUTAGE_SECONDS = 90.0
 MAX_CONNECTIONS = 2048
 _ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+T = TypeVar("T")
 
 
 class OutageRetry(Retry):
@@ -30,8 +33,11 @@ class OutageRetry(Retry):
         super().__init__(ExponentialWithJitterBackoff(base=0.05, cap=2.0), -1, _ERRORS)
         self.seconds = seconds
 
-    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
-        self._backoff.reset()
+    def call_with_retry(self, do: Callable[[], T],
+                        fail: Callable[[Exception], object] | Callable[[Exception, int], object],
+                        is_retryable: Callable[[Exception], bool] | None = None,
+                        with_failure_count: bool = False) -> T:
+        self._backoff.reset()  # type: ignore[no-untyped-call]  # redis-py's AbstractBackoff.reset is unannotated
         deadline = time.monotonic() + self.seconds
         failures = 0
         while True:
@@ -41,7 +47,11 @@ class OutageRetry(Retry):
                 if is_retryable and not is_retryable(error):
                     raise
                 failures += 1
-                fail(error, failures) if with_failure_count else fail(error)
+                # redis-py's contract: ``with_failure_count`` says which of the two shapes ``fail`` has
+                if with_failure_count:
+                    cast(Callable[[Exception, int], object], fail)(error, failures)
+                else:
+                    cast(Callable[[Exception], object], fail)(error)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise error
@@ -57,10 +67,16 @@ def connect(url: str, seconds: float = OUTAGE_SECONDS) -> redis.Redis:
 def connection_pool(url: str, seconds: float = OUTAGE_SECONDS) -> redis.ConnectionPool:
     # Timeouts: a Redis host that vanishes without closing the socket must not hang 32 threads
     # until the kernel gives up; nothing here blocks on Redis by design (no blocking pops).
-    options: dict = {"socket_keepalive": True} if urlparse(url).scheme != "unix" else {}  # TCP only
+    options: dict[str, bool] = {"socket_keepalive": True} if urlparse(url).scheme != "unix" else {}  # TCP only
     # redis-py 8 caps a pool at 100 connections by default and then *raises*: a worker process
     # with more threads than that (``--threads 128``) would fail jobs. One per thread is the need.
     return redis.ConnectionPool.from_url(url, retry=OutageRetry(seconds), max_connections=MAX_CONNECTIONS,
                                          retry_on_error=[redis.ConnectionError, redis.TimeoutError],
                                          health_check_interval=30, socket_timeout=10,
                                          socket_connect_timeout=5, **options)
+
+
+def as_text(reply: bytes | str) -> str:
+    """A Redis reply as text. Our clients leave replies as bytes (no ``decode_responses``), which
+    redis-py types as ``bytes | str`` since a client may decode them."""
+    return reply.decode() if isinstance(reply, bytes) else reply

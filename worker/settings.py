@@ -10,11 +10,14 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from worker.errors import ConfigError
 
 _PACKAGED_RUBRICS = Path(__file__).resolve().parent.parent / "rubrics"
+_Number = TypeVar("_Number", int, float)
+_Default = TypeVar("_Default")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +88,8 @@ class Settings:
             value = env.get(name, "").strip()
             return value or default
 
-        def number(name: str, default, kind=int, low=None, high=None):
+        def number(name: str, default: _Default, kind: type[_Number], low: float | None = None,
+                   high: float | None = None) -> _Number | _Default:
             raw = text(name)
             if raw is None:
                 return default
@@ -103,7 +107,7 @@ class Settings:
                 return default
             return value
 
-        def url(name: str, value: str | None, schemes=("http", "https")) -> str | None:
+        def url(name: str, value: str | None, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
             if value is None:
                 return None
             parsed = urlparse(value)
@@ -130,7 +134,7 @@ class Settings:
             problems.append(f"TRACEJUDGE_RUBRICS_DIR={str(rubrics_dir)!r} is not a directory")
 
         def boolean(name: str, default: bool) -> bool:
-            raw = text(name, "1" if default else "0").lower()
+            raw = (text(name) or ("1" if default else "0")).lower()
             if raw not in ("0", "1", "true", "false", "yes", "no"):
                 problems.append(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no)")
                 return default
@@ -218,7 +222,8 @@ def rubrics_dir_for(path: str | Path | None, env: Mapping[str, str] | None = Non
     return Path(path or env.get("TRACEJUDGE_RUBRICS_DIR", "").strip() or _default_rubrics_dir())
 
 
-def _late_scans(raw: str | None, default, problems: list[str]) -> tuple[tuple[int, int], ...]:
+def _late_scans(raw: str | None, default: tuple[tuple[int, int], ...],
+                problems: list[str]) -> tuple[tuple[int, int], ...]:
     """``DELAY:EVERY[,DELAY:EVERY...]`` in seconds, e.g. ``3600:900,86400:21600``; ``off`` for none."""
     if raw is None:
         return default

@@ -18,11 +18,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from decimal import Decimal
+from typing import Literal
 
 import redis
 
 from worker.alerts import outbox
 from worker.alerts.kinds import BudgetHeld
+from worker.alerts.sinks import Sink
+from worker.redis_client import as_text
 from worker.rubrics.rubric import Rubric
 
 log = logging.getLogger("tracejudge.budget")
@@ -94,6 +97,16 @@ class Reservation:
     micro_usd: int
 
 
+HeldBy = Literal["global", "rubric"]  # which cap holds a rubric: the fleet's or its own
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A job that must not run: the cap ``held_by`` would likely be crossed by it (``Budget.admit``)."""
+
+    held_by: HeldBy
+
+
 @dataclasses.dataclass
 class BudgetState:
     rubric: str
@@ -102,7 +115,7 @@ class BudgetState:
     global_spent_usd: float
     global_cap_usd: float | None
     typical_job_usd: float
-    held_by: str | None  # "global" | "rubric" | None
+    held_by: HeldBy | None
     reserved_usd: float = 0.0  # held back by this rubric's jobs in flight
 
     @property
@@ -113,7 +126,7 @@ class BudgetState:
 
 
 class Budget:
-    def __init__(self, client: redis.Redis, global_cap_usd: float | None):
+    def __init__(self, client: redis.Redis, global_cap_usd: float | None) -> None:
         self.client = client
         self.global_cap = global_cap_usd
         self._record = client.register_script(_RECORD)
@@ -134,17 +147,22 @@ class Budget:
 
     def day_fields(self, day: str | None = None) -> dict[str, float]:
         raw = self.client.hgetall(SPENT + (day or utc_day()))
-        return {k.decode(): _usd(int(v)) for k, v in raw.items()}
+        return {as_text(k): _usd(int(v)) for k, v in raw.items()}
 
-    def reserve(self, rubric: Rubric) -> Reservation | str:
-        """Hold back this rubric's typical job cost for a job about to run, or say which cap
-        ("global" | "rubric") holds the rubric: then the job must not run."""
+    def admit(self, rubric: Rubric) -> Reservation | Held:
+        """Hold back this rubric's typical job cost for a job about to run (the Reservation), or
+        say which cap holds the rubric (Held): then the job must not run."""
         day = utc_day()
         want = max(0, int(round(self.typical_job_usd(rubric.name) * 1_000_000)))
-        verdict = self._reserve(keys=[SPENT + day], args=[rubric.name, want, _micro(self.global_cap),
-                                                           _micro(rubric.daily_budget_usd), _SPENT_TTL])
-        verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
-        return Reservation(day, rubric.name, want) if verdict == "ok" else verdict
+        verdict = as_text(self._reserve(keys=[SPENT + day], args=[rubric.name, want, _micro(self.global_cap),
+                                                                   _micro(rubric.daily_budget_usd), _SPENT_TTL]))
+        if verdict == "ok":
+            return Reservation(day, rubric.name, want)
+        if verdict == "global":
+            return Held("global")
+        if verdict == "rubric":
+            return Held("rubric")
+        raise ValueError(f"unexpected answer of the budget's reserve script: {verdict!r}")
 
     def release(self, reservation: Reservation) -> None:
         if reservation.micro_usd:
@@ -164,7 +182,7 @@ class Budget:
         mine, fleet = fields.get(rubric.name, 0.0), fields.get(ALL, 0.0)
         mine_reserved = max(0.0, fields.get(_RESERVED + rubric.name, 0.0))
         fleet_reserved = max(0.0, fields.get(_RESERVED + ALL, 0.0))
-        held = None
+        held: HeldBy | None = None
         if _over(fleet + fleet_reserved, typical, self.global_cap):
             held = "global"
         elif _over(mine + mine_reserved, typical, rubric.daily_budget_usd):
@@ -183,9 +201,9 @@ class Budget:
         self.client.hset(PARKED, score_id, json.dumps(
             {"trace_id": trace_id, "rubric": rubric_key, "at": time.time()}))
 
-    def parked(self) -> Counter:
+    def parked(self) -> Counter[str]:
         """Parked jobs per rubric key."""
-        counts: Counter = Counter()
+        counts: Counter[str] = Counter()
         for _, raw in self.client.hscan_iter(PARKED, count=1000):
             counts[json.loads(raw)["rubric"]] += 1
         return counts
@@ -216,7 +234,7 @@ class Budget:
         return moved
 
     # -- alerts --------------------------------------------------------------------------
-    def alert_once(self, state: BudgetState, sinks: list, now: float | None = None) -> BudgetHeld | None:
+    def alert_once(self, state: BudgetState, sinks: list[Sink], now: float | None = None) -> BudgetHeld | None:
         """Queue the day's "budget held" alert for this rubric once fleet-wide; None if already sent."""
         day = utc_day(now)
         if not self.client.set(f"{ALERTED}{day}:{state.rubric}", 1, nx=True, ex=2 * 86400):
@@ -235,6 +253,8 @@ def _over(spent: float, typical: float, cap: float | None) -> bool:
 
 def budget_alert(state: BudgetState, day: str) -> BudgetHeld:
     cap = state.global_cap_usd if state.held_by == "global" else state.cap_usd
+    if cap is None:  # held by a cap means that cap is set
+        raise ValueError(f"{state.rubric}: no daily budget holds it ({state.held_by or 'not held'})")
     spent = state.global_spent_usd if state.held_by == "global" else state.spent_usd
     scope = "the fleet's daily budget" if state.held_by == "global" else f"{state.rubric}'s daily budget"
     title = (f"{state.rubric}: judging paused for {day} (UTC): ${spent:.4f} of {scope} of ${cap:.4f} spent; "

@@ -10,7 +10,9 @@ under), and the Slack and PagerDuty sinks render that description, whatever the 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from worker.json_types import JSONDict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Description:
     Texts are plain (a sink escapes them for its markup); never a secret, only the alert's own fields."""
 
     fields: list[tuple[str, str]]  # (label, value), in reading order
-    details: dict[str, Any]  # PagerDuty's custom_details: the kind's fields, machine-readable
+    details: JSONDict  # PagerDuty's custom_details: the kind's fields, machine-readable
     group: str  # PagerDuty's group
     note: str = ""  # one closing line: who owns it, what happens now
     headline: str | None = None  # a short header; None: the title
@@ -74,14 +76,14 @@ class Alert:
     owner: str
     route: str | None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JSONDict:
         return {"kind": self.kind, **dataclasses.asdict(self)}
 
     def dedup_key(self) -> str:
         """One PagerDuty incident per condition: a new alert on the same cell updates it."""
         return f"tracejudge:{self.cell}"
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONDict:
         """The fields this kind adds to every alert's, and the owner: PagerDuty's custom_details."""
         shared = {f.name for f in dataclasses.fields(Alert)}
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in shared},
@@ -103,7 +105,7 @@ class DriftAlert(Alert):
     drop_points: float
     p_value: float | None
     q_value: float | None
-    unscored_rate: dict  # {"prev": rate, "curr": rate}
+    unscored_rate: dict[str, float]  # {"prev": rate, "curr": rate}
     bottom_traces: list[TraceLink]
 
     def describe(self) -> Description:
@@ -115,7 +117,7 @@ class DriftAlert(Alert):
                            lines_title=f"Lowest-scoring traces {self._period()}",
                            lines=[Line(t.trace_id, f"{t.points:.0f}", t.url, " pts") for t in self.bottom_traces[:20]])
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONDict:
         return {"prev": dataclasses.asdict(self.prev), "curr": dataclasses.asdict(self.curr),
                 "drop_points": self.drop_points, "q_value": self.q_value, "unscored_rate": self.unscored_rate,
                 "owner": self.owner}
@@ -143,14 +145,14 @@ class QualityDrop(DriftAlert):
     alerted_at: str | None = None  # wall time the alert was first sent
     effect_points: float | None = None  # reference mean − mean since the start (positive = worse)
     effect_interval: list[float] | None = None  # 95%, always valid
-    reference: dict | None = None  # {mean, n, since, until}: the frozen baseline
+    reference: dict[str, object] | None = None  # {mean, n, since, until}: the frozen baseline
     incident_id: str | None = None  # stable across updates of the same incident
     explained_by: list[str] | None = None  # narrower cells whose incident explains this one
 
     _INCIDENT: ClassVar[tuple[str, ...]] = ("started_at", "started_between", "detected_at", "alerted_at",
                                             "effect_points", "effect_interval", "reference", "incident_id")
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONDict:
         details = super().details()
         if self.incident_id:
             details.update({name: getattr(self, name) for name in self._INCIDENT})
@@ -264,7 +266,7 @@ class AgreementLow(Alert):
     pairs: int
     exact: float | None
     window_days: int
-    disagreements: list[dict]  # the widest: {"trace_id", "human", "judge"} (and "url" when known)
+    disagreements: list[dict[str, object]]  # the widest: {"trace_id", "human", "judge"} (and "url" when known)
 
     def describe(self) -> Description:
         kappa = f"{self.kappa:.2f}"
@@ -282,11 +284,15 @@ class AgreementLow(Alert):
                  "(`tracejudge agreement`)",
             lines_title="Widest disagreements",
             lines=[Line(str(d.get("trace_id", "?")),
-                        f"human {_level(d.get('human'))} · judge {_level(d.get('judge'))}", d.get("url"))
+                        f"human {_level(d.get('human'))} · judge {_level(d.get('judge'))}", _url(d.get("url")))
                    for d in self.disagreements[:10]])
 
 
-def _level(value: Any) -> str:
+def _url(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _level(value: object) -> str:
     """A scale level as people write it: 4, not 4.0."""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -295,7 +301,7 @@ KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, UnscoredRise, 
                                                      WorkPaused, AgreementLow)}
 
 
-def from_json(raw: dict[str, Any]) -> Alert:
+def from_json(raw: JSONDict) -> Alert:
     """The alert an outbox entry holds (unknown keys are ignored, so older entries still read)."""
     cls = KINDS.get(raw.get("kind", ""))
     if cls is None:

@@ -25,6 +25,7 @@ import redis
 
 from worker.alerts.kinds import Alert, from_json
 from worker.alerts.sinks import Sink
+from worker.redis_client import as_text
 from worker.retrying import status_of
 
 OUTBOX = "tracejudge:alerts:outbox"
@@ -83,10 +84,10 @@ def deliver(client: redis.Redis, sinks: list[Sink], now: float | None = None) ->
     """Send everything pending that no other process is sending; returns (sent, still pending)."""
     now = time.time() if now is None else now
     by_name = {s.name: s for s in sinks}
-    since = {k.decode(): float(v) for k, v in client.hgetall(SINCE).items()}
+    since = {as_text(k): float(v) for k, v in client.hgetall(SINCE).items()}
     sent = 0
     for key, raw in client.hgetall(OUTBOX).items():
-        field = key.decode()
+        field = as_text(key)
         sink_name = field.split(":", 1)[0]
         sink = by_name.get(sink_name)
         if sink is None:
@@ -113,11 +114,12 @@ def deliver(client: redis.Redis, sinks: list[Sink], now: float | None = None) ->
 
 def _status(exc: BaseException) -> int | None:
     """The HTTP status of a failed send, also when a retry wrapper raised it as transient."""
-    while exc is not None:
-        status = status_of(exc)
+    cause: BaseException | None = exc
+    while cause is not None:
+        status = status_of(cause)
         if status is not None:
             return status
-        exc = exc.__cause__
+        cause = cause.__cause__
     return None
 
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from worker.alerts.kinds import Alert, Line
+from worker.json_types import JSONDict
 from worker.retrying import call_with_retries
 from worker.settings import Settings
 
@@ -24,8 +25,8 @@ class Sink(Protocol):
     def send(self, alert: Alert) -> None: ...
 
 
-def _post(url: str, body: dict, timeout: float = 10.0) -> None:
-    def once():
+def _post(url: str, body: JSONDict, timeout: float = 10.0) -> None:
+    def once() -> None:
         response = httpx.post(url, json=body, timeout=timeout)
         response.raise_for_status()
 
@@ -37,7 +38,7 @@ class WebhookSink:
 
     name = "webhook"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str) -> None:
         self.url = url
 
     def send(self, alert: Alert) -> None:
@@ -49,7 +50,7 @@ class SlackSink:
 
     name = "slack"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str) -> None:
         self.url = url
 
     def send(self, alert: Alert) -> None:
@@ -61,7 +62,7 @@ class PagerDutySink:
 
     name = "pagerduty"
 
-    def __init__(self, routing_key: str, url: str = "https://events.pagerduty.com/v2/enqueue"):
+    def __init__(self, routing_key: str, url: str = "https://events.pagerduty.com/v2/enqueue") -> None:
         self.routing_key = routing_key
         self.url = url
 
@@ -112,7 +113,7 @@ def _href(url: str | None) -> str | None:
     return quote(url, safe=":/?#[]@!$&'()*+,;=%-._~")
 
 
-def _field(label: str, value: str) -> dict:
+def _field(label: str, value: str) -> dict[str, str]:
     return {"type": "mrkdwn", "text": _fit(f"*{label}*\n{_slack_text(value)}", FIELD_MAX)}
 
 
@@ -123,12 +124,12 @@ def _slack_line(line: Line) -> str:
     return f"• {_slack_text(line.trace_id)} {score}"
 
 
-def slack_message(alert: Alert) -> dict:
+def slack_message(alert: Alert) -> JSONDict:
     """Header, the kind's labelled values, the traces it names, a closing note; the title as the
     notification text."""
     d = alert.describe()
     header = (d.headline or alert.title)[:HEADER_MAX]
-    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": header}}]
+    blocks: list[JSONDict] = [{"type": "header", "text": {"type": "plain_text", "text": header}}]
     if d.fields:
         blocks.append({"type": "section", "fields": [_field(label, value) for label, value in d.fields[:FIELDS_MAX]]})
     if d.lines_title is not None:
@@ -152,7 +153,7 @@ def _dedup(key: str) -> str:
     return key if len(key) <= 255 else "tracejudge:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def pagerduty_event(alert: Alert, routing_key: str) -> dict:
+def pagerduty_event(alert: Alert, routing_key: str) -> JSONDict:
     """An Events v2 trigger: the title as summary, the kind's severity, fields and links."""
     d = alert.describe()
     payload = {"summary": alert.title[:1024], "source": "tracejudge", "severity": alert.severity,

@@ -1,6 +1,7 @@
 """How well a judge agrees with human labels: pure functions over two parallel label lists.
 
-Labels are plain values; ``levels`` lists a scale's categories in order (lowest value first),
+Labels are plain values (any hashable; a scale's are ``Level``s); ``levels`` lists a scale's
+categories in order (lowest value first),
 so the same code serves integer numeric scales (1..5), categorical scales ordered by value
 (fail < partial < pass) and booleans (False < True). Kappa is "undefined" (None), not a crash
 and not a made-up number, when chance agreement is already total (every label in one class).
@@ -13,19 +14,21 @@ import math
 import statistics
 import warnings
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+
+from worker.rubrics.scales import Level
 
 WEIGHTS = ("quadratic", "linear")
 
 
-def exact_match(human: Sequence, judge: Sequence) -> float | None:
+def exact_match(human: Sequence[Hashable], judge: Sequence[Hashable]) -> float | None:
     _check_pairs(human, judge)
     if not human:
         return None
     return sum(h == j for h, j in zip(human, judge)) / len(human)
 
 
-def within_one(human: Sequence, judge: Sequence, levels: Sequence) -> float | None:
+def within_one(human: Sequence[Hashable], judge: Sequence[Hashable], levels: Sequence[Hashable]) -> float | None:
     """Share of pairs at most one step apart on the ordered ``levels`` (adjacent categories)."""
     _check_pairs(human, judge)
     if not human:
@@ -34,7 +37,7 @@ def within_one(human: Sequence, judge: Sequence, levels: Sequence) -> float | No
     return sum(abs(rank[h] - rank[j]) <= 1 for h, j in zip(human, judge)) / len(human)
 
 
-def confusion(human: Sequence, judge: Sequence, levels: Sequence) -> list[list[int]]:
+def confusion(human: Sequence[Hashable], judge: Sequence[Hashable], levels: Sequence[Hashable]) -> list[list[int]]:
     """Counts with human labels as rows and judge labels as columns, both in ``levels`` order."""
     _check_pairs(human, judge)
     index = {level: i for i, level in enumerate(levels)}
@@ -80,7 +83,8 @@ def kappa_from_table(table: Sequence[Sequence[int]], weights: str | None = None)
     return 1 - observed / expected
 
 
-def cohen_kappa(human: Sequence, judge: Sequence, levels: Sequence, weights: str | None = None) -> float | None:
+def cohen_kappa(human: Sequence[Hashable], judge: Sequence[Hashable], levels: Sequence[Hashable],
+                weights: str | None = None) -> float | None:
     return kappa_from_table(confusion(human, judge, levels), weights)
 
 
@@ -106,7 +110,17 @@ def _correlation(name: str, a: Sequence[float], b: Sequence[float]) -> float | N
     return None if math.isnan(value) else value
 
 
-def reference_label(values: Sequence, levels: Sequence | None, *, numeric: bool):
+def numbers(values: Sequence[Level]) -> list[float]:
+    """The labels of a numeric scale as the numbers they are; a label string is not one."""
+    out: list[float] = []
+    for value in values:
+        if isinstance(value, str):
+            raise TypeError(f"label {value!r} is not a number")
+        out.append(value)
+    return out
+
+
+def reference_label(values: Sequence[Level], levels: Sequence[Level] | None, *, numeric: bool) -> Level:
     """One human label from several raters.
 
     Numeric scales take the median; on a scale with levels (integer steps) an even split takes
@@ -116,7 +130,7 @@ def reference_label(values: Sequence, levels: Sequence | None, *, numeric: bool)
     if not values:
         raise ValueError("no labels")
     if numeric:
-        return statistics.median_low(values) if levels is not None else statistics.median(values)
+        return statistics.median_low(numbers(values)) if levels is not None else statistics.median(numbers(values))
     counts = Counter(values)
     best = max(counts.values())
     tied = [v for v in counts if counts[v] == best]
@@ -136,14 +150,15 @@ class Ceiling:
     rater_pairs: int  # rater pairs whose kappa is defined
 
 
-def human_ceiling(ratings: Sequence[dict[str, Hashable]], levels: Sequence | None,
+def human_ceiling(ratings: Sequence[Mapping[str, Hashable]], levels: Sequence[Hashable] | None,
                   weights: str | None = None) -> Ceiling | None:
     """``ratings``: per example, rater -> label. None when no example has two raters."""
     multi = [r for r in ratings if len(r) >= 2]
     if not multi:
         return None
-    a, b = [], []
-    by_raters: dict[tuple[str, str], tuple[list, list]] = {}
+    a: list[Hashable] = []
+    b: list[Hashable] = []
+    by_raters: dict[tuple[str, str], tuple[list[Hashable], list[Hashable]]] = {}
     for example in multi:
         for r1, r2 in itertools.combinations(sorted(example), 2):
             a.append(example[r1])
@@ -151,7 +166,7 @@ def human_ceiling(ratings: Sequence[dict[str, Hashable]], levels: Sequence | Non
             left, right = by_raters.setdefault((r1, r2), ([], []))
             left.append(example[r1])
             right.append(example[r2])
-    kappas = []
+    kappas: list[float] = []
     if levels is not None:
         for left, right in by_raters.values():
             value = cohen_kappa(left, right, levels, weights)
@@ -167,6 +182,6 @@ def human_ceiling(ratings: Sequence[dict[str, Hashable]], levels: Sequence | Non
     )
 
 
-def _check_pairs(a: Sequence, b: Sequence) -> None:
+def _check_pairs(a: Sequence[object], b: Sequence[object]) -> None:
     if len(a) != len(b):
         raise ValueError(f"label lists differ in length: {len(a)} vs {len(b)}")

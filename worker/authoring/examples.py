@@ -19,13 +19,12 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 from worker.authoring.agreement import reference_label
 from worker.errors import ConfigError
 from worker.langfuse_io.traces import Trace
 from worker.rubrics.rubric import Rubric
-from worker.rubrics.scales import Scale
+from worker.rubrics.scales import Level, Scale, is_real
 
 FILENAME = "examples.jsonl"
 _EXAMPLE_KEYS = {"id", "trace", "labels", "note"}
@@ -35,8 +34,8 @@ _TRACE_KEYS = {"id", "name", "environment", "input", "output", "metadata", "tags
 @dataclasses.dataclass(frozen=True)
 class Example:
     id: str
-    trace: dict
-    labels: tuple[tuple[str, Any], ...]  # (rater, value on the scale), raters distinct
+    trace: dict[str, object]  # as written in the file (Trace.from_dict reads it)
+    labels: tuple[tuple[str, Level], ...]  # (rater, value on the scale), raters distinct
     note: str | None
     line: int
 
@@ -45,7 +44,7 @@ class Example:
         return Trace.from_dict(self.trace, default_id=self.id)
 
     @property
-    def ratings(self) -> dict[str, Any]:
+    def ratings(self) -> dict[str, Level]:
         return dict(self.labels)
 
 
@@ -54,14 +53,15 @@ def examples_path(rubric: Rubric) -> Path:
     return rubric.path.parent / FILENAME
 
 
-def levels(scale: Scale) -> list | None:
+def levels(scale: Scale) -> list[Level] | None:
     """The scale's ordered categories, lowest value first; None for a continuous numeric scale."""
     if scale.kind == "categorical":
         return [label for label, _ in sorted(scale.labels, key=lambda pair: pair[1])]
     if scale.kind == "boolean":
         return [False, True]
     if scale.integer:
-        return list(range(int(scale.minimum), int(scale.maximum) + 1))
+        lo, hi = scale.bounds
+        return [step for step in range(int(lo), int(hi) + 1)]
     return None
 
 
@@ -114,7 +114,7 @@ def parse_example(line: str, scale: Scale, where: str, number: int = 0) -> Examp
     if not isinstance(labels, list) or not labels:
         raise ConfigError(f"{where}: example {example_id}: 'labels' is required (a non-empty list of "
                           '{"rater": ..., "value": ...})')
-    pairs: list[tuple[str, Any]] = []
+    pairs: list[tuple[str, Level]] = []
     for i, label in enumerate(labels):
         at = f"{where}: example {example_id}: labels[{i}]"
         if not isinstance(label, dict) or set(label) != {"rater", "value"}:
@@ -128,7 +128,7 @@ def parse_example(line: str, scale: Scale, where: str, number: int = 0) -> Examp
     return Example(example_id, trace, tuple(pairs), note, number)
 
 
-def label_on_scale(value: Any, scale: Scale, where: str):
+def label_on_scale(value: object, scale: Scale, where: str) -> Level:
     """The label as a level of the scale (number, label string or bool); ConfigError if off it."""
     if scale.kind == "boolean":
         if not isinstance(value, bool):
@@ -136,26 +136,29 @@ def label_on_scale(value: Any, scale: Scale, where: str):
         return value
     if scale.kind == "categorical":
         names = [label for label, _ in scale.labels]
-        if value not in names:
+        if not isinstance(value, str) or value not in names:
             raise ConfigError(f"{where}: value {value!r} is not one of the labels {names}")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_real(value) or not math.isfinite(value):
         raise ConfigError(f"{where}: value {value!r} is not a number (the scale is {scale.describe()})")
-    if not scale.minimum <= value <= scale.maximum or (scale.integer and value != int(value)):
+    lo, hi = scale.bounds
+    if not lo <= value <= hi or (scale.integer and value != int(value)):
         raise ConfigError(f"{where}: value {value!r} is off the scale ({scale.describe()})")
     return int(value) if scale.integer else float(value)
 
 
-def judge_label(verdict_raw: Any, scale: Scale):
+def judge_label(verdict_raw: object, scale: Scale) -> Level:
     """A parsed verdict's raw score as a level comparable with human labels."""
     if scale.kind == "boolean":
         return bool(verdict_raw)
-    if scale.kind == "categorical":
+    if scale.kind == "categorical" and isinstance(verdict_raw, str):
         return verdict_raw
-    return int(verdict_raw) if scale.integer else float(verdict_raw)
+    if scale.kind == "numeric" and is_real(verdict_raw):
+        return int(verdict_raw) if scale.integer else float(verdict_raw)
+    raise TypeError(f"{verdict_raw!r} is not a parsed verdict on the scale ({scale.describe()})")
 
 
-def _check_trace(trace: dict, where: str) -> None:
+def _check_trace(trace: dict[str, object], where: str) -> None:
     unknown = set(trace) - _TRACE_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown trace field(s) {sorted(unknown)}; allowed: {sorted(_TRACE_KEYS)}")
@@ -174,6 +177,6 @@ def _check_trace(trace: dict, where: str) -> None:
             raise ConfigError(f"{where}: trace.observations[{i}] must be an object with a 'name'")
 
 
-def reference_label_of(example: Example, scale: Scale):
+def reference_label_of(example: Example, scale: Scale) -> Level:
     """The human reference label: the raters' median (numeric) or majority (ties to the lower value)."""
     return reference_label([value for _, value in example.labels], levels(scale), numeric=scale.kind == "numeric")

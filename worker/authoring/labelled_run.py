@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from decimal import Decimal
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from worker.authoring import agreement
 from worker.authoring.examples import Example, judge_label, levels, reference_label_of
@@ -26,16 +26,69 @@ from worker.judging.pipeline import ask_and_parse
 from worker.judging.prompt import render
 from worker.judging.variables import map_variables
 from worker.rubrics.rubric import Rubric
+from worker.rubrics.scales import Level
 from worker.settings import Settings
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class Unjudged:
+    """Why an example got no label from the judge: the unscored reason, and its detail."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ExampleResult:
     example: Example
-    judge: Any = None  # the judge's label, a level of the scale; None when unscored
-    reason: str | None = None  # why unscored
-    detail: str = ""
+    judge: Level | Unjudged  # the judge's label (a level of the scale), or why there is none
     cost: Decimal = Decimal(0)
+
+
+class ConfusionTable(TypedDict):
+    levels: list[Level]  # the scale's levels, lowest first: the rows' and the columns' order
+    rows: list[list[int]]  # rows: the human label, columns: the judge's
+
+
+class CeilingFigures(TypedDict):
+    """agreement.Ceiling as plain data."""
+
+    examples: int
+    pairs: int
+    exact: float | None
+    within_one: float | None
+    kappa: float | None
+    rater_pairs: int
+
+
+class ResultRow(TypedDict):
+    id: str
+    human: Level
+    judge: Level | None
+    unscored: NotRequired[str]  # why the judge gave no label (then judge is None)
+    detail: NotRequired[str]
+
+
+class AgreementReport(TypedDict):
+    """The agreement report of one ``rubrics test`` run, as ``--json`` prints it."""
+
+    rubric: str
+    rubric_sha256: str
+    judge: str
+    examples_file: str
+    examples: int
+    n: int  # examples the judge scored
+    unscored: dict[str, int]  # reason -> examples
+    exact: float | None
+    within_one: float | None
+    kappa: float | None
+    kappa_weights: str | None
+    spearman: float | None
+    kendall_tau_b: float | None
+    confusion: ConfusionTable | None
+    ceiling: CeilingFigures | None
+    judge_cost_usd: float
+    results: list[ResultRow]
 
 
 def run_examples(judge: Judge, rubric: Rubric, examples: list[Example], settings: Settings, concurrency: int,
@@ -67,9 +120,9 @@ def judge_example(judge: Judge, rubric: Rubric, example: Example, settings: Sett
                                      redact=settings.redact_pii)
         verdict, _ = ask_and_parse(judge, rubric, render(rubric, variables), tally)
     except Unscored as exc:
-        return ExampleResult(example, None, exc.reason, exc.detail, judge_cost(rubric, tally.usage))
+        return ExampleResult(example, Unjudged(exc.reason, exc.detail), judge_cost(rubric, tally.usage))
     except TransientError as exc:
-        return ExampleResult(example, None, "retries_exhausted", str(exc), judge_cost(rubric, tally.usage))
+        return ExampleResult(example, Unjudged("retries_exhausted", str(exc)), judge_cost(rubric, tally.usage))
     except TraceJudgeError:
         raise
     except Exception as exc:  # a bad key, a missing model: every example would fail alike, so stop the run
@@ -78,42 +131,51 @@ def judge_example(judge: Judge, rubric: Rubric, example: Example, settings: Sett
                          cost=judge_cost(rubric, tally.usage))
 
 
-def summarize(rubric, examples_file: str, results: list[ExampleResult], weights: str) -> dict:
+def summarize(rubric: Rubric, examples_file: str, results: list[ExampleResult], weights: str) -> AgreementReport:
     """The agreement report as plain data (what ``--json`` prints)."""
     scale = rubric.scale
     steps = levels(scale)
     numeric = scale.kind == "numeric"
-    scored = [r for r in results if r.reason is None]
-    human = [reference_label_of(r.example, scale) for r in scored]
-    judged = [r.judge for r in scored]
+    scored = [(r.example, r.judge) for r in results if not isinstance(r.judge, Unjudged)]
+    human = [reference_label_of(example, scale) for example, _ in scored]
+    judged = [label for _, label in scored]
     kappa_weights = weights if steps is not None and len(steps) > 2 else None
-    report: dict[str, Any] = {
+    report: AgreementReport = {
         "rubric": rubric.key,
         "rubric_sha256": rubric.sha256,
         "judge": judge_key(rubric),
         "examples_file": examples_file,
         "examples": len(results),
         "n": len(scored),
-        "unscored": dict(sorted(Counter(r.reason for r in results if r.reason).items())),
+        "unscored": dict(sorted(Counter(r.judge.reason for r in results if isinstance(r.judge, Unjudged)).items())),
         "exact": agreement.exact_match(human, judged),
-        "within_one": agreement.within_one(human, judged, steps) if kappa_weights else None,
+        "within_one": agreement.within_one(human, judged, steps) if kappa_weights and steps is not None else None,
         "kappa": agreement.cohen_kappa(human, judged, steps, kappa_weights) if steps else None,
         "kappa_weights": kappa_weights if steps else None,
-        "spearman": agreement.spearman(human, judged) if numeric else None,
-        "kendall_tau_b": agreement.kendall_tau_b(human, judged) if numeric else None,
+        "spearman": agreement.spearman(agreement.numbers(human), agreement.numbers(judged)) if numeric else None,
+        "kendall_tau_b": agreement.kendall_tau_b(agreement.numbers(human), agreement.numbers(judged))
+        if numeric else None,
         "confusion": {"levels": steps, "rows": agreement.confusion(human, judged, steps)} if steps else None,
         "ceiling": None,
         "judge_cost_usd": float(round(sum((r.cost for r in results), Decimal(0)), 6)),
-        "results": [{"id": r.example.id, "human": reference_label_of(r.example, scale), "judge": r.judge,
-                     **({"unscored": r.reason, "detail": r.detail[:300]} if r.reason else {})} for r in results],
+        "results": [_row(r, reference_label_of(r.example, scale)) for r in results],
     }
     ceiling = agreement.human_ceiling([r.example.ratings for r in results], steps, kappa_weights)
     if ceiling is not None:
-        report["ceiling"] = dataclasses.asdict(ceiling)
+        report["ceiling"] = {"examples": ceiling.examples, "pairs": ceiling.pairs, "exact": ceiling.exact,
+                             "within_one": ceiling.within_one, "kappa": ceiling.kappa,
+                             "rater_pairs": ceiling.rater_pairs}
     return report
 
 
-def gate_failure(report: dict, min_kappa: float | None) -> str | None:
+def _row(result: ExampleResult, human: Level) -> ResultRow:
+    if not isinstance(result.judge, Unjudged):
+        return {"id": result.example.id, "human": human, "judge": result.judge}
+    return {"id": result.example.id, "human": human, "judge": None,
+            "unscored": result.judge.reason, "detail": result.judge.detail[:300]}
+
+
+def gate_failure(report: AgreementReport, min_kappa: float | None) -> str | None:
     """The one-line reason ``--min-kappa`` fails, or None when it passes (or is not asked)."""
     if min_kappa is None:
         return None
@@ -124,5 +186,5 @@ def gate_failure(report: dict, min_kappa: float | None) -> str | None:
         return f"{report['rubric']}: kappa is undefined ({why}); --min-kappa {min_kappa:g} cannot pass"
     if kappa < min_kappa:
         return (f"{report['rubric']}: kappa {kappa:.3f} is below --min-kappa {min_kappa:g} "
-                f"(n={report['n']}, exact {100 * report['exact']:.1f}%)")
+                f"(n={report['n']}, exact {100 * (report['exact'] or 0.0):.1f}%)")  # (n > 0: exact is a number)
     return None

@@ -27,7 +27,7 @@ from worker.judges import judge_key
 from worker.judges.models import check_judge_model
 from worker.judging.prompt import TEMPLATE_ENV, render, render_repair, scale_context
 from worker.judging.variables import map_variables, select
-from worker.rubrics.doc import Problems, RubricDoc
+from worker.rubrics.doc import Problem, Problems, RubricDoc, Severity
 from worker.rubrics.rubric import Rubric, read_version, version_dirs
 from worker.settings import Settings
 
@@ -53,14 +53,14 @@ class LintReport:
     released: dict[str, str]  # the lock: name@vN -> sha256
 
     @property
-    def errors(self):
+    def errors(self) -> list[Problem]:
         return sorted(self.problems.errors, key=_order)
 
-    def of(self, severity: str):
+    def of(self, severity: Severity) -> list[Problem]:
         return sorted((p for p in self.problems if p.severity == severity), key=_order)
 
 
-def _order(problem):
+def _order(problem: Problem) -> tuple[str, int]:
     return problem.path, problem.line or 0
 
 
@@ -145,13 +145,13 @@ def lint_template(path: Path, source: str, allowed: frozenset[str] | None, probl
                 message = f"undefined variable '{name}' (defined here: {', '.join(sorted(allowed))})"
             problems.add(path, line, message)
     if scale_keys is not None:
-        for node in ast.find_all(nodes.Getattr):
-            if isinstance(node.node, nodes.Name) and node.node.name == "scale" and node.attr not in scale_keys:
-                problems.add(path, node.lineno, f"scale has no '{node.attr}' (it has: {', '.join(sorted(scale_keys))})")
+        for attr in ast.find_all(nodes.Getattr):
+            if isinstance(attr.node, nodes.Name) and attr.node.name == "scale" and attr.attr not in scale_keys:
+                problems.add(path, attr.lineno, f"scale has no '{attr.attr}' (it has: {', '.join(sorted(scale_keys))})")
     return used
 
 
-def _identity(value, *args, **kwargs):
+def _identity(value: object, *args: object, **kwargs: object) -> object:
     return value
 
 
@@ -160,20 +160,24 @@ def _lint_unsafe(path: Path, ast: nodes.Template, problems: Problems) -> None:
     for node in ast.find_all(tuple(_UNSAFE_TAGS)):
         problems.add(path, node.lineno, f"{{% {_UNSAFE_TAGS[type(node)]} %}} is not allowed: a rubric version "
                      "is one self-contained folder (its sha256 covers only that folder)")
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else (
-            node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else "")
+    for access in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name = ""
+        if isinstance(access, nodes.Getattr):
+            name = access.attr
+        elif isinstance(access, nodes.Getitem) and isinstance(access.arg, nodes.Const) \
+                and isinstance(access.arg.value, str):
+            name = access.arg.value
         if name.startswith("_"):
-            problems.add(path, node.lineno, f"access to '{name}' is not allowed (private and dunder attributes "
+            problems.add(path, access.lineno, f"access to '{name}' is not allowed (private and dunder attributes "
                          "reach outside the template's data)")
-    for node in ast.find_all(nodes.Call):
-        func = node.node
+    for call in ast.find_all(nodes.Call):
+        func = call.node
         if isinstance(func, nodes.Name) and (func.name in macros or func.name in SAFE_GLOBALS):
             continue
         if isinstance(func, nodes.Getattr) and func.attr in SAFE_METHODS:
             continue
         what = func.name if isinstance(func, nodes.Name) else getattr(func, "attr", type(func).__name__)
-        problems.add(path, node.lineno, f"calling '{what}' is not allowed: templates may call their own macros, "
+        problems.add(path, call.lineno, f"calling '{what}' is not allowed: templates may call their own macros, "
                      f"{', '.join(sorted(SAFE_GLOBALS - {'caller', 'lipsum'}))} and string/dict methods "
                      f"({', '.join(sorted(SAFE_METHODS)[:6])}, ...)")
 
@@ -269,7 +273,7 @@ def lint_examples(path: Path, rubric: Rubric, problems: Problems) -> None:
         problems.add(path, None, f"not UTF-8 ({exc.reason})")
         return
     seen: dict[str, int] = {}
-    values = set()
+    values: set[str] = set()  # the labels' values as JSON
     count = 0
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("//"):

@@ -12,6 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TypedDict
 
 from worker.errors import ConfigError
 from worker.rubrics.doc import Problems
@@ -22,10 +23,16 @@ _LOCK_KEY = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)@v(\d+)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+class LockEntry(TypedDict):
+    """A released version in the lock file (the older form is the sha256 string alone)."""
+
+    sha256: str  # the version's sha256 (worker.rubrics.rubric.version_sha256)
+    files: dict[str, str]  # each file it is hashed from, by the name it is hashed under -> its sha256
+
+
 def read_lock(root: Path, problems: Problems | None = None) -> tuple[dict[str, str], dict[str, int]]:
     """The released versions (``name@vN`` -> sha256) and each entry's line in the lock file."""
-    own = problems is None
-    problems = Problems() if own else problems
+    found = Problems() if problems is None else problems
     path = Path(root) / LOCK_FILE
     if not path.is_file():
         return {}, {}
@@ -33,20 +40,21 @@ def read_lock(root: Path, problems: Problems | None = None) -> tuple[dict[str, s
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        problems.add(path, exc.lineno, f"invalid JSON: {exc.msg}")
+        found.add(path, exc.lineno, f"invalid JSON: {exc.msg}")
         raw = None
     if raw is not None and not isinstance(raw, dict):
-        problems.add(path, 1, 'must be a JSON object of "name@vN": "sha256"')
-    entries, lines = {}, {}
+        found.add(path, 1, 'must be a JSON object of "name@vN": "sha256"')
+    entries: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for key, entry in (raw or {}).items() if isinstance(raw, dict) else ():
         line = next((i for i, l in enumerate(text.splitlines(), 1) if json.dumps(key) in l), 1)
         sha = entry.get("sha256") if isinstance(entry, dict) else entry
         if not _LOCK_KEY.match(key) or not isinstance(sha, str) or not _SHA256.match(sha):
-            problems.add(path, line, f'entry {key!r} must be "name@vN": "<64 hex digits>"')
+            found.add(path, line, f'entry {key!r} must be "name@vN": "<64 hex digits>"')
             continue
         entries[key], lines[key] = sha, line
-    if own:
-        problems.raise_errors()
+    if problems is None:
+        found.raise_errors()
     return entries, lines
 
 
@@ -61,7 +69,7 @@ def locked_files(root: Path) -> dict[str, dict[str, str]]:
             if isinstance(entry, dict) and isinstance(entry.get("files"), dict)} if isinstance(raw, dict) else {}
 
 
-def lock_entry(version_dir: Path) -> dict:
+def lock_entry(version_dir: Path) -> LockEntry:
     return {"sha256": version_sha256(version_dir),
             "files": {name: file_sha256(file) for name, file in version_files(version_dir).items()}}
 
@@ -95,13 +103,14 @@ def release(root: Path, key: str) -> tuple[str, bool]:
     return sha, True
 
 
-def write_lock(root: Path, entries: dict[str, str], new: dict[str, dict] | None = None) -> None:
+def write_lock(root: Path, entries: dict[str, str], new: dict[str, LockEntry] | None = None) -> None:
     """``entries``: name@vN -> sha256; the recorded files of existing entries are kept, and
     ``new`` gives whole entries (sha256 and files) for the ones being released."""
     path = Path(root) / LOCK_FILE
     files = locked_files(root)
-    out = {key: (new or {}).get(key) or ({"sha256": sha, "files": files[key]} if key in files else sha)
-           for key, sha in sorted(entries.items())}
+    out: dict[str, LockEntry | str] = {
+        key: (new or {}).get(key) or (LockEntry(sha256=sha, files=files[key]) if key in files else sha)
+        for key, sha in sorted(entries.items())}
     tmp = path.with_name(f".{LOCK_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)  # atomic: a crash leaves the old lock, never half a file

@@ -2,23 +2,64 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, TypedDict, final
 
 import click
 
-from worker.cli.common import _settings, reports_errors
+from worker.cli.common import load_settings, reports_errors
+
+if TYPE_CHECKING:
+    import redis
+
+    from worker.accounting.budget import Budget, HeldBy
+    from worker.rubrics.rubric import Rubric
+    from worker.settings import Settings
 
 
-def _budget_and_rubrics():
+class FleetBudget(TypedDict):
+    spent_usd: float
+    cap_usd: float | None
+    left_usd: float | None
+
+
+@final
+class RubricBudget(TypedDict):
+    """A loaded rubric version's spend, cap and parked jobs."""
+
+    spent_usd: float
+    cap_usd: float | None
+    left_usd: float | None
+    typical_job_usd: float
+    in_flight_usd: float
+    held_by: HeldBy | None
+    parked: int
+
+
+@final
+class UnloadedRubricBudget(TypedDict):
+    """Jobs parked for a rubric version this process has not loaded."""
+
+    parked: int
+    note: str
+
+
+# ``budget show --json`` (and ``status``'s ``budget``); the functional syntax because "global"
+# is a keyword.
+BudgetSummary = TypedDict("BudgetSummary", {"day": str, "global": "FleetBudget",
+                                            "rubrics": "dict[str, RubricBudget | UnloadedRubricBudget]"})
+
+
+def _budget_and_rubrics() -> tuple[Settings, redis.Redis, Budget, dict[str, Rubric]]:
     from worker.redis_client import connect
     from worker.accounting.budget import Budget
     from worker.rubrics.rubric import load_rubrics
 
-    settings = _settings()
+    settings = load_settings()
     client = connect(settings.redis_url)
     return settings, client, Budget(client, settings.daily_budget_usd), load_rubrics(settings.rubrics_dir)
 
 
-def budget_summary(budget, rubrics: dict, day: str | None = None) -> dict:
+def budget_summary(budget: Budget, rubrics: dict[str, Rubric], day: str | None = None) -> BudgetSummary:
     """Spend, caps, what is left and what is parked, for the fleet and each loaded rubric version."""
     from worker.accounting.budget import ALL, utc_day
 
@@ -28,9 +69,9 @@ def budget_summary(budget, rubrics: dict, day: str | None = None) -> dict:
     parked = budget.parked()
     fleet_spent = spent.get(ALL, 0.0)
     cap = budget.global_cap
-    out = {"day": day, "global": {"spent_usd": fleet_spent, "cap_usd": cap,
-                                  "left_usd": None if cap is None else round(max(0.0, cap - fleet_spent), 6)},
-           "rubrics": {}}
+    out: BudgetSummary = {"day": day, "global": {"spent_usd": fleet_spent, "cap_usd": cap,
+                                                 "left_usd": None if cap is None else round(max(0.0, cap - fleet_spent), 6)},
+                          "rubrics": {}}
     for key, rubric in sorted(rubrics.items()):
         state = budget.state(rubric, fields)
         out["rubrics"][key] = {"spent_usd": state.spent_usd, "cap_usd": state.cap_usd, "left_usd": state.left_usd,
@@ -42,7 +83,7 @@ def budget_summary(budget, rubrics: dict, day: str | None = None) -> dict:
     return out
 
 
-def budget_lines(summary: dict) -> list[str]:
+def budget_lines(summary: BudgetSummary) -> list[str]:
     """The budget summary as text: the fleet line, then a line per rubric version."""
     g = summary["global"]
     lines = [f"budget {summary['day']} (UTC): spent {_money(g['spent_usd'])} of {_money(g['cap_usd'])}, "
@@ -57,16 +98,16 @@ def budget_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _money(value) -> str:
+def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:.4f}"
 
 
-def _of_cap(cap) -> str:
+def _of_cap(cap: float | None) -> str:
     return " (no cap of its own)" if cap is None else f" of {_money(cap)}"
 
 
 @click.group()
-def budget():
+def budget() -> None:
     """Daily judge spend caps (TRACEJUDGE_DAILY_BUDGET_USD, a rubric's budget.daily_usd)."""
 
 
@@ -74,7 +115,7 @@ def budget():
 @click.option("--day", help="UTC day, YYYY-MM-DD (default: today).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @reports_errors
-def show(day, as_json):
+def show(day: str | None, as_json: bool) -> None:
     """Spend today against the caps, per rubric, with the jobs parked."""
     import datetime as dt
 
@@ -93,7 +134,7 @@ def show(day, as_json):
 
 @budget.command()
 @reports_errors
-def unpark():
+def unpark() -> None:
     """Put parked jobs back on the queue for every rubric the budget no longer holds.
 
     The scheduler does this on every tick; run it after raising a cap to not wait for it."""
@@ -102,8 +143,12 @@ def unpark():
 
     settings, _, b, rubrics = _budget_and_rubrics()
     broker = build_broker(settings)
+
+    def enqueue(trace_id: str, key: str) -> None:
+        broker.enqueue(judge_message(trace_id, key))
+
     try:
-        moved = b.unpark(rubrics, lambda trace_id, key: broker.enqueue(judge_message(trace_id, key)))
+        moved = b.unpark(rubrics, enqueue)
     finally:
         broker.close()
     left = sum(b.parked().values())

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
 from worker.errors import TraceJudgeError
 
+if TYPE_CHECKING:  # (imported lazily at run time, so ``--help`` stays fast)
+    import redis
 
-def reports_errors(fn):
+    from worker.rubrics.rubric import Rubric
+    from worker.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn our own errors into a one-line message and exit status 1 (click's ClickException)."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except TraceJudgeError as exc:
@@ -23,7 +35,7 @@ def reports_errors(fn):
     return wrapper
 
 
-def _settings():
+def load_settings() -> Settings:
     """The settings of a command, with their secrets registered for masking in every log line."""
     from worker.logs import register_settings_secrets
     from worker.settings import Settings
@@ -33,7 +45,7 @@ def _settings():
     return settings
 
 
-def read_back_first(settings, client) -> None:
+def read_back_first(settings: Settings, client: redis.Redis) -> None:
     """Before a command reads the figures: count the fleet's written scores that Langfuse now
     returns (worker/fleet/confirmer.py); what still waits is said on stderr."""
     from worker.fleet.confirmer import read_back_before_reading
@@ -43,7 +55,7 @@ def read_back_first(settings, client) -> None:
         click.echo(f"note: {note}", err=True)
 
 
-def author_settings(rubrics_dir):
+def author_settings(rubrics_dir: Path) -> Settings:
     """The author tools' settings (no Langfuse keys needed), their secrets registered too."""
     from worker.logs import register_settings_secrets
     from worker.settings import Settings
@@ -58,7 +70,7 @@ def utc_today() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
 
 
-def pick_rubric(loaded: dict, wanted: str):
+def pick_rubric(loaded: dict[str, Rubric], wanted: str) -> Rubric:
     """``name@vN`` exactly, or a name for its newest loaded version; a usage error otherwise."""
     if wanted in loaded:
         return loaded[wanted]

@@ -2,26 +2,30 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
-from worker.cli.common import _settings, reports_errors
+from worker.cli.common import load_settings, reports_errors
+
+if TYPE_CHECKING:
+    import redis
 
 
-def _client():
+def _client() -> redis.Redis:
     from worker.redis_client import connect
-    return connect(_settings().redis_url)
+    return connect(load_settings().redis_url)
 
 
 @click.group("dead-letters")
-def dead_letters():
+def dead_letters() -> None:
     """Jobs that exhausted their retries, with the reason of each."""
 
 
 @dead_letters.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @reports_errors
-def list_(as_json):
+def list_(as_json: bool) -> None:
     """List dead-lettered judge jobs and why they failed."""
     from worker.fleet.queues import dead_letters as read
 
@@ -40,7 +44,7 @@ def list_(as_json):
 @click.option("--all", "everything", is_flag=True, help="Retry every dead letter.")
 @click.argument("message_ids", nargs=-1)
 @reports_errors
-def retry(everything, message_ids):
+def retry(everything: bool, message_ids: tuple[str, ...]) -> None:
     """Put dead letters back on the judge queue (after fixing their cause)."""
     from worker.fleet.queues import requeue_dead
 
@@ -53,7 +57,7 @@ def retry(everything, message_ids):
 @dead_letters.command()
 @click.option("--yes", is_flag=True, help="Don't ask for confirmation.")
 @reports_errors
-def purge(yes):
+def purge(yes: bool) -> None:
     """Delete every dead letter (their traces stay unjudged)."""
     from worker.fleet.queues import purge_dead
 

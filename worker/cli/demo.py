@@ -18,7 +18,8 @@ import click
 @click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256))
 @click.option("--timeout", default=900, show_default=True, type=float, help="Give up after this many seconds.")
 @click.option("--keep", is_flag=True, help="Keep the stack running after the summary (Ctrl-C stops it).")
-def demo(traces, rate, judge_latency_ms, processes, threads, timeout, keep):
+def demo(traces: int, rate: float, judge_latency_ms: int, processes: int, threads: int, timeout: float,
+         keep: bool) -> None:
     """Run the whole pipeline on a local stack and print a summary."""
     from emulators.demo import DemoOptions, run_demo
     from worker.errors import TraceJudgeError
@@ -33,7 +34,7 @@ def demo(traces, rate, judge_latency_ms, processes, threads, timeout, keep):
 @click.command()
 @click.option("--traces", default=3000, show_default=True, type=click.IntRange(0, 200_000))
 @click.option("--judge-latency-ms", default=300, show_default=True, type=click.IntRange(0, 60_000))
-def stack(traces, judge_latency_ms):
+def stack(traces: int, judge_latency_ms: int) -> None:
     """Start redis-server, both emulators (seeded) and the Procfile's fleet; Ctrl-C stops all."""
     import datetime as dt
     from pathlib import Path

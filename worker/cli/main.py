@@ -17,7 +17,7 @@ from worker.cli.status import status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main():
+def main() -> None:
     """tracejudge: LLM-as-judge scores for a deterministic sample of your Langfuse traces.
 
     Configuration comes from the environment (LANGFUSE_*, REDIS_URL, ANTHROPIC_*/OPENAI_*,

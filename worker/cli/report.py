@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
 
-from worker.cli.common import _settings, read_back_first
+from worker.cli.common import load_settings, read_back_first
 from worker.errors import TraceJudgeError
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 
 def _writable_target(out: str) -> Path:
@@ -46,11 +51,11 @@ def _redis_location(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
-def _lazy_linker(settings):
+def _lazy_linker(settings: Settings) -> Callable[[str], str]:
     """Trace links need one Langfuse call (the project id): made only when a trace is listed."""
     from worker.langfuse_io.links import trace_linker
 
-    built = []
+    built: list[Callable[[str], str]] = []
 
     def link(trace_id: str) -> str:
         if not built:
@@ -65,7 +70,7 @@ def _lazy_linker(settings):
 @click.option("--days", default=28, show_default=True, type=click.IntRange(7, 120),
               help="How many days the charts cover (the tables always compare the last 7 days with the 7 before).")
 @click.option("--rubric", "rubric_filter", metavar="NAME", help="Only this rubric: NAME or NAME@vN.")
-def report(out, days, rubric_filter):
+def report(out: str, days: int, rubric_filter: str | None) -> None:
     """Write the quality report: per rubric version, quality per feature and top tenants over time,
     this week vs last week per cell with its alert state, the lowest-scoring traces with links into
     Langfuse, judge cost and the unscored rate per day. One HTML file, no external assets."""
@@ -78,7 +83,7 @@ def report(out, days, rubric_filter):
 
     path = _writable_target(out)
     try:
-        settings = _settings()
+        settings = load_settings()
         rubrics = load_rubrics(settings.rubrics_dir)
         client = connect(settings.redis_url)
         if rubric_filter and rubric_filter not in (known := known_rubric_names(client, rubrics)):

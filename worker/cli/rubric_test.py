@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from worker.authoring import agreement
 from worker.cli.common import author_settings, pick_rubric, utc_today
 from worker.errors import TraceJudgeError
+
+if TYPE_CHECKING:
+    from worker.authoring.labelled_run import AgreementReport
+    from worker.rubrics.scales import Level
 
 
 @click.command("test")
@@ -26,18 +31,20 @@ from worker.errors import TraceJudgeError
               help="Judge calls in flight at once.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False),
               help="Rubrics folder (default: TRACEJUDGE_RUBRICS_DIR or rubrics/).")
-def test(rubric, examples_file, min_kappa, weights, as_json, concurrency, directory):
+def test(rubric: str, examples_file: str | None, min_kappa: float | None, weights: str, as_json: bool,
+         concurrency: int, directory: str | None) -> None:
     """Judge RUBRIC's labelled examples and report agreement with the human labels.
 
     RUBRIC is name@vN, or a name for its newest version. Needs only the judge provider's key
     (ANTHROPIC_* or OPENAI_*); no score is written to Langfuse.
     """
+    from worker.accounting.pricing import PriceTable, use_prices
     from worker.authoring.examples import examples_path, load_examples
     from worker.authoring.labelled_run import gate_failure, run_examples, summarize
     from worker.judges import build_judge
     from worker.judges.identity import verify_served_model
-    from worker.judging.runtime import validate_rubrics
     from worker.rubrics.rubric import load_rubrics
+    from worker.runtime import validate_rubrics
     from worker.settings import rubrics_dir_for
 
     try:
@@ -46,7 +53,9 @@ def test(rubric, examples_file, min_kappa, weights, as_json, concurrency, direct
         path = Path(examples_file) if examples_file else examples_path(chosen)
         examples = load_examples(path, chosen.scale)
         settings = author_settings(rubrics_dir_for(directory))
-        for warning in validate_rubrics({chosen.key: chosen}, settings, today=utc_today()):
+        prices = PriceTable(settings.user_prices_file())
+        use_prices(prices)  # the labelled run's cost (worker/judging/finish.py judge_cost) reads the process's table
+        for warning in validate_rubrics({chosen.key: chosen}, settings, prices, today=utc_today()):
             click.echo(f"warning: {warning}", err=True)
         judge = build_judge(chosen.judge, settings)
         verify_served_model(judge, chosen.judge)
@@ -68,7 +77,7 @@ def test(rubric, examples_file, min_kappa, weights, as_json, concurrency, direct
 W = 26  # width of the metric names in the text report
 
 
-def print_report(report: dict) -> None:
+def print_report(report: AgreementReport) -> None:
     echo = click.echo
     echo(f"# {report['rubric']}  judge {report['judge']}  examples {report['examples_file']}")
     unscored = ", ".join(f"{k} {v}" for k, v in report["unscored"].items()) or "none"
@@ -113,5 +122,5 @@ def _num(x: float | None) -> str:
     return "undefined" if x is None else f"{x:.3f}"
 
 
-def _level(v) -> str:
+def _level(v: Level) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)

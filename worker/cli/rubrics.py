@@ -5,20 +5,24 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from worker.cli.common import _settings, author_settings, pick_rubric, utc_today
+from worker.cli.common import author_settings, load_settings, pick_rubric, utc_today
 from worker.cli.rubric_test import test
 from worker.errors import TraceJudgeError
 
+if TYPE_CHECKING:
+    from worker.rubrics.doc import Problem
+
 
 @click.group()
-def rubrics():
+def rubrics() -> None:
     """Author tools: lint and release rubric versions, render the exact judge prompt for a trace."""
 
 
-def _rubrics_dir(path):
+def _rubrics_dir(path: str | None) -> Path:
     from worker.settings import rubrics_dir_for
 
     return rubrics_dir_for(path)
@@ -28,7 +32,7 @@ def _rubrics_dir(path):
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="Rubrics folder (default: TRACEJUDGE_RUBRICS_DIR or rubrics/).")
 @click.option("--allow-floating-models", is_flag=True, help="Accept judge aliases such as *-latest (a warning instead of an error).")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
-def lint(directory, allow_floating_models, strict):
+def lint(directory: str | None, allow_floating_models: bool, strict: bool) -> None:
     """Check every rubric version and report ALL problems as path:line: message.
 
     YAML and schema, template variables, filters and unsafe constructs, the scale, a pinned,
@@ -59,7 +63,7 @@ def lint(directory, allow_floating_models, strict):
         sys.exit(1)
 
 
-def _shown(problem, label: str | None = None) -> str:
+def _shown(problem: Problem, label: str | None = None) -> str:
     """path:line: message, with the path relative to the working folder when it is inside it."""
     path = problem.path
     try:
@@ -74,7 +78,7 @@ def _shown(problem, label: str | None = None) -> str:
 @rubrics.command()
 @click.argument("version")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="Rubrics folder (default: TRACEJUDGE_RUBRICS_DIR or rubrics/).")
-def release(version, directory):
+def release(version: str, directory: str | None) -> None:
     """Freeze VERSION (name@vN): record its sha256 in rubrics.lock.
 
     From then on `lint` fails if any file of that folder changes: change a released rubric by
@@ -106,7 +110,7 @@ def release(version, directory):
 @click.option("--file", "trace_file", type=click.Path(exists=True, dir_okay=False),
               help="A trace as JSON: {id, name, input, output, metadata, observations: [...]}.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False))
-def render(rubric, trace_id, trace_file, directory):
+def render(rubric: str, trace_id: str | None, trace_file: str | None, directory: str | None) -> None:
     """Show the exact prompt and output schema the judge would get for a trace.
 
     RUBRIC is name@vN, or a name for its newest version.
@@ -122,7 +126,7 @@ def render(rubric, trace_id, trace_file, directory):
         loaded = load_rubrics(_rubrics_dir(directory))
         chosen = pick_rubric(loaded, rubric)
         # --trace reads Langfuse, so it needs the full settings; --file needs no Langfuse keys.
-        settings = _settings() if trace_id else author_settings(_rubrics_dir(directory))
+        settings = load_settings() if trace_id else author_settings(_rubrics_dir(directory))
         if trace_file:
             try:
                 raw = json.loads(Path(trace_file).read_text(encoding="utf-8"))
@@ -133,6 +137,7 @@ def render(rubric, trace_id, trace_file, directory):
             from worker.langfuse_io.client import build_langfuse_api
             from worker.langfuse_io.traces import TraceReader
 
+            assert trace_id  # exactly one of --trace and --file (checked above)
             # read as the worker reads it: the root and the steps the rubric names
             trace = TraceReader(build_langfuse_api(settings, limited=False)).fetch(trace_id, observation_names(chosen))
         variables, hygiene = map_variables(trace, chosen, settings.max_variable_chars, redact=settings.redact_pii)
@@ -153,7 +158,7 @@ rubrics.add_command(test)
 
 
 @rubrics.group()
-def examples():
+def examples() -> None:
     """Labelled examples (rubrics/<name>/examples.jsonl)."""
 
 
@@ -164,7 +169,7 @@ def examples():
 @click.option("--file", "examples_file", type=click.Path(dir_okay=False),
               help="The examples file to append to (default: the rubric's examples.jsonl).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False))
-def pull(rubric, days, examples_file, directory):
+def pull(rubric: str, days: int, examples_file: str | None, directory: str | None) -> None:
     """Append human-labelled production traces to RUBRIC's examples.jsonl.
 
     The labels are Langfuse scores with source ANNOTATION under the rubric's name (what reviewers
@@ -181,7 +186,7 @@ def pull(rubric, days, examples_file, directory):
     try:
         root = _rubrics_dir(directory)
         chosen = pick_rubric(load_rubrics(root), rubric)
-        settings = _settings()
+        settings = load_settings()
         api = build_langfuse_api(settings, limited=False)
         result = pull_examples(api, TraceReader(api), chosen, redact=settings.redact_pii,
                                since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days),

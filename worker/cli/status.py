@@ -3,33 +3,108 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import click
 
-from worker.cli.budget import budget_lines
-from worker.cli.common import _settings, reports_errors
+from worker.cli.agreement import AgreementSummary
+from worker.cli.budget import BudgetSummary, budget_lines
+from worker.cli.common import load_settings, reports_errors
+
+if TYPE_CHECKING:
+    import redis
+
+    from worker.rubrics.rubric import Rubric
+    from worker.settings import Settings
 
 
-def status_report(settings, client, rubrics: dict) -> dict:
+class QueueFigures(TypedDict):
+    ready: int
+    in_flight: int
+    delayed: int
+    dead_letters: int
+
+
+class SamplerFigures(TypedDict):
+    cursor: str | None
+    lag_seconds: float | None
+    last_pass_at: str | None
+    last_pass: str | None
+    scanned: int
+    excluded: int
+    selected: int
+    budget_held: int
+    enqueued: int
+
+
+class RateLimitWaits(TypedDict):
+    waits: int
+    seconds: float
+
+
+class WriteBack(TypedDict):
+    written: int
+    confirmed: int
+    awaiting_read_back: int
+    missing: int
+    rewritten: int
+    mean_seconds_to_confirm: float | None
+    read_back_requests: int
+    note: NotRequired[str]  # the read-back still due (print_status adds it)
+
+
+class DetectorCell(TypedDict):
+    alerted_at: str | None
+    line: str
+
+
+class JudgeFigures(TypedDict):
+    calls: int
+    tokens: dict[str, int]  # input, output, cache_read, cache_write
+    cost_usd: float
+
+
+class StatusReport(TypedDict):
+    """``status --json``."""
+
+    queue: QueueFigures
+    budget: BudgetSummary
+    sampler: SamplerFigures
+    rate_limit_waits: dict[str, RateLimitWaits]
+    outcomes: dict[str, int]
+    write_back: WriteBack
+    unscored_by_reason: dict[str, int]
+    agreement: dict[str, AgreementSummary]
+    review: dict[str, int]
+    detection: dict[str, DetectorCell]
+    paused: dict[str, dict[str, str]]
+    structured_output: dict[str, str]
+    warnings: list[str]
+    judge: JudgeFigures
+
+
+def status_report(settings: Settings, client: redis.Redis, rubrics: dict[str, Rubric]) -> StatusReport:
     from samplers.sampler import CURSOR_KEY, LAST_PASS_KEY
     from worker.accounting.budget import Budget
     from worker.accounting.outcomes import OutcomeLog
+    from worker.cli.agreement import agreement_summary
     from worker.cli.budget import budget_summary
     from worker.fleet.metrics import RATELIMIT_WAIT_SECONDS, RATELIMIT_WAITS
     from worker.fleet.queues import queue_depth
     from worker.fleet.redis_health import eviction_warning
     from worker.judges.structured import MEMORY_KEY as STRUCTURED_MODES
     from worker.rate_limits.circuit import open_circuits
+    from worker.redis_client import as_text
     from worker.review.agreement import read_all as read_agreement
     from worker.review.queue import STATS as REVIEW_STATS
 
     depth = queue_depth(client)
     stats = OutcomeLog(client).stats()
     cursor = client.get(CURSOR_KEY)
-    cursor_at = dt.datetime.fromisoformat(cursor.decode()) if cursor else None
-    last = {k.decode(): v.decode() for k, v in client.hgetall(LAST_PASS_KEY).items()}
-    waits = {k.decode(): int(float(v)) for k, v in client.hgetall(RATELIMIT_WAITS).items()}
-    waited = {k.decode(): round(float(v), 3) for k, v in client.hgetall(RATELIMIT_WAIT_SECONDS).items()}
+    cursor_at = dt.datetime.fromisoformat(as_text(cursor)) if cursor else None
+    last = {as_text(k): as_text(v) for k, v in client.hgetall(LAST_PASS_KEY).items()}
+    waits = {as_text(k): int(float(v)) for k, v in client.hgetall(RATELIMIT_WAITS).items()}
+    waited = {as_text(k): round(float(v), 3) for k, v in client.hgetall(RATELIMIT_WAIT_SECONDS).items()}
     tokens = {kind: stats.get(f"{kind}_tokens", 0) for kind in ("input", "output", "cache_read", "cache_write")}
     return {
         "queue": {"ready": depth.ready, "in_flight": depth.unacked, "delayed": depth.delayed,
@@ -39,7 +114,8 @@ def status_report(settings, client, rubrics: dict) -> dict:
                     "lag_seconds": round((dt.datetime.now(dt.timezone.utc) - cursor_at).total_seconds(), 1)
                     if cursor_at else None,
                     "last_pass_at": last.get("at"), "last_pass": last.get("line"),
-                    **{k: stats.get(f"sampler_{k}", 0) for k in ("scanned", "excluded", "selected", "budget_held")},
+                    "scanned": stats.get("sampler_scanned", 0), "excluded": stats.get("sampler_excluded", 0),
+                    "selected": stats.get("sampler_selected", 0), "budget_held": stats.get("sampler_budget_held", 0),
                     "enqueued": stats.get("enqueued", 0)},
         "rate_limit_waits": {key: {"waits": n, "seconds": waited.get(key, 0.0)} for key, n in sorted(waits.items())},
         "outcomes": {k: stats.get(k, 0) for k in ("scored", "unscored", "not_applicable", "retries_exhausted")},
@@ -53,33 +129,32 @@ def status_report(settings, client, rubrics: dict) -> dict:
         "unscored_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
                                if k.startswith("unscored:") and k.count(":") == 1},
         # judge-human agreement per rubric version, as the scheduler's review tick last computed it
-        "agreement": {key: {k: r.get(k) for k in ("n", "exact", "within_one", "kappa", "kappa_low", "kappa_high",
-                                                  "spearman", "status", "min_kappa", "window_days", "computed_at")}
-                      for key, r in read_agreement(client).items()},
-        "review": {k.decode(): int(v) for k, v in sorted(client.hgetall(REVIEW_STATS).items())},
+        "agreement": {key: agreement_summary(r) for key, r in read_agreement(client).items()},
+        "review": {as_text(k): int(v) for k, v in sorted(client.hgetall(REVIEW_STATS).items())},
         "detection": _detection(client),
         "paused": open_circuits(client),  # circuit breakers open: their work waits for a probe
         # the structured-output mode each judge endpoint settled on (learned once for the fleet)
-        "structured_output": {k.decode(): v.decode() for k, v in sorted(client.hgetall(STRUCTURED_MODES).items())},
+        "structured_output": {as_text(k): as_text(v) for k, v in sorted(client.hgetall(STRUCTURED_MODES).items())},
         "warnings": [w for w in (eviction_warning(client),) if w],
         "judge": {"calls": stats.get("judge_calls", 0), "tokens": tokens,
                   "cost_usd": round(stats.get("cost_microusd", 0) / 1_000_000, 6)},
     }
 
 
-def _detection(client) -> dict:
+def _detection(client: redis.Redis) -> dict[str, DetectorCell]:
     """The sequential detector per cell: open incidents, and what each watched cell can see."""
     from worker.drift.aggregates import CELLS
     from worker.drift.detection import describe
+    from worker.redis_client import as_text
 
-    cells = {}
+    cells: dict[str, DetectorCell] = {}
     for raw in sorted(client.smembers(CELLS)):
-        alerted, line = describe(client, raw.decode())
-        cells[raw.decode()] = {"alerted_at": alerted, "line": line}
+        alerted, line = describe(client, as_text(raw))
+        cells[as_text(raw)] = {"alerted_at": alerted, "line": line}
     return cells
 
 
-def render_text(report: dict) -> str:
+def render_text(report: StatusReport) -> str:
     q, s, b, j = report["queue"], report["sampler"], report["budget"], report["judge"]
     lines = [f"queue: {q['ready']} ready, {q['in_flight']} in flight, {q['delayed']} delayed, "
              f"{q['dead_letters']} dead letters",
@@ -126,7 +201,7 @@ def render_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def print_status(settings, as_json: bool) -> None:
+def print_status(settings: Settings, as_json: bool) -> None:
     import redis
 
     from worker.fleet.confirmer import read_back_before_reading
@@ -146,6 +221,6 @@ def print_status(settings, as_json: bool) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @reports_errors
-def status(as_json):
+def status(as_json: bool) -> None:
     """Queue depths, dead letters, budget, sampler cursor and lag, rate-limit waits, outcomes."""
-    print_status(_settings(), as_json)
+    print_status(load_settings(), as_json)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from typing import TypedDict
 
 import redis
 
@@ -21,11 +22,50 @@ from worker.drift.stats import (
     decide,
     proportion_drop_p,
 )
+from worker.redis_client import as_text
 from worker.rubrics.rubric import Rubric
 
 STATE = "tracejudge:alerts:state"
 DEFAULT_THRESHOLD = 5.0
 UNSCORED_RISE_POINTS = 5.0
+
+Series = dict[str, dict[str, float]]  # day -> that day's aggregate hash (aggregates.read_days)
+WeekData = WeekStats | WeekRate
+
+
+class DecisionJSON(TypedDict):
+    """``CellDecision`` as ``drift --once --json`` prints it, with the n that counts."""
+    key: str
+    status: str
+    prev_mean: float | None
+    curr_mean: float | None
+    drop: float | None
+    p: float
+    q: float
+    n_prev: int
+    n_curr: int
+    n_needed: int | None
+    cells_in_run: int
+    n_have: int
+
+
+class CellReportJSON(TypedDict):
+    """``CellReport.as_dict``: one cell of ``drift --once --json``'s ``cells``."""
+    cell: str
+    rubric: str
+    version: int
+    judge_model: str
+    segment: str
+    decision: DecisionJSON
+    moving_average: list[tuple[str, float | None]]
+    daily_mean: list[tuple[str, float | None]]
+    unscored_rate_prev: float
+    unscored_rate_curr: float
+    unscored_alert: bool
+    bottom: list[tuple[str, float]]
+    cost_usd_curr: float
+    explained_by: list[str]
+    new_alert: bool
 
 
 @dataclasses.dataclass
@@ -46,25 +86,38 @@ class CellReport:
     explained_by: list[str] = dataclasses.field(default_factory=list)
     new_alert: bool = False
 
-    def as_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["decision"] = {**dataclasses.asdict(self.decision), "n_have": self.decision.n_have}
-        return d
+    def as_dict(self) -> CellReportJSON:
+        d = self.decision
+        decision = DecisionJSON(key=d.key, status=d.status, prev_mean=d.prev_mean, curr_mean=d.curr_mean, drop=d.drop,
+                                p=d.p, q=d.q, n_prev=d.n_prev, n_curr=d.n_curr, n_needed=d.n_needed,
+                                cells_in_run=d.cells_in_run, n_have=d.n_have)
+        return CellReportJSON(
+            cell=self.cell, rubric=self.rubric, version=self.version, judge_model=self.judge_model,
+            segment=self.segment, decision=decision, moving_average=list(self.moving_average),
+            daily_mean=list(self.daily_mean), unscored_rate_prev=self.unscored_rate_prev,
+            unscored_rate_curr=self.unscored_rate_curr, unscored_alert=self.unscored_alert, bottom=list(self.bottom),
+            cost_usd_curr=self.cost_usd_curr, explained_by=list(self.explained_by), new_alert=self.new_alert)
+
+
+# One cell of a run: (cell, its rubric version, judge model, segment, its days, the test's input).
+_Row = tuple[str, Rubric, str, str, Series, CellInput]
 
 
 def week_days(today: dt.date, offset: int) -> list[str]:
     return [(today - dt.timedelta(days=offset + i)).isoformat() for i in range(6, -1, -1)]
 
 
-def _week(days: dict[str, dict], pass_fail: bool):
+def _week(days: Series, pass_fail: bool) -> WeekData:
     n = sum(d.get("n", 0) for d in days.values())
     if pass_fail:
         return WeekRate(int(n), int(sum(d.get("passes", 0) for d in days.values())))
     return WeekStats(int(n), sum(d.get("sum", 0) for d in days.values()), sum(d.get("sumsq", 0) for d in days.values()))
 
 
-def _moving_average(series: dict[str, dict], days: list[str]) -> tuple[list, list]:
-    daily, moving = [], []
+def _moving_average(series: Series, days: list[str]
+                    ) -> tuple[list[tuple[str, float | None]], list[tuple[str, float | None]]]:
+    daily: list[tuple[str, float | None]] = []
+    moving: list[tuple[str, float | None]] = []
     for i, day in enumerate(days):
         d = series.get(day, {})
         daily.append((day, d["sum"] / d["n"] if d.get("n") else None))
@@ -79,8 +132,8 @@ def run_check(client: redis.Redis, rubrics: dict[str, Rubric], today: dt.date | 
     today = today or dt.datetime.now(dt.timezone.utc).date()
     curr_days, prev_days = week_days(today, 0), week_days(today, 7)
     all_days = prev_days + curr_days
-    rows = []
-    for raw_cell in sorted(m.decode() for m in client.smembers(agg.CELLS)):
+    rows: list[_Row] = []
+    for raw_cell in sorted(as_text(m) for m in client.smembers(agg.CELLS)):
         name, version, model, segment = raw_cell.split("|", 3)
         rubric = rubrics.get(f"{name}@{version}")
         if rubric is None:
@@ -109,13 +162,16 @@ def run_check(client: redis.Redis, rubrics: dict[str, Rubric], today: dt.date | 
     return reports
 
 
-def _minus(a, b):
-    if isinstance(a, WeekRate):
+def _minus(a: WeekData, b: WeekData) -> WeekData:
+    if isinstance(a, WeekRate) and isinstance(b, WeekRate):
         return WeekRate(a.n - b.n, a.passes - b.passes)
-    return WeekStats(a.n - b.n, a.total - b.total, a.total_sq - b.total_sq)
+    if isinstance(a, WeekStats) and isinstance(b, WeekStats):
+        return WeekStats(a.n - b.n, a.total - b.total, a.total_sq - b.total_sq)
+    raise TypeError("a cell and its feature's cell are weeks of one kind (a mean or a pass rate)")
 
 
-def _explained_by_features(rows, decisions, q_level) -> dict[str, list[str]]:
+def _explained_by_features(rows: list[_Row], decisions: list[CellDecision],
+                           q_level: float) -> dict[str, list[str]]:
     """An alerting all-traffic or tenant cell whose drop vanishes once the alerting features'
     traffic is taken out is *explained* by those features: the owners get one alert, at the
     feature, not three for the same cause."""
@@ -141,8 +197,8 @@ def _explained_by_features(rows, decisions, q_level) -> dict[str, list[str]]:
     return out
 
 
-def _unscored_rates(series: dict, prev_days: list[str], curr_days: list[str]) -> tuple[float, float, float]:
-    def rate(days):
+def _unscored_rates(series: Series, prev_days: list[str], curr_days: list[str]) -> tuple[float, float, float]:
+    def rate(days: list[str]) -> tuple[float, int]:
         bad = sum(series[d].get("unscored", 0) for d in days)
         total = bad + sum(series[d].get("n", 0) for d in days)
         return bad, int(total)

@@ -79,8 +79,9 @@ def _step(s: float, zero: float | None, z: float, trace_time: float, frontier: f
 def update(state: State, score: float, trace_time: float, d: Design) -> State:
     """Apply one confirmed score (points) at its trace time. In order (trace time ≥ frontier):
     the CUSUM step. Behind the frontier: the late rule of the module docstring."""
-    late = state.frontier is not None and trace_time < state.frontier
-    frontier = trace_time if not late else state.frontier
+    previous = state.frontier
+    late = previous is not None and trace_time < previous
+    frontier = previous if previous is not None and late else trace_time
     if state.detected_at is not None:
         return _update_alarmed(state, score, trace_time, frontier, late, d)
     s, zero, what = _step(state.s, state.last_zero, d.z(score), trace_time, frontier, late)

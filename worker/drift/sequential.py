@@ -159,8 +159,9 @@ def reference(days: Iterable[DayAggregate], min_n: int = MIN_REFERENCE_N, min_sd
     var = max(0.0, (total_sq - total * total / n) / (n - 1))
     status = "ok" if n >= min_n else "insufficient_reference"
     skew = None
-    if var > 0 and all(d.total_cube is not None for d in used):
-        m3 = sum(d.total_cube for d in used) / n - 3 * mean * total_sq / n + 2 * mean ** 3
+    cubes = [d.total_cube for d in used if d.total_cube is not None]
+    if var > 0 and len(cubes) == len(used):
+        m3 = sum(cubes) / n - 3 * mean * total_sq / n + 2 * mean ** 3
         skew = m3 / var ** 1.5
     return Reference(mean, max(math.sqrt(var), min_sd), n, len(used), since, until, status, skew)
 
@@ -218,7 +219,8 @@ def _log_arl(delta: np.ndarray, h: float, skew: float = 0.0) -> np.ndarray:
         direct = np.log(np.maximum(np.expm1(np.minimum(x, 700.0)) - x, 1e-300))
         tail = x + np.log1p(-(x + 1) * np.exp(-np.maximum(x, 30.0)))
     log_arl = np.where(x > 30, tail, direct) - np.log(-theta * d)
-    return np.where(small, 2 * np.log(b), log_arl)
+    out: np.ndarray = np.where(small, 2 * np.log(b), log_arl)  # numpy types a ufunc's scalar result as Any
+    return out
 
 
 def siegmund_arl(delta: float, h: float, skew: float = 0.0) -> float:
@@ -243,7 +245,9 @@ def limit_for_arl(k: float, arl0: float, n_reference: int | None = None, skew: f
     reference mean estimated from ``n_reference`` scores (known reference if None), for
     increments with third cumulant ``skew``."""
     target = -math.log(arl0)
-    f = lambda h: _alarm_rate(k, h, n_reference, skew) - target  # noqa: E731 (decreasing in h)
+    def f(h: float) -> float:  # decreasing in h
+        return _alarm_rate(k, h, n_reference, skew) - target
+
     guess = max(1.0, math.log(max(2 * k * k * arl0, 1.0 + 1e-9)) / (2 * k))  # normal theory, known reference
     lo, hi = guess / 2, guess * 2 + 5
     while f(lo) < 0:

@@ -150,11 +150,13 @@ def _test(cell: CellInput, cells: int) -> tuple[float, int | None]:
     prev, curr, drop = cell.prev, cell.curr, cell.threshold_points
     if prev.n < 2 or curr.n < 2:
         return 1.0, None
-    if isinstance(prev, WeekRate):
+    if isinstance(prev, WeekRate) and isinstance(curr, WeekRate):
         pooled = (prev.passes + curr.passes) / (prev.n + curr.n)
         return proportion_drop_p(prev, curr), min_n_rates(min(max(pooled, 0.05), 0.999), drop / 100, cells=cells)
-    sd = math.sqrt(((prev.n - 1) * prev.variance + (curr.n - 1) * curr.variance) / (prev.n + curr.n - 2))
-    return welch_drop_p(prev, curr), min_n_means(max(sd, MIN_SD), drop, cells=cells)
+    if isinstance(prev, WeekStats) and isinstance(curr, WeekStats):
+        sd = math.sqrt(((prev.n - 1) * prev.variance + (curr.n - 1) * curr.variance) / (prev.n + curr.n - 2))
+        return welch_drop_p(prev, curr), min_n_means(max(sd, MIN_SD), drop, cells=cells)
+    raise TypeError(f"{cell.key}: last week and this week are not of one kind (a mean and a pass rate)")
 
 
 def decide(cells: Sequence[CellInput], q_level: float = ALPHA) -> list[CellDecision]:
@@ -168,8 +170,8 @@ def decide(cells: Sequence[CellInput], q_level: float = ALPHA) -> list[CellDecis
         has_data = cell.prev.n > 0 and cell.curr.n > 0
         prev_mean = cell.prev.mean if cell.prev.n else None
         curr_mean = cell.curr.mean if cell.curr.n else None
-        drop = prev_mean - curr_mean if has_data else None
-        if n_needed is not None and q < q_level and drop >= cell.threshold_points / 2:
+        drop = prev_mean - curr_mean if has_data and prev_mean is not None and curr_mean is not None else None
+        if n_needed is not None and q < q_level and drop is not None and drop >= cell.threshold_points / 2:
             status = "alert"
         elif n_needed is None or min(cell.prev.n, cell.curr.n) < n_needed:
             status = "insufficient_data"

@@ -23,6 +23,7 @@ import redis
 from worker.accounting.outcomes import EXHAUSTED, OutcomeLog
 from worker.batching.store import ITEMS, BatchStore, Item
 from worker.drift.retention import SweepSummary, sweep_aggregates
+from worker.redis_client import as_text
 
 EXHAUSTED_DAYS = 30
 EXHAUSTED_MAX = 50_000
@@ -71,10 +72,10 @@ def trim_exhausted(client: redis.Redis, now: float, days: int = EXHAUSTED_DAYS, 
 def drop_orphaned_batch_items(client: redis.Redis, loaded: set[str], now: float,
                               days: int = ORPHAN_BATCH_DAYS) -> int:
     store, outcomes = BatchStore(client), OutcomeLog(client)
-    seen = {k.decode(): float(v) for k, v in client.hgetall(ORPHANS).items()}
+    seen = {as_text(k): float(v) for k, v in client.hgetall(ORPHANS).items()}
     dropped = 0
     for field, raw in client.hscan_iter(ITEMS, count=500):
-        score_id = field.decode()
+        score_id = as_text(field)
         item = Item.loads(raw)
         if item.rubric_key in loaded or item.batch_id is not None:
             if score_id in seen:
@@ -89,6 +90,6 @@ def drop_orphaned_batch_items(client: redis.Redis, loaded: set[str], now: float,
             store.forget(score_id)
             client.hdel(ORPHANS, score_id)
             dropped += 1
-    for stale in set(seen) - {f.decode() for f in client.hkeys(ITEMS)}:
+    for stale in set(seen) - {as_text(f) for f in client.hkeys(ITEMS)}:
         client.hdel(ORPHANS, stale)
     return dropped

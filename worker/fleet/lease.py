@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 
 import redis
 
@@ -51,11 +52,11 @@ class Lease:
         return False
 
     @contextlib.contextmanager
-    def kept_alive(self):
+    def kept_alive(self) -> Iterator[Lease]:
         """Renew every third of the time to live until the block ends (or the lease is lost)."""
         done = threading.Event()
 
-        def keep():
+        def keep() -> None:
             while not done.wait(self.ttl_ms / 3000):
                 try:
                     if not self.renew():

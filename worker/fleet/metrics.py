@@ -14,8 +14,11 @@ import logging
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import dramatiq
 import redis
 from dramatiq.middleware.prometheus import DB_PATH, HTTP_HOST, Prometheus
 
@@ -26,9 +29,14 @@ from worker.accounting.outcomes import EXHAUSTED, STATS, UNCONFIRMED
 from worker.fleet.queues import queue_depth
 from worker.jobs import RubricKey
 from worker.logs import configure_logging, register_settings_secrets
+from worker.redis_client import as_text
+from worker.review.agreement import AgreementFigures
 from worker.review.agreement import read_all as read_agreement
-from worker.rubrics.rubric import load_rubrics
+from worker.rubrics.rubric import Rubric, load_rubrics
 from worker.settings import Settings
+
+if TYPE_CHECKING:  # prometheus_client is imported at run time only once dramatiq set its directory
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 log = logging.getLogger("tracejudge.metrics")
 # Written by worker/rate_limits (its Redis backend): limiter key -> number of waits / seconds waited.
@@ -40,23 +48,24 @@ class FleetPrometheus(Prometheus):
     """dramatiq's middleware, with our job metrics beside its own and our exposition server."""
 
     @property
-    def forks(self):
+    def forks(self) -> list[Callable[[], int]]:
         return [serve_metrics]
 
-    def after_process_boot(self, broker):
-        super().after_process_boot(broker)  # sets PROMETHEUS_MULTIPROC_DIR before the import below
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        # sets PROMETHEUS_MULTIPROC_DIR before the import below; dramatiq's Prometheus is unannotated
+        super().after_process_boot(broker)  # type: ignore[no-untyped-call]
         job_metrics.enable()
 
 
 class FleetCollector:
     """Fleet-wide figures from Redis, read when Prometheus scrapes (one exposition process)."""
 
-    def __init__(self, settings, rubrics: dict, client=None):
+    def __init__(self, settings: Settings, rubrics: Mapping[str, Rubric], client: redis.Redis | None = None):
         self.settings = settings
         self.rubrics = rubrics
         self.client = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5)
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         up = GaugeMetricFamily("tracejudge_redis_up", "1 when the fleet's Redis answered this scrape.")
@@ -71,7 +80,7 @@ class FleetCollector:
         yield up
         yield from families
 
-    def _families(self, Counter, Gauge):
+    def _families(self, Counter: type[CounterMetricFamily], Gauge: type[GaugeMetricFamily]) -> Iterator[Metric]:
         depth = queue_depth(self.client)
         queue = Gauge("tracejudge_queue_messages", "Judge queue messages by state.", labels=["queue", "state"])
         for state, value in (("ready", depth.ready), ("in_flight", depth.unacked), ("delayed", depth.delayed)):
@@ -81,7 +90,7 @@ class FleetCollector:
         dead.add_metric(["judge"], depth.dead)
         yield dead
 
-        stats = {k.decode(): float(v) for k, v in self.client.hgetall(STATS).items()}
+        stats = {as_text(k): float(v) for k, v in self.client.hgetall(STATS).items()}
         sampler = Counter("tracejudge_sampler_traces", "Traces the sampler scanned, excluded, selected, "
                           "enqueued, or held back for budget.", labels=["stage"])
         for stage, field in (("scanned", "sampler_scanned"), ("excluded", "sampler_excluded"),
@@ -107,7 +116,7 @@ class FleetCollector:
 
         cursor = self.client.get(CURSOR_KEY)
         lag = Gauge("tracejudge_sampler_lag_seconds", "Now minus the sampler's cursor (-1: no cursor yet).")
-        lag.add_metric([], (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(cursor.decode()))
+        lag.add_metric([], (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(as_text(cursor)))
                        .total_seconds() if cursor else -1)
         yield lag
 
@@ -116,8 +125,8 @@ class FleetCollector:
         waited = Counter("tracejudge_ratelimit_wait_seconds", "Seconds calls waited for a fleet-wide rate limit.",
                          labels=["limiter"])
         for family, key in ((waits, RATELIMIT_WAITS), (waited, RATELIMIT_WAIT_SECONDS)):
-            for field, value in self.client.hgetall(key).items():
-                family.add_metric([field.decode()], float(value))
+            for limiter, amount in self.client.hgetall(key).items():
+                family.add_metric([as_text(limiter)], float(amount))
             yield family
 
         budget = Budget(self.client, self.settings.daily_budget_usd)
@@ -136,17 +145,18 @@ class FleetCollector:
         if self.settings.daily_budget_usd is not None:
             left_f.add_metric([ALL], max(0.0, self.settings.daily_budget_usd - spent.get(ALL, 0.0)))
         for name, rubric in _latest_versions(self.rubrics).items():
-            state = budget.state(rubric, fields)
-            spent_f.add_metric([name], state.spent_usd)
-            if state.left_usd is not None:
-                left_f.add_metric([name], state.left_usd)
-            held_f.add_metric([name], 1 if state.held_by else 0)
+            rubric_state = budget.state(rubric, fields)
+            spent_f.add_metric([name], rubric_state.spent_usd)
+            if rubric_state.left_usd is not None:
+                left_f.add_metric([name], rubric_state.left_usd)
+            held_f.add_metric([name], 1 if rubric_state.held_by else 0)
             parked_f.add_metric([name], sum(n for key, n in parked.items() if RubricKey.parse(key).name == name))
         yield from (spent_f, left_f, held_f, parked_f)
         yield from _agreement_families(Gauge, read_agreement(self.client))
 
 
-def _agreement_families(Gauge, results: dict):
+def _agreement_families(Gauge: type[GaugeMetricFamily],
+                        results: Mapping[str, AgreementFigures]) -> Iterator[GaugeMetricFamily]:
     """Judge-human agreement per rubric version, as the review tick last computed it."""
     measure = Gauge("tracejudge_agreement", "Judge-human agreement over the rolling window: exact, within_one, "
                     "kappa (with kappa_low/kappa_high, its 95% bootstrap interval), spearman.",
@@ -157,23 +167,25 @@ def _agreement_families(Gauge, results: dict):
                 labels=["rubric", "version"])
     for result in results.values():
         labels = [str(result["rubric"]), str(result["version"])]
-        for name in ("exact", "within_one", "kappa", "kappa_low", "kappa_high", "spearman"):
-            if result.get(name) is not None:
-                measure.add_metric(labels + [name], float(result[name]))
+        for name, value in (("exact", result.get("exact")), ("within_one", result.get("within_one")),
+                            ("kappa", result.get("kappa")), ("kappa_low", result.get("kappa_low")),
+                            ("kappa_high", result.get("kappa_high")), ("spearman", result.get("spearman"))):
+            if value is not None:
+                measure.add_metric(labels + [name], float(value))
         pairs.add_metric(labels, result["n"])
         low.add_metric(labels, 1 if result["status"] == "low" else 0)
     yield from (measure, pairs, low)
 
 
-def _latest_versions(rubrics: dict) -> dict:
-    latest: dict = {}
+def _latest_versions(rubrics: Mapping[str, Rubric]) -> dict[str, Rubric]:
+    latest: dict[str, Rubric] = {}
     for rubric in rubrics.values():
         if rubric.name not in latest or rubric.version > latest[rubric.name].version:
             latest[rubric.name] = rubric
     return latest
 
 
-def prepare_metrics_dir(port: int, environ) -> bool:
+def prepare_metrics_dir(port: int, environ: MutableMapping[str, str]) -> bool:
     """Before a fleet starts: False when ``port`` is taken (another fleet on this host; its files
     are left alone). Else empties the multiprocess directory, one per port (stale files would
     add a dead fleet's counts), and points dramatiq's middleware at it through ``environ``."""
@@ -200,7 +212,8 @@ def serve_metrics() -> int:
     settings = Settings.from_env()
     register_settings_secrets(settings)
     registry = prom.CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=DB_PATH)
+    # prometheus_client leaves MultiProcessCollector.__init__ unannotated: hence the ignore.
+    multiprocess.MultiProcessCollector(registry, path=DB_PATH)  # type: ignore[no-untyped-call]
     registry.register(FleetCollector(settings, load_rubrics(settings.rubrics_dir)))
     try:
         _, thread = prom.start_http_server(settings.metrics_port, addr=HTTP_HOST, registry=registry)

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import TypedDict
 
 import redis
 
 from worker.accounting.outcomes import EXHAUSTED
 from worker.jobs import JUDGE_QUEUE, RubricKey
+from worker.json_types import JSONList
 from worker.langfuse_io.scores import score_id_for
+from worker.redis_client import as_text
 
 NAMESPACE = "dramatiq"
 
@@ -36,12 +39,20 @@ def queue_depth(client: redis.Redis, queue: str = JUDGE_QUEUE) -> QueueDepth:
     return QueueDepth(ready, max(0, stored - ready), delayed, dead)
 
 
-def dead_letters(client: redis.Redis, queue: str = JUDGE_QUEUE) -> list[dict]:
-    out = []
+class DeadLetter(TypedDict):
+    """A dead-lettered message, as ``tracejudge dead-letters list`` shows it."""
+
+    message_id: str
+    args: JSONList | None  # the job's arguments, as its message carries them
+    reason: str  # the last line of its last traceback
+
+
+def dead_letters(client: redis.Redis, queue: str = JUDGE_QUEUE) -> list[DeadLetter]:
+    out: list[DeadLetter] = []
     for message_id, raw in client.hgetall(f"{NAMESPACE}:{queue}.XQ.msgs").items():
         message = json.loads(raw)
         traceback = (message.get("options") or {}).get("traceback") or ""
-        out.append({"message_id": message_id.decode(), "args": message.get("args"),
+        out.append({"message_id": as_text(message_id), "args": message.get("args"),
                     "reason": traceback.strip().splitlines()[-1] if traceback.strip() else "unknown"})
     return out
 
@@ -49,7 +60,7 @@ def dead_letters(client: redis.Redis, queue: str = JUDGE_QUEUE) -> list[dict]:
 def requeue_dead(client: redis.Redis, message_ids: list[str] | None, queue: str = JUDGE_QUEUE) -> int:
     """Move dead letters back to the queue, with a fresh retry budget."""
     xq, xq_msgs = f"{NAMESPACE}:{queue}.XQ", f"{NAMESPACE}:{queue}.XQ.msgs"
-    ids = message_ids if message_ids is not None else [m.decode() for m in client.hkeys(xq_msgs)]
+    ids = message_ids if message_ids is not None else [as_text(m) for m in client.hkeys(xq_msgs)]
     moved = 0
     for message_id in ids:
         raw = client.hget(xq_msgs, message_id)

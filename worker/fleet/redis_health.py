@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import redis
 
+from worker.redis_client import as_text
+
 SAFE_POLICY = "noeviction"
 
 
@@ -23,8 +25,10 @@ def eviction_warning(client: redis.Redis) -> str | None:
     except redis.ResponseError:
         return ("cannot read the Redis maxmemory-policy (CONFIG is disabled): make sure it is noeviction, "
                 "or evictions will drop tracejudge's exactly-once markers")
-    policy = _text(config.get("maxmemory-policy") or config.get(b"maxmemory-policy")) or SAFE_POLICY
-    limit = int(_text(config.get("maxmemory") or config.get(b"maxmemory")) or 0)
+    # redis-py types the reply as str, but our clients (no ``decode_responses``) answer bytes
+    settings = {as_text(k): as_text(v) for k, v in config.items() if k is not None and v is not None}
+    policy = settings.get("maxmemory-policy") or SAFE_POLICY
+    limit = int(settings.get("maxmemory") or 0)
     if policy == SAFE_POLICY or limit == 0:
         return None
     what = ("keys with a TTL first: tracejudge's exactly-once markers, so traces get judged and counted twice"
@@ -32,8 +36,3 @@ def eviction_warning(client: redis.Redis) -> str | None:
     return (f"Redis maxmemory-policy is {policy} (maxmemory {limit} bytes): under memory pressure it evicts "
             f"{what}; set maxmemory-policy noeviction")
 
-
-def _text(value) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)

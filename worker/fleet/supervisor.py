@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from types import FrameType
 
 log = logging.getLogger("tracejudge.supervisor")
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # by how many quick failures came before
@@ -33,9 +34,9 @@ def supervise(args: Sequence[str], env: dict[str, str], *, delays: Sequence[floa
               quick_seconds: float = QUICK_FAILURE_SECONDS, max_quick_failures: int = MAX_QUICK_FAILURES) -> int:
     """Run ``args`` until a stop signal; returns the exit code to exit with."""
     stop = threading.Event()
-    child: list[subprocess.Popen] = []
+    child: list[subprocess.Popen[bytes]] = []
 
-    def forward(signum, frame) -> None:
+    def forward(signum: int, frame: FrameType | None) -> None:
         stop.set()
         if child and child[0].poll() is None:
             child[0].send_signal(signum)

@@ -1,9 +1,12 @@
 """Judge providers behind one interface (``Judge`` in base.py), one judge per endpoint × model.
 
-``judge_key(rubric)`` names that pair ("endpoint:model"): rate limits, the learned
-structured-output mode, per-endpoint prices and circuit breaking are keyed by it.
+``judge_key(rubric)`` names that pair ("endpoint:model"): rate limits (under the limiter key
+``judge_limit_key(judge_key)``, worker/rate_limits/judge.py), the learned structured-output
+mode, per-endpoint prices and circuit breaking are keyed by it.
 """
 from __future__ import annotations
+
+from typing import TypeAlias
 
 from worker.errors import ConfigError
 from worker.judges.anthropic_judge import AnthropicJudge
@@ -12,16 +15,20 @@ from worker.judges.openai_judge import OpenAIJudge
 from worker.judges.structured import ModeMemory
 from worker.logs import register_secrets
 from worker.rubrics.judge_spec import JudgeSpec
+from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
 
-__all__ = ["Judge", "JudgeReply", "ModeMemory", "Usage", "api_key_for", "build_judge", "judge_key"]
+__all__ = ["AnthropicJudge", "Judge", "JudgeReply", "ModeMemory", "OpenAIJudge", "ProviderJudge", "Usage",
+           "api_key_for", "build_judge", "judge_key"]
 NO_KEY = "no-key"  # the SDKs insist on a key; a local server without auth ignores it
+# A judge that calls a provider's API itself (not the limiter's wrapper): what ``build_judge`` makes.
+ProviderJudge: TypeAlias = AnthropicJudge | OpenAIJudge
 
 
-def judge_key(rubric) -> str:
-    """A stable "endpoint:model" for a rubric (or a JudgeSpec): ``openai:gpt-4.1-2025-04-14``,
+def judge_key(judge: Rubric | JudgeSpec) -> str:
+    """A stable "endpoint:model" for a rubric (or its JudgeSpec): ``openai:gpt-4.1-2025-04-14``,
     ``openai@llama.internal:8080/v1:smollm2-135m-instruct``."""
-    spec = getattr(rubric, "judge", rubric)
+    spec = judge if isinstance(judge, JudgeSpec) else judge.judge
     return f"{spec.endpoint}:{spec.model}"
 
 
@@ -38,7 +45,7 @@ def api_key_for(spec: JudgeSpec, settings: Settings) -> str | None:
     return key
 
 
-def build_judge(judge: JudgeSpec | str, settings: Settings, *, memory: ModeMemory | None = None) -> Judge:
+def build_judge(judge: JudgeSpec | str, settings: Settings, *, memory: ModeMemory | None = None) -> ProviderJudge:
     """The judge for a rubric's ``judge`` section (or a hosted provider's name, for tools)."""
     spec = judge if isinstance(judge, JudgeSpec) else JudgeSpec(judge, "")
     if spec.provider not in ("anthropic", "openai", "anthropic-compatible", "openai-compatible"):

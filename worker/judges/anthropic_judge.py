@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 
 import anthropic
+from anthropic.types import Message
 
-from worker.judges.base import JudgeReply, JudgeRequest, Usage, reply_json
+from worker.json_types import JSONDict
+from worker.judges.base import JudgeReply, JudgeRequest, Usage, repair_turn, reply_json
 from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain, truncated_in_prose
 
-CACHE_CONTROL = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.25x input to write
+CACHE_CONTROL: dict[str, str] = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.25x input to write
 # JSON-text mode (a server that honours neither tools nor a schema) prefills the answer with the
 # object's opening up to its first string property's value (``{"reasoning": "``), Anthropic's
 # documented way to get JSON without tools (llama.cpp continues a final assistant message too,
@@ -28,17 +30,20 @@ CACHE_CONTROL = {"type": "ephemeral"}  # the default 5-minute TTL: priced at 1.2
 JSON_END = "}"
 
 
-def json_prefill(schema: dict) -> str:
-    first, spec = next(iter((schema.get("properties") or {}).items()), (None, {}))
-    return f'{{"{first}": "' if first and spec.get("type") == "string" else "{"
+def json_prefill(schema: JSONDict) -> str:
+    properties: JSONDict = schema.get("properties") or {}
+    for first, spec in properties.items():  # the first property only
+        return f'{{"{first}": "' if first and spec.get("type") == "string" else "{"
+    return "{"
 
 
 class AnthropicJudge:
     provider = "anthropic"
     cache_prefix = True  # mark the static prefix for caching (off only to measure without it)
 
-    def __init__(self, api_key: str, base_url: str | None, timeout: float, *, key: str = "anthropic",
-                 memory: ModeMemory | None = None, self_hosted: bool = False):
+    def __init__(self, api_key: str | None, base_url: str | None, timeout: float, *, key: str = "anthropic",
+                 memory: ModeMemory | None = None, self_hosted: bool = False) -> None:
+        # ``api_key`` None (no key configured): the SDK's own environment variable, else its error.
         self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout,
                                           max_retries=0)
         self.chain = ModeChain("anthropic", key, memory)
@@ -53,25 +58,26 @@ class AnthropicJudge:
                                                      request, mode=mode),
             learn_from_answers=self.learn_from_answers)
 
-    def _create(self, params: dict) -> dict:
+    def _create(self, params: JSONDict) -> JSONDict:
         """The Message as the server sent it (plain JSON): the SDK builds, sends and checks the
         request (a non-2xx raises its APIStatusError as usual), but its typed parse of the reply,
         which reply_from does not need, is skipped (a tenth of a judge call's client CPU)."""
         return reply_json(self.client.messages.with_raw_response.create(**params))
 
     def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None,
-                       *, mode: str | None = None) -> dict:
+                       *, mode: str | None = None) -> JSONDict:
+        """The messages.create body (also one request's ``params`` in a Message Batch)."""
         mode = mode or self.chain.current
         user = request.user
         if mode == "json_text" and request.json_instructions:
             user = f"{user}\n\n{request.json_instructions}"
-        messages: list[dict] = [{"role": "user", "content": user}]
+        messages: list[JSONDict] = [{"role": "user", "content": user}]
         if repair is not None:
             previous, text = repair
-            messages += _repair_turns(previous.assistant_turn, text)
+            messages += _repair_turns(repair_turn(previous), text)
         if mode == "json_text":
             messages.append({"role": "assistant", "content": json_prefill(request.schema)})
-        params = dict(
+        params: JSONDict = dict(
             model=request.model,
             max_tokens=request.max_tokens,
             # No temperature: anthropic SDK 2.x dropped sampling parameters from messages.create
@@ -87,13 +93,14 @@ class AnthropicJudge:
         elif mode == "output_config":
             params["extra_body"] = {"output_config": {"format": {"type": "json_schema", "schema": request.schema}}}
         if request.system:
-            block = {"type": "text", "text": request.system}
+            block: JSONDict = {"type": "text", "text": request.system}
             if self.cache_prefix:
                 block["cache_control"] = CACHE_CONTROL
             params["system"] = [block]
         return params
 
-    def reply_from(self, response, request: JudgeRequest, *, mode: str | None = None) -> JudgeReply:
+    def reply_from(self, response: JSONDict | Message, request: JudgeRequest, *,
+                   mode: str | None = None) -> JudgeReply:
         """``response``: a Message, as plain JSON (online calls) or the SDK's model (batch results)."""
         mode = mode or self.chain.current
         message = response if isinstance(response, dict) else response.model_dump()
@@ -101,7 +108,7 @@ class AnthropicJudge:
         usage = Usage(u.get("input_tokens") or 0, u.get("output_tokens") or 0,
                       u.get("cache_read_input_tokens") or 0, u.get("cache_creation_input_tokens") or 0)
         blocks = [{k: v for k, v in b.items() if v is not None} for b in message.get("content") or []]
-        turn = {"role": "assistant", "content": blocks}
+        turn: JSONDict = {"role": "assistant", "content": blocks}
         text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
         stop_reason = message.get("stop_reason")
         if stop_reason == "max_tokens":
@@ -130,7 +137,7 @@ class AnthropicJudge:
         return JudgeReply(None, usage, "unparseable", f"no {request.tool_name} tool call; said: {text[:200]!r}", turn)
 
 
-def _repair_turns(turn: dict, text: str) -> list[dict]:
+def _repair_turns(turn: JSONDict, text: str) -> list[JSONDict]:
     tool_uses = [b for b in turn["content"] if b.get("type") == "tool_use"]
     if tool_uses:
         return [turn, {"role": "user", "content": [

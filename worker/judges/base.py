@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Protocol
 
 from worker.errors import Unscored
+from worker.json_types import JSONDict, JSONValue
 
 
 @dataclasses.dataclass
@@ -23,12 +24,12 @@ class JudgeReply:
     """``verdict`` is the structured answer when the judge gave one; ``problem`` names why not
     (``unparseable``, ``truncated``, ``refused``) with ``detail``."""
 
-    verdict: Any
+    verdict: JSONValue  # the judge's JSON, checked by worker/judging/verdict.py
     usage: Usage
     problem: str | None = None
     detail: str = ""
-    # Provider-specific assistant turn, replayed when asking for a repair.
-    assistant_turn: Any = None
+    # Provider-specific assistant turn (a message of its wire format), replayed when asking for a repair.
+    assistant_turn: JSONDict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +38,7 @@ class JudgeRequest:
     max_tokens: int
     system: str | None  # static per rubric version: the cacheable prefix
     user: str
-    schema: dict
+    schema: JSONDict  # the verdict's JSON schema
     tool_name: str
     tool_description: str
     # The answer format (rubrics/json_answer.j2, schema included) for a JSON-text fallback mode.
@@ -52,7 +53,35 @@ class Judge(Protocol):
         ...
 
 
-def reply_json(raw) -> dict:
+class HTTPResponse(Protocol):
+    """The HTTP response under a judge SDK's raw response, as far as ``reply_json`` reads it (the
+    SDKs bring their own httpx: ``httpx2``)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> object: ...
+
+
+class RawResponse(Protocol):
+    """What a judge SDK's ``with_raw_response`` call returns (anthropic's ``APIResponse``,
+    openai's ``LegacyAPIResponse``), as far as ``reply_json`` reads it."""
+
+    @property
+    def http_response(self) -> HTTPResponse: ...
+
+
+def repair_turn(previous: JudgeReply) -> JSONDict:
+    """The invalid reply's assistant turn, which a repair request replays (every judge's reply has one)."""
+    if previous.assistant_turn is None:
+        raise ValueError("a repair needs the invalid reply's assistant turn")
+    return previous.assistant_turn
+
+
+def reply_json(raw: RawResponse) -> JSONDict:
     """The JSON object of a judge SDK's raw response (``with_raw_response``): the SDK raised
     for a non-2xx already; a 2xx whose body is not a JSON object (a proxy's HTML page, a
     cut-off body) makes the trace unscored with the reason, never a crash of the job."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from worker.errors import ConfigError
 
@@ -22,7 +22,7 @@ def is_pinned(provider: str, model: str) -> bool:
             return True
         match = _UNDATED_SNAPSHOT.match(model)
         # From the Claude 4.6 generation on, undated ids are fixed snapshots themselves.
-        return bool(match) and (int(match[1]), int(match[2])) >= (4, 6)
+        return match is not None and (int(match[1]), int(match[2])) >= (4, 6)
     return bool(_DATED_OPENAI.search(model))
 
 
@@ -49,7 +49,7 @@ def end_of_life_table() -> dict[str, dt.date]:
     return table
 
 
-def _parse_date(raw) -> dt.date | None:
+def _parse_date(raw: object) -> dt.date | None:
     cleaned = re.sub(r"(\d+)(st|nd|rd|th)", r"\1", str(raw or ""))
     for fmt in ("%B %d, %Y", "%Y-%m-%d"):
         try:
@@ -68,7 +68,7 @@ def check_judge_model(provider: str, model: str, *, allow_floating: bool, today:
     A self-hosted judge (``*-compatible``) is pinned by its ``identity`` (digest, tag or
     revision of the served weights; checked against the server at start-up), whatever its name:
     TRACEJUDGE_ALLOW_FLOATING_MODELS is for hosted aliases only."""
-    warnings = []
+    warnings: list[str] = []
     if provider.endswith("-compatible"):
         if identity is None:
             raise ConfigError(f"self-hosted judge {model!r} declares no judge.identity: pin the served weights "
@@ -95,7 +95,7 @@ def check_judge_model(provider: str, model: str, *, allow_floating: bool, today:
 # Generations"). Ids arrive in many spellings: "anthropic/claude-...", "us.anthropic.claude-...",
 # "ft:gpt-4o-...", "meta-llama/Llama-3.1-70B", "models/gemini-2.5-pro", so a family is found by
 # a token anywhere in the id, not by its prefix.
-_FAMILIES: tuple[tuple[str, re.Pattern], ...] = tuple((family, re.compile(pattern, re.I)) for family, pattern in (
+_FAMILIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((family, re.compile(pattern, re.I)) for family, pattern in (
     ("anthropic", r"claude"),
     ("openai", r"(?:^|[/.:_])(?:gpt-|chatgpt|o[1-9](?:-|$)|davinci|babbage|text-embedding)"),
     ("google", r"gemini|gemma|palm-?2|bison"),
@@ -121,7 +121,7 @@ def model_family(model_id: str | None) -> str | None:
     return None
 
 
-def same_family_producers(judge_model: str, producer_models) -> list[str]:
+def same_family_producers(judge_model: str, producer_models: Iterable[str] | None) -> list[str]:
     """The producer models of the judge's own family (empty when the family is unknown)."""
     family = model_family(judge_model)
     if family is None:
@@ -129,6 +129,6 @@ def same_family_producers(judge_model: str, producer_models) -> list[str]:
     return sorted({m for m in producer_models or () if model_family(m) == family})
 
 
-def self_preference_risk(judge_model: str, producer_models) -> bool:
+def self_preference_risk(judge_model: str, producer_models: Iterable[str] | None) -> bool:
     """True when the judge shares a family with any model that produced the judged trace."""
     return bool(same_family_producers(judge_model, producer_models))

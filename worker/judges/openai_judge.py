@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import openai
+from openai.types.chat import ChatCompletion
 
-from worker.judges.base import JudgeReply, JudgeRequest, Usage, reply_json
+from worker.json_types import JSONDict
+from worker.judges.base import JudgeReply, JudgeRequest, Usage, repair_turn, reply_json
 from worker.judges.structured import ModeChain, ModeMemory, ask_down_the_chain, truncated_in_prose
 from worker.rubrics.judge_spec import is_reasoning_model
 
@@ -14,8 +16,9 @@ from worker.rubrics.judge_spec import is_reasoning_model
 class OpenAIJudge:
     provider = "openai"
 
-    def __init__(self, api_key: str, base_url: str | None, timeout: float, *, key: str = "openai",
-                 memory: ModeMemory | None = None, self_hosted: bool = False):
+    def __init__(self, api_key: str | None, base_url: str | None, timeout: float, *, key: str = "openai",
+                 memory: ModeMemory | None = None, self_hosted: bool = False) -> None:
+        # ``api_key`` None (no key configured): the SDK's own environment variable, else its error.
         self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
         self.chain = ModeChain("openai", key, memory)
         # A hosted API enforces a forced tool or a schema itself: an answer without it is the
@@ -33,19 +36,19 @@ class OpenAIJudge:
                                                      request, mode=mode),
             learn_from_answers=self.learn_from_answers)
 
-    def _create(self, params: dict) -> dict:
+    def _create(self, params: JSONDict) -> JSONDict:
         """The completion as the server sent it (plain JSON): the SDK builds, sends and checks the
         request (a non-2xx raises its APIStatusError), without its typed parse of the reply."""
         return reply_json(self.client.chat.completions.with_raw_response.create(**params))
 
     def request_params(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None,
-                       *, tool: bool | None = None, mode: str | None = None) -> dict:
+                       *, tool: bool | None = None, mode: str | None = None) -> JSONDict:
         """The chat.completions body: also one line's ``body`` in an OpenAI Batch input file.
 
         OpenAI caches prompt prefixes of 1024+ tokens on its own; the system message comes
         first so the rubric's static text is the shared prefix."""
         mode = mode or ({True: "tool", False: "json_schema"}[tool] if tool is not None else self.chain.current)
-        messages: list[dict] = []
+        messages: list[JSONDict] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
         user = request.user
@@ -54,9 +57,9 @@ class OpenAIJudge:
         messages.append({"role": "user", "content": user})
         if repair is not None:
             previous, text = repair
-            messages += _repair_turns(previous.assistant_turn, text)
+            messages += _repair_turns(repair_turn(previous), text)
         # max_completion_tokens counts a reasoning model's hidden reasoning too (see judge_spec.py).
-        params = dict(model=request.model, messages=messages, max_completion_tokens=request.max_tokens)
+        params: JSONDict = dict(model=request.model, messages=messages, max_completion_tokens=request.max_tokens)
         if accepts_temperature(request.model):
             params["temperature"] = 0
         if mode == "tool":
@@ -71,7 +74,7 @@ class OpenAIJudge:
             params["response_format"] = {"type": "json_object"}
         return params
 
-    def reply_from(self, response, request: JudgeRequest, *, tool: bool | None = None,
+    def reply_from(self, response: JSONDict | ChatCompletion, request: JudgeRequest, *, tool: bool | None = None,
                    mode: str | None = None) -> JudgeReply:
         """``response``: a chat completion, as plain JSON (online calls, batch result lines) or the SDK's model."""
         mode = mode or ({True: "tool", False: "json_schema"}[tool] if tool is not None else self.chain.current)
@@ -81,7 +84,7 @@ class OpenAIJudge:
         refusal, content, finish = message.get("refusal"), message.get("content"), choice.get("finish_reason")
         usage = _usage(completion.get("usage"))
         if mode != "tool":
-            turn = {"role": "assistant", "content": content or "-"}
+            turn: JSONDict = {"role": "assistant", "content": content or "-"}
             reply = _reply(usage, finish, refusal, content, turn, request)
             if reply.problem == "truncated" and mode == "json_schema":
                 reply.detail = truncated_in_prose(request.max_tokens, content or "", began=(content or "").lstrip().startswith("{"))
@@ -101,14 +104,14 @@ class OpenAIJudge:
         return reply
 
 
-def _usage(u: dict | None) -> Usage:
+def _usage(u: JSONDict | None) -> Usage:
     if not u:
         return Usage()
     cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     return Usage(max(0, (u.get("prompt_tokens") or 0) - cached), u.get("completion_tokens") or 0, cached, 0)
 
 
-def _reply(usage: Usage, finish: str | None, refusal: str | None, text: str | None, turn: dict,
+def _reply(usage: Usage, finish: str | None, refusal: str | None, text: str | None, turn: JSONDict,
            request: JudgeRequest) -> JudgeReply:
     if refusal:
         return JudgeReply(None, usage, "refused", refusal[:200], turn)
@@ -122,7 +125,7 @@ def _reply(usage: Usage, finish: str | None, refusal: str | None, text: str | No
         return JudgeReply(None, usage, "unparseable", f"not JSON: {text[:200]!r}", turn)
 
 
-def _repair_turns(turn: dict, text: str) -> list[dict]:
+def _repair_turns(turn: JSONDict, text: str) -> list[JSONDict]:
     if turn.get("tool_calls"):
         return [turn] + [{"role": "tool", "tool_call_id": c["id"], "content": text} for c in turn["tool_calls"]]
     return [turn, {"role": "user", "content": text}]

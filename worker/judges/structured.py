@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import redis
+
 from worker.judges.base import JudgeReply, Usage
 
 log = logging.getLogger("tracejudge.judges")
@@ -46,7 +48,7 @@ class ModeMemory:
     """The learned mode per judge key: a Redis hash shared by the fleet (``redis_client``), or
     this process only (None: author tools without Redis, unit tests)."""
 
-    def __init__(self, redis_client=None):
+    def __init__(self, redis_client: redis.Redis | None = None) -> None:
         self.redis = redis_client
         self._local: dict[str, str] = {}
         self._unlearned_until: dict[str, float] = {}
@@ -82,10 +84,15 @@ class ModeMemory:
             self.redis.hdel(MEMORY_KEY, key)
 
 
+def _status_code(exc: Exception) -> int | None:
+    status = getattr(exc, "status_code", None)  # the SDKs' APIStatusError has one
+    return status if isinstance(status, int) else None
+
+
 def refuses(exc: Exception, mode: str) -> bool:
     """A 4xx/5xx (not 429) whose message names one of ``mode``'s parameters."""
-    status = getattr(exc, "status_code", None)
-    if not isinstance(status, int) or status < 400 or status == 429:
+    status = _status_code(exc)
+    if status is None or status < 400 or status == 429:
         return False
     text = f"{getattr(exc, 'message', '')} {getattr(exc, 'body', '')}".lower()
     return any(param in text for param in PARAMETERS[mode])
@@ -94,7 +101,7 @@ def refuses(exc: Exception, mode: str) -> bool:
 class ModeChain:
     """One endpoint's chain: the current mode, and stepping down (remembered) when it fails."""
 
-    def __init__(self, protocol: str, key: str, memory: ModeMemory | None):
+    def __init__(self, protocol: str, key: str, memory: ModeMemory | None) -> None:
         self.modes = CHAINS[protocol]
         self.key = key
         self.memory = memory or ModeMemory()
@@ -153,7 +160,7 @@ def ask_down_the_chain(chain: ModeChain, call: Callable[[str], JudgeReply], *, l
         try:
             reply = call(mode)
         except Exception as exc:  # the SDK's status error: ``refuses`` reads its status and message
-            lower = chain.next_after(mode, f"HTTP {exc.status_code}") if refuses(exc, mode) else None
+            lower = chain.next_after(mode, f"HTTP {_status_code(exc)}") if refuses(exc, mode) else None
             if lower is None:
                 raise
             mode = lower

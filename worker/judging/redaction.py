@@ -125,8 +125,8 @@ def _is_phone(text: str) -> bool:
 class Redactor:
     """Masks one text at a time; ``counts`` accumulates how many of each kind it replaced."""
 
-    def __init__(self):
-        self.counts: Counter = Counter()
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
 
     def redact(self, text: str) -> str:
         text = self._sub(_SECRETS, text, "api_key")
@@ -144,9 +144,9 @@ class Redactor:
         text = self._sub(_PHONE_SPACED, text, "phone", group=2)
         return self._sub(_PHONE, text, "phone", check=_is_phone)
 
-    def _sub(self, pattern: re.Pattern, text: str, kind: str, *, group: int = 0,
+    def _sub(self, pattern: re.Pattern[str], text: str, kind: str, *, group: int = 0,
              check: Callable[[str], bool] | None = None) -> str:
-        def replace(match: re.Match) -> str:
+        def replace(match: re.Match[str]) -> str:
             value = match.group(group)
             if check is not None and not check(value):
                 return match.group(0)
@@ -165,6 +165,6 @@ def _looks_secret(value: str) -> bool:
     return bool(re.search(r"\d", value)) or (bool(re.search(r"[a-z]", value)) and bool(re.search(r"[A-Z]", value)))
 
 
-def redact(text: str) -> tuple[str, Counter]:
+def redact(text: str) -> tuple[str, Counter[str]]:
     redactor = Redactor()
     return redactor.redact(text), redactor.counts

@@ -13,12 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, TypedDict
 
-from worker.langfuse_io.traces import Trace
+from worker.json_types import JSONDict
+from worker.langfuse_io.traces import SessionTurn, Trace
 from worker.rubrics.rubric import Rubric
 
 _MARKER = "[… {n} turn{s} ({first} to {last}) left out by tracejudge's turn budget …]"
+
+
+class SessionFacts(TypedDict):
+    """How much of a session was judged: the ``session`` variable, and the score's metadata."""
+
+    id: str | None
+    turns_total: int
+    turns_judged: int
+    first_start: str | None
+    last_start: str | None
 
 
 def view_for(trace: Trace, rubric: Rubric) -> Trace:
@@ -32,13 +43,15 @@ def view_for(trace: Trace, rubric: Rubric) -> Trace:
         return dataclasses.replace(trace, subject=subject, parent=parent)
     if rubric.target == "session" and trace.turns is None:
         steps = trace.observations or [{"input": trace.input, "output": trace.output}]
-        turns = [{"turn": i + 1, "trace_id": o.get("id"), "start": o.get("startTime"), "input": o.get("input"),
-                  "output": o.get("output"), "total": len(steps)} for i, o in enumerate(steps)]
+        # A hand-written step may have no id: its turn is then named by the trace (no one reads it).
+        turns: list[SessionTurn] = [
+            {"turn": i + 1, "trace_id": str(o.get("id") or trace.id), "start": o.get("startTime"),
+             "input": o.get("input"), "output": o.get("output"), "total": len(steps)} for i, o in enumerate(steps)]
         return dataclasses.replace(trace, turns=turns, session_id=trace.session_id or trace.id)
     return trace
 
 
-def has_tool_calls(observation: dict) -> bool:
+def has_tool_calls(observation: JSONDict) -> bool:
     """Whether a generation's output calls tools: OpenAI ``tool_calls``, Anthropic ``tool_use``
     content blocks, or a list of such messages."""
     output = observation.get("output")
@@ -68,9 +81,11 @@ def _said(value: Any, role: str) -> str:
 
 def conversation(trace: Trace) -> str:
     """The transcript of the kept turns, with a marker where the budget left turns out."""
-    lines, previous = [], 0
-    total = (trace.turns or [{}])[0].get("total") or len(trace.turns or [])
-    for turn in trace.turns or []:
+    turns = trace.turns or []
+    lines: list[str] = []
+    previous = 0
+    total = (turns[0].get("total") if turns else 0) or len(turns)
+    for turn in turns:
         number = turn["turn"]
         if number > previous + 1:
             n = number - previous - 1
@@ -81,7 +96,7 @@ def conversation(trace: Trace) -> str:
     return "\n\n".join(lines)
 
 
-def session_facts(trace: Trace) -> dict:
+def session_facts(trace: Trace) -> SessionFacts:
     """The ``session`` variable and the score's metadata: how much of the session was judged."""
     turns = trace.turns or []
     return {"id": trace.session_id, "turns_total": turns[0].get("total", len(turns)) if turns else 0,

@@ -13,12 +13,12 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from typing import Any
+from typing import Any, TypedDict
 
 from worker.errors import Unscored
 from worker.judging.redaction import Redactor
 from worker.judging.session_view import conversation, session_facts, view_for
-from worker.langfuse_io.traces import _CUT_KEY, Trace
+from worker.langfuse_io.traces import CUT_KEY, Trace
 from worker.rubrics.rubric import Rubric, Variable
 
 _MISSING = object()
@@ -95,15 +95,26 @@ def truncate(text: str, budget: int) -> tuple[str, int]:
     return text[:head] + marker + text[len(text) - (budget - head):], cut
 
 
+class HygieneMetadata(TypedDict):
+    """``Hygiene.as_metadata``: what the score's metadata says about the text the judge saw."""
+
+    truncated_chars: int
+    neutralised_markers: int
+    pii_redaction: bool
+    pii_redacted: dict[str, int]
+    pii_redacted_total: int
+    output_chars: int
+
+
 @dataclasses.dataclass
 class Hygiene:
     truncated_chars: int = 0
     neutralised: int = 0
     redaction: bool = True
-    pii: Counter = dataclasses.field(default_factory=Counter)
+    pii: Counter[str] = dataclasses.field(default_factory=Counter)
     output_chars: int = 0  # the judged answer's length, for a score-vs-length check
 
-    def as_metadata(self) -> dict:
+    def as_metadata(self) -> HygieneMetadata:
         """What was done to the trace text before the judge saw it, for the score's metadata."""
         return {"truncated_chars": self.truncated_chars, "neutralised_markers": self.neutralised,
                 "pii_redaction": self.redaction, "pii_redacted": dict(sorted(self.pii.items())),
@@ -172,7 +183,8 @@ def raw_value(trace: Trace, var: Variable) -> Any:
 
 def _cut_at_read(trace: Trace, var: Variable) -> int:
     if var.source in ("input", "output") and trace.subject is not None:
-        return (trace.subject.get(_CUT_KEY) or {}).get(var.source, 0)
+        cuts: dict[str, int] = trace.subject.get(CUT_KEY) or {}
+        return cuts.get(var.source, 0)
     if var.source in ("input", "output"):
         return trace.cut_chars.get(var.source, 0)
     if var.source == "observation":

@@ -6,20 +6,25 @@ timeouts), never a hand-rolled HTTP client.
 """
 from __future__ import annotations
 
-import typing
+from collections.abc import Mapping
+from typing import TypeAlias
 
 import httpx
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
+from langfuse.api.core.request_options import RequestOptions
 
 from worker.errors import ConfigError
+from worker.json_types import JSONDict, JSONValue
 from worker.langfuse_io import text
 from worker.rate_limits import LANGFUSE_KEY, Limit, RateLimitedTransport, RateLimiter, RedisBackend
 from worker.redis_client import connect
 from worker.settings import Settings
 
 # Our retries are tenacity's and dramatiq's; the SDK's own would multiply them.
-NO_SDK_RETRIES: dict = {"max_retries": 0}
+NO_SDK_RETRIES: RequestOptions = {"max_retries": 0}
+# A request's query string: our parameters are text and numbers (camelCase names, as the API has them).
+QueryParams: TypeAlias = Mapping[str, str | int]
 
 
 def build_langfuse_api(settings: Settings, *, rate_limiter: RateLimiter | None = None,
@@ -56,8 +61,8 @@ def refuse_redirects(response: httpx.Response) -> None:
                           "address it redirects to (https, no proxy hop)")
 
 
-def raw_request(api: LangfuseAPI, method: str, path: str, *, params: dict | None = None,
-                json: typing.Any = None) -> typing.Any:
+def raw_request(api: LangfuseAPI, method: str, path: str, *, params: QueryParams | None = None,
+                json: JSONValue = None) -> JSONValue:
     """A request with the SDK client's own httpx client, base URL, auth headers and timeout, as
     plain JSON: the SDK's request wrapper re-encodes every body and query value through its
     ``jsonable_encoder`` (a walk of the whole score batch), which the worker's bodies, already
@@ -67,9 +72,20 @@ def raw_request(api: LangfuseAPI, method: str, path: str, *, params: dict | None
         method, f"{wrapper.get_base_url().rstrip('/')}/{path.lstrip('/')}", params=params, json=json,
         headers=wrapper.get_headers(), timeout=wrapper.get_timeout())
     try:  # the one decoding of a reply: lone surrogates, NUL and bad bytes made U+FFFD (text.py)
-        body = text.loads(response.content)
+        body: JSONValue = text.loads(response.content)
     except ValueError:
         body = response.text
     if not 200 <= response.status_code < 300:
         raise ApiError(status_code=response.status_code, headers=dict(response.headers), body=body)
+    return body
+
+
+def get_object(api: LangfuseAPI, path: str, *, params: QueryParams | None = None) -> JSONDict:
+    """``GET path`` for a read the API answers with a JSON object (a page, a trace), as that
+    object. Any other reply (a list, or the text of a page that is not the API's) is a TypeError,
+    as reading a field of it always was."""
+    body = raw_request(api, "GET", path, params=params)
+    if not isinstance(body, dict):
+        raise TypeError(f"GET {path} answered {type(body).__name__}, not a JSON object: "
+                        "is LANGFUSE_BASE_URL the Langfuse API itself?")
     return body

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Literal, TypedDict, TypeVar
 
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
 from worker.errors import TransientError
-from worker.langfuse_io.client import raw_request
+from worker.json_types import JSONDict
+from worker.langfuse_io.client import get_object
 from worker.retrying import call_with_retries
 
 T = TypeVar("T")
@@ -31,22 +32,36 @@ T = TypeVar("T")
 REPROBE_SECONDS = 300.0
 
 
-def walk_v2_plain(api: LangfuseAPI, *, fields: str, limit: int, on_request: Callable[[], None] = lambda: None,
-                  **params: Any) -> Iterator[dict]:
+def walk_v2_plain(api: LangfuseAPI, params: Mapping[str, str], *, fields: str, limit: int,
+                  on_request: Callable[[], None] = lambda: None) -> Iterator[JSONDict]:
     """Every observation v2 returns for ``params`` (camelCase), page by page (each page retried),
     as the JSON the server sent: through the SDK's HTTP layer but without its models. Building
     and dumping an SDK model costs milliseconds per observation (seconds for the outline of an
     agent trace, a whole window's roots for the sampler), where a few plain fields are read."""
-    cursor = None
+    cursor: str | None = None
     while True:
         on_request()
-        query = {"fields": fields, "limit": limit, **params, **({"cursor": cursor} if cursor else {})}
-        page = call_with_retries(lambda: raw_request(api, "GET", "api/public/v2/observations", params=query))
+        query: dict[str, str | int] = {"fields": fields, "limit": limit, **params,
+                                       **({"cursor": cursor} if cursor else {})}
+        page = call_with_retries(lambda: get_object(api, "api/public/v2/observations", params=query))
         data = page.get("data") or []
         yield from data
         cursor = (page.get("meta") or {}).get("cursor")
         if not cursor or not data:
             return
+
+
+class OptionsFilter(TypedDict):
+    """One condition of v2's JSON ``filter`` parameter: ``column`` is any of ``value``."""
+
+    type: Literal["stringOptions"]
+    column: str
+    operator: Literal["any of"]
+    value: list[str]
+
+
+def any_of(column: str, values: Iterable[str]) -> OptionsFilter:
+    return {"type": "stringOptions", "column": column, "operator": "any of", "value": list(values)}
 
 
 def is_not_found(exc: BaseException) -> bool:

@@ -16,9 +16,12 @@ are not duplicated) and each job learns its own answer. A batch the server refus
 """
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable
+
+from worker.json_types import JSONDict
 
 LINGER_SECONDS = 0.05  # a tenth of a typical judge call: ~6 scores a batch at 64 calls in flight
 # The first batch after a lull lingers longer: in continuous mode each tick's jobs (a trace's
@@ -28,21 +31,31 @@ IDLE_LINGER_SECONDS = 0.25
 BUSY_LINGER_SECONDS = 0.02  # worker/fleet/occupancy.py has the figures
 IDLE_AFTER_SECONDS = 1.0
 MAX_ITEMS = 100  # well inside the server's body limit: a score body is about 1 kB
-ALONE = object()  # the outcome "write this score by itself"
+
+
+class WriteAlone(enum.Enum):
+    """The outcome "write this score by itself" (``submit``)."""
+
+    ALONE = "alone"
+
+
+ALONE = WriteAlone.ALONE
 
 
 class _Entry:
     __slots__ = ("body", "done", "outcome")
 
-    def __init__(self, body: dict):
-        self.body, self.done, self.outcome = body, False, None
+    def __init__(self, body: JSONDict):
+        self.body = body
+        self.done = False
+        self.outcome: WriteAlone | BaseException | None = None
 
 
 class GroupCommit:
     """``submit(body)`` blocks until the batch holding ``body`` was answered; it returns None
     (accepted) or ``ALONE``, and raises what the send raised (every job of the batch retries)."""
 
-    def __init__(self, send: Callable[[list[dict]], None], *, linger: float = LINGER_SECONDS,
+    def __init__(self, send: Callable[[list[JSONDict]], None], *, linger: float = LINGER_SECONDS,
                  idle_linger: float = IDLE_LINGER_SECONDS, busy_linger: float = BUSY_LINGER_SECONDS,
                  saturated: Callable[[], bool] = lambda: False, max_items: int = MAX_ITEMS):
         self._send, self._linger, self._max = send, linger, max_items
@@ -54,7 +67,7 @@ class GroupCommit:
         self._sending = False
         self.batches = 0  # sent, for the benchmark and tests
 
-    def submit(self, body: dict) -> object:
+    def submit(self, body: JSONDict) -> WriteAlone | None:
         entry = _Entry(body)
         with self._cond:
             self._pending.append(entry)
@@ -90,7 +103,7 @@ class GroupCommit:
         self._last_sent = time.monotonic()
         try:
             self._send([e.body for e in batch])
-            outcome: object = None
+            outcome: WriteAlone | BaseException | None = None
         except PartlyRejected as exc:  # alone, the score is the rejected one; in a batch, ask each alone
             outcome = ALONE if len(batch) > 1 else exc
         except WholeBatchRefused:

@@ -29,14 +29,21 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
+from typing import NotRequired, TypedDict
 
 import redis
 from langfuse.api import LangfuseAPI
 from langfuse.api.commons.types.config_category import ConfigCategory
+from langfuse.api.commons.types.score_config import ScoreConfig
+from langfuse.api.commons.types.score_config_data_type import ScoreConfigDataType
 from langfuse.api.core.api_error import ApiError
+from langfuse.api.score_configs.client import ScoreConfigsClient
+from langfuse.api.score_configs.types.score_configs import ScoreConfigs as ScoreConfigPage
 
 from worker.errors import ConfigError
 from worker.langfuse_io.client import NO_SDK_RETRIES
+from worker.redis_client import as_text
 from worker.retrying import call_once, call_with_retries
 from worker.rubrics.rubric import Rubric
 
@@ -54,22 +61,34 @@ def config_name_problem(name: str) -> str | None:
             "underscores, spaces, periods, parentheses and hyphens")
 
 
-def config_request(rubric: Rubric) -> dict:
+class ConfigRequest(TypedDict):
+    """The SDK's ``score_configs.create`` arguments (``config_request``)."""
+
+    name: str
+    data_type: ScoreConfigDataType
+    description: str
+    min_value: NotRequired[float | None]  # numeric scales
+    max_value: NotRequired[float | None]
+    categories: NotRequired[list[ConfigCategory]]  # categorical scales
+
+
+def config_request(rubric: Rubric) -> ConfigRequest:
     """The SDK's ``score_configs.create`` arguments for a rubric version's scale."""
     scale = rubric.scale
     direction = "higher is better" if scale.higher_is_better else "lower is better"
     description = (f"{rubric.description.strip()} — tracejudge rubric {rubric.name}, scored by an LLM judge: "
                    f"{scale.describe()}, {direction}.")
-    kwargs: dict = {"name": rubric.name, "data_type": scale.data_type, "description": description[:1000]}
+    kwargs: ConfigRequest = {"name": rubric.name, "data_type": ScoreConfigDataType(scale.data_type),
+                             "description": description[:1000]}
     if scale.kind == "numeric":
-        kwargs.update(min_value=scale.minimum, max_value=scale.maximum)
+        kwargs["min_value"], kwargs["max_value"] = scale.minimum, scale.maximum
     elif scale.kind == "categorical":
         kwargs["categories"] = [ConfigCategory(label=label, value=value) for label, value in scale.labels]
     # BOOLEAN: Langfuse generates the True/False categories itself and refuses given ones.
     return kwargs
 
 
-def matches(config, rubric: Rubric) -> bool:
+def matches(config: ScoreConfig, rubric: Rubric) -> bool:
     """An active config that describes exactly this rubric's scale, under the rubric's name."""
     scale = rubric.scale
     if config.is_archived or config.name != rubric.name:
@@ -92,7 +111,12 @@ class ScoreConfigs:
         self._ids: dict[str, tuple[str, float]] = {}  # sha256 -> (config id, when it was looked up)
         self._lock = threading.Lock()
 
-    def ensure(self, rubrics) -> dict[str, str]:
+    @property
+    def _sdk(self) -> ScoreConfigsClient:
+        client: ScoreConfigsClient = self.api.score_configs  # the SDK leaves its sub-client properties untyped
+        return client
+
+    def ensure(self, rubrics: Iterable[Rubric]) -> dict[str, str]:
         """Find or create the config of every active version at start-up: rubric key → config id."""
         return {rubric.key: self.config_id(rubric) for rubric in rubrics}
 
@@ -102,7 +126,7 @@ class ScoreConfigs:
             if known is not None and time.monotonic() - known[1] < CACHE_TTL_S:
                 return known[0]  # like the Redis entry, re-checked after CACHE_TTL_S
         cached = self.client.get(CACHE_PREFIX + rubric.sha256)
-        config_id = cached.decode() if cached else self._find_or_create(rubric)
+        config_id = as_text(cached) if cached else self._find_or_create(rubric)
         with self._lock:
             self._ids[rubric.sha256] = (config_id, time.monotonic())
         return config_id
@@ -125,7 +149,7 @@ class ScoreConfigs:
         try:
             cached = self.client.get(CACHE_PREFIX + rubric.sha256)  # the holder we waited for found it
             if cached:
-                return cached.decode()
+                return as_text(cached)
             found = self._find(rubric)
             if found is None:
                 created = self._create(rubric)
@@ -141,11 +165,13 @@ class ScoreConfigs:
         self.client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
                          "return 0", 1, lock, token)
 
-    def _find(self, rubric: Rubric, call=call_with_retries) -> str | None:
+    def _find(self, rubric: Rubric,
+              call: Callable[[Callable[[], ScoreConfigPage]], ScoreConfigPage] = call_with_retries) -> str | None:
         """The oldest active config with the rubric's name and scale, or None (page after page)."""
-        found, page = [], 1
+        found: list[ScoreConfig] = []
+        page = 1
         while True:
-            result = call(lambda: self.api.score_configs.get(page=page, limit=100, request_options=NO_SDK_RETRIES))
+            result = call(lambda: self._sdk.get(page=page, limit=100, request_options=NO_SDK_RETRIES))
             found += [config for config in result.data if matches(config, rubric)]
             if page >= (result.meta.total_pages or 0) or not result.data:
                 break
@@ -157,7 +183,7 @@ class ScoreConfigs:
 
     def _create(self, rubric: Rubric) -> str:
         kwargs = config_request(rubric)
-        sent = []
+        sent: list[bool] = []  # one entry per POST made
 
         def attempt() -> str:
             # After a POST that failed (a 500, a timeout: Langfuse may have stored the config and
@@ -167,7 +193,7 @@ class ScoreConfigs:
                 if found is not None:
                     return found
             sent.append(True)
-            return self.api.score_configs.create(**kwargs, request_options=NO_SDK_RETRIES).id
+            return self._sdk.create(**kwargs, request_options=NO_SDK_RETRIES).id
 
         try:
             return call_with_retries(attempt)
@@ -182,7 +208,7 @@ class ScoreConfigs:
             ) from None
 
 
-def _timestamp(when) -> float:
+def _timestamp(when: dt.datetime | None) -> float:
     """A sortable time (a missing one sorts last), naive read as UTC."""
     if when is None:
         return float("inf")

@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Literal, TypeAlias
 
 import redis
 from langfuse.api import LangfuseAPI
@@ -35,6 +36,7 @@ from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError, Unscored
 from worker.jobs import Subject
+from worker.json_types import JSONDict, JSONValue
 from worker.langfuse_io.client import raw_request
 from worker.langfuse_io.score_batches import ALONE, LINGER_SECONDS, GroupCommit, PartlyRejected, WholeBatchRefused
 from worker.retrying import call_once, call_with_retries
@@ -44,23 +46,25 @@ SHAPE_KEY = "tracejudge:langfuse:scores_shape:"  # + the Langfuse base URL: "arr
 SHAPE_TTL_SECONDS = 24 * 3600  # a day: a server upgraded to take arrays is re-learnt within it
 SHAPE_REFRESH_SECONDS = 60.0  # how often a process reads the fleet's answer again
 SHAPE_PROBE_SECONDS = 300  # one process re-probes arrays once the stored answer expired
-SHAPES = ("array", "object")
+Shape: TypeAlias = Literal["array", "object"]  # a batch of scores, or one score per request
+SHAPES: tuple[Shape, ...] = ("array", "object")
 _NAMESPACE = uuid.UUID("6f1c0b52-2a55-4d0e-9a53-7d5f3c1e2b10")
 _ENVIRONMENT = re.compile(r"^(?!langfuse)[a-z0-9_-]{1,40}$")
 
 
-def score_id_for(trace_id: str, rubric_name: str, rubric_version: int) -> str:
-    """One score id per (subject, rubric version). ``trace_id`` is a job's first argument: a
-    trace id (the id is then what it always was), or an observation or session subject
-    (worker/jobs.py): uuid5 over ``trace|observation|rubric|vN``, or ``session:<id>|rubric|vN``
-    (the same id for every judgement of a session, so a re-judge is an upsert)."""
-    subject = Subject.parse(trace_id)
-    if subject.kind == "observation":
-        key = f"{subject.trace_id}|{subject.observation_id}|{rubric_name}|v{rubric_version}"
-    elif subject.kind == "session":
-        key = f"session:{subject.session_id}|{rubric_name}|v{rubric_version}"
+def score_id_for(subject: Subject | str, rubric_name: str, rubric_version: int) -> str:
+    """One score id per (subject, rubric version). ``subject``: the job's (a str is a job's first
+    argument, worker/jobs.py): a trace (the id is then what it always was, uuid5 over
+    ``trace|rubric|vN``), an observation (``trace|observation|rubric|vN``) or a session
+    (``session:<id>|rubric|vN``: the same id for every judgement of a session, so a re-judge is
+    an upsert)."""
+    judged = Subject.parse(subject)
+    if judged.kind == "observation":
+        key = f"{judged.trace_id}|{judged.observation_id}|{rubric_name}|v{rubric_version}"
+    elif judged.kind == "session":
+        key = f"session:{judged.session_id}|{rubric_name}|v{rubric_version}"
     else:
-        key = f"{trace_id}|{rubric_name}|v{rubric_version}"
+        key = f"{judged.trace_id}|{rubric_name}|v{rubric_version}"
     return str(uuid.uuid5(_NAMESPACE, key))
 
 
@@ -78,12 +82,12 @@ class ShapeMemory:
         self.ttl = SHAPE_TTL_SECONDS if ttl is None else ttl
         self.refresh_every = SHAPE_REFRESH_SECONDS if refresh is None else refresh
         self.clock = clock
-        self.shape = "array"
+        self.shape: Shape = "array"
         self._stored = False  # whether Redis holds ``shape`` (as far as the last read or write knows)
         self._next_read = float("-inf")  # read at the first write (no Redis call at construction)
         self._lock = threading.Lock()
 
-    def read(self) -> str:
+    def read(self) -> Shape:
         """The fleet's answer, read again when ``refresh_every`` has passed (else the belief)."""
         if self.redis is None or self.clock() < self._next_read:
             return self.shape
@@ -111,7 +115,7 @@ class ShapeMemory:
             self._lock.release()
         return self.shape
 
-    def learnt(self, shape: str) -> None:
+    def learnt(self, shape: Shape) -> None:
         """``shape`` was just accepted (or the other one refused): the fleet's answer from now on."""
         changed = shape != self.shape
         self.shape = shape
@@ -138,10 +142,10 @@ class ScoreWriter:
                                    saturated=saturated)
 
     @property
-    def shape(self) -> str:
+    def shape(self) -> Shape:
         return self.shapes.read()
 
-    def write(self, body: dict) -> None:
+    def write(self, body: JSONDict) -> None:
         """Returns once the server accepted ``body``; raises Unscored when it rejects it."""
         if self.shapes.read() == "array":
             try:
@@ -151,7 +155,9 @@ class ScoreWriter:
                 raise Unscored("score_rejected", exc.detail) from None
         call_with_retries(lambda: self._write_alone(body))
 
-    def _write_alone(self, body: dict) -> None:
+    def _write_alone(self, body: JSONDict) -> None:
+        first: Shape
+        second: Shape
         first, second = ("array", "object") if self.shape == "array" else ("object", "array")
         try:
             self._send(first, body)
@@ -168,7 +174,7 @@ class ScoreWriter:
         except PartlyRejected as exc:
             raise Unscored("score_rejected", exc.detail) from None
 
-    def _send(self, shape: str, body: dict) -> None:
+    def _send(self, shape: Shape, body: JSONDict) -> None:
         if shape == "array":
             self._post_array([body])
             return
@@ -176,7 +182,7 @@ class ScoreWriter:
         if not isinstance(reply, dict) or reply.get("id") != body["id"]:
             raise _not_a_write(reply)
 
-    def _post_array(self, bodies: list[dict]) -> None:
+    def _post_array(self, bodies: list[JSONDict]) -> None:
         try:
             reply = raw_request(self.api, "POST", "api/public/scores", json=bodies)
         except ApiError as exc:
@@ -200,7 +206,7 @@ class ScoreWriter:
 _SHAPE_REFUSED = (400, 405, 415, 422)
 
 
-def _refuses_arrays(body) -> bool:
+def _refuses_arrays(body: object) -> bool:
     """A refusal of the array as such, not of one score in it. The real 4.16 answers 400
     ``{"message": "Invalid request data", "error": [{"expected": "object", "path": [], ...,
     "message": "Invalid input: expected object, received array"}]}``: an issue at the body's
@@ -212,14 +218,14 @@ def _refuses_arrays(body) -> bool:
     return "expected object" in text and "received array" in text
 
 
-def _base_url(api) -> str:
+def _base_url(api: LangfuseAPI) -> str:
     try:
         return api._client_wrapper.get_base_url()
     except AttributeError:  # a stand-in without the SDK's client (tests)
         return ""
 
 
-def _not_a_write(reply) -> ConfigError:
+def _not_a_write(reply: JSONValue) -> ConfigError:
     return ConfigError("POST /api/public/scores answered without accepting the score "
                        f"({_brief(reply)[:120]}): is LANGFUSE_BASE_URL the Langfuse API itself?")
 
@@ -228,6 +234,6 @@ def _why(exc: Exception) -> str:
     return _brief(exc.body if isinstance(exc, ApiError) else str(exc))
 
 
-def _brief(body) -> str:
+def _brief(body: object) -> str:
     text = body if isinstance(body, str) else str(body)
     return text[:300]

@@ -21,10 +21,11 @@ import logging
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
 
+from worker.langfuse_io.observations import ServerGeneration
 from worker.langfuse_io.traces import Trace, TraceReader
 
 log = logging.getLogger("tracejudge.shared_traces")
@@ -46,13 +47,14 @@ return found
 class SharedTraces:
     """``fetch`` as TraceReader has it, shared by the jobs of one trace through Redis."""
 
-    def __init__(self, reader: TraceReader, client: redis.Redis, *, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, reader: TraceReader, client: redis.Redis, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.reader, self.client = reader, client
         self._take = client.register_script(_TAKE)
         self._clock, self._sleep = clock, sleep
 
     @property
-    def generation(self):
+    def generation(self) -> ServerGeneration:
         return self.reader.generation
 
     def fetch(self, trace_id: str, names: Iterable[str], siblings_names: Iterable[Iterable[str]] = ()) -> Trace:

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import overload
+
+from worker.json_types import JSONDict, JSONList, JSONValue
 
 REPLACEMENT = "\ufffd"
 MAX_DEPTH = 200
@@ -36,18 +38,26 @@ _BAD = re.compile("[\ud800-\udfff\x00]")
 _SUSPECT = re.compile(r"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 
 
-def clean(value: Any) -> Any:
+@overload
+def clean(value: str) -> str: ...
+
+
+@overload
+def clean(value: JSONValue) -> JSONValue: ...
+
+
+def clean(value: JSONValue) -> JSONValue:
     """``value`` with every lone surrogate and NUL, in strings and dict keys, replaced by U+FFFD,
     and every list or object deeper than MAX_DEPTH replaced by the TOO_DEEP marker."""
     return _clean(value, 0)
 
 
-def loads(raw: str | bytes | bytearray) -> Any:
+def loads(raw: str | bytes | bytearray) -> JSONValue:
     """``json.loads`` of server text, cleaned (see the module). ValueError when ``raw`` is not
     JSON (or too deep to decode)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
     try:
-        value = json.loads(text)
+        value: JSONValue = json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deep to decode") from None
     if _has_bad(text) or _SUSPECT.search(text) or (
@@ -69,28 +79,33 @@ def _has_bad(text: str) -> bool:
     return False
 
 
-def _clean(value: Any, depth: int) -> Any:
+def _clean_text(value: str) -> str:
+    return _BAD.sub(REPLACEMENT, value) if _has_bad(value) else value
+
+
+def _clean(value: JSONValue, depth: int) -> JSONValue:
     if isinstance(value, str):
-        return _BAD.sub(REPLACEMENT, value) if _has_bad(value) else value
+        return _clean_text(value)
     if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
         return TOO_DEEP
     if isinstance(value, dict):
-        return {_clean(k, depth): _clean(v, depth + 1) for k, v in value.items()}
+        return {_clean_text(k): _clean(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_clean(v, depth + 1) for v in value]
     return value
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
+def _deeper_than(value: JSONValue, limit: int) -> bool:
     """Whether ``value`` has a list or object ``limit`` levels down (level by level: no recursion)."""
-    level, depth = [value], 0
+    level: list[JSONDict | JSONList] = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
     while level:
         if depth >= limit:
             return True
-        below = []
+        below: list[JSONDict | JSONList] = []
         for item in level:
-            for child in (item.values() if item.__class__ is dict else item):
-                if child.__class__ is dict or child.__class__ is list:
+            for child in (item.values() if isinstance(item, dict) else item):
+                if isinstance(child, (dict, list)):
                     below.append(child)
         level, depth = below, depth + 1
     return False

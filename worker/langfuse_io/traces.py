@@ -32,15 +32,17 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError, OutputNotYetArrived, TransientError, Unscored
+from worker.json_types import JSONDict, JSONValue
 from worker.langfuse_io import text
-from worker.langfuse_io.client import raw_request
+from worker.langfuse_io.client import get_object
 from worker.langfuse_io.observations import ServerGeneration, is_not_found, walk_v2_plain
+from worker.langfuse_io.ordering import as_datetime, earliest, first_by_start, root_of, start_key
 from worker.retrying import call_with_retries
 
 TRACE_FIELDS = "core,basic,io,metadata,model,trace_context"  # every field a variable may read
@@ -50,9 +52,22 @@ LEAN_FIELDS = "core,basic,model"  # the trace's outline: no input, output or met
 SMALL_TRACE = 10
 MAX_FIELD_CHARS = 200_000  # per kept input/output; the judge's budget (12,000 by default) cuts further
 YOUNG = dt.timedelta(hours=1)  # a trace whose root has not arrived this long after its first step may still get it
-_CUT_KEY = "tracejudgeCutChars"
+# Set by the reader on a kept observation whose input/output it cut: {"input"/"output": characters cut}.
+CUT_KEY = "tracejudgeCutChars"
 _MS = dt.timedelta(milliseconds=1)
 _CUT = "\n[… {cut:,} characters not kept by tracejudge's trace reader …]\n"
+
+
+class SessionTurn(TypedDict):
+    """One turn of a session's view (``Trace.turns``): a trace of the session, by its root."""
+
+    turn: int  # its place in the session, from 1
+    trace_id: str
+    start: str | None  # the root's start time as the server sent it (ISO 8601)
+    input: JSONValue
+    output: JSONValue
+    total: int  # turns in the whole session (the view keeps only the turn budget's)
+    last_start: NotRequired[str | None]  # the session's newest turn's start (read_session)
 
 
 @dataclasses.dataclass
@@ -61,27 +76,27 @@ class Trace:
     name: str | None
     environment: str | None
     timestamp: dt.datetime | None
-    input: Any
-    output: Any
-    metadata: dict
+    input: JSONValue  # as the application sent it (parse_io), checked where it is read
+    output: JSONValue
+    metadata: JSONDict
     tags: list[str]
-    observations: list[dict]  # the observations read: name, type, input, output, metadata, model
+    observations: list[JSONDict]  # the observations read: name, type, input, output, metadata, model
     # every model the trace's observations name, when the reader saw more observations than it kept
     models: tuple[str, ...] | None = None
     # characters the reader did not keep (MAX_FIELD_CHARS), by "input"/"output" or "<name>.<field>"
     cut_chars: dict[str, int] = dataclasses.field(default_factory=dict)
     # Observation and session subjects (worker/langfuse_io/subjects.py); None for a trace's view.
-    subject: dict | None = None  # the judged observation, all its fields
-    parent: dict | None = None  # its parent observation (None for a root, or when not read)
+    subject: JSONDict | None = None  # the judged observation, all its fields
+    parent: JSONDict | None = None  # its parent observation (None for a root, or when not read)
     session_id: str | None = None
-    turns: list[dict] | None = None  # a session's traces in time order: {trace_id, start, input, output, metadata}
+    turns: list[SessionTurn] | None = None  # a session's kept turns in time order
 
-    def observation(self, name: str) -> dict | None:
+    def observation(self, name: str) -> JSONDict | None:
         """The observation ``name`` resolves to: the earliest-starting one (ties: smallest id)."""
         return first_by_start(o for o in self.observations if o.get("name") == name)
 
     @classmethod
-    def from_dict(cls, raw, default_id: str = "local") -> "Trace":
+    def from_dict(cls, raw: object, default_id: str = "local") -> "Trace":
         """A trace written by hand (``rubrics render --file``, labelled examples):
         {id, name, environment, input, output, metadata, tags, observations: [{name, output, ...}]}."""
         if not isinstance(raw, dict):
@@ -93,7 +108,7 @@ class Trace:
             raise ConfigError("trace 'metadata' must be an object")
         return cls(str(raw.get("id") or default_id), raw.get("name"), raw.get("environment"), None,
                    raw.get("input"), raw.get("output"), metadata, list(raw.get("tags") or []),
-                   [_observation_dict(o) for o in observations])
+                   [observation_dict(o) for o in observations])
 
     @property
     def producer_models(self) -> list[str]:
@@ -102,7 +117,7 @@ class Trace:
         return sorted({o["model"] for o in self.observations if o.get("model")})
 
 
-def parse_io(value: Any) -> Any:
+def parse_io(value: JSONValue) -> JSONValue:
     """v2 returns input/output as raw strings: JSON when it parses, the text otherwise; either
     way with lone surrogates and NUL replaced (worker/langfuse_io/text.py: the stored text is
     whatever the application sent, and JSON text can carry them as escapes)."""
@@ -129,19 +144,19 @@ class TraceReader:
                                     lambda: self._fetch_legacy(trace_id, wanted))
 
     # -- v2 -----------------------------------------------------------------------------------
-    def _walk(self, fields: str, limit: int, **params) -> list[dict]:
-        return [_observation_dict(o) for o in walk_v2_plain(self.api, fields=fields, limit=limit, **params)]
+    def _walk(self, fields: str, limit: int, **params: str) -> list[JSONDict]:
+        return [observation_dict(o) for o in walk_v2_plain(self.api, params, fields=fields, limit=limit)]
 
     def _fetch_v2(self, trace_id: str, names: tuple[str, ...] | None) -> Trace:
         if names is None:
-            observations = sorted(self._walk(TRACE_FIELDS, 1000, traceId=trace_id), key=_start_key)
+            observations = sorted(self._walk(TRACE_FIELDS, 1000, traceId=trace_id), key=start_key)
             if not observations:
                 return self._not_on_v2(trace_id, names)
-            return _trace_of(trace_id, _root_of(observations), observations)
+            return trace_of(trace_id, root_of(observations), observations)
         # Most traces are small: one read with every field answers the whole trace.
-        page = call_with_retries(lambda: raw_request(self.api, "GET", "api/public/v2/observations", params={
+        page = call_with_retries(lambda: get_object(self.api, "api/public/v2/observations", params={
             "fields": TRACE_FIELDS, "limit": SMALL_TRACE, "traceId": trace_id}))
-        steps = {o.get("id"): o for o in map(_observation_dict, page.get("data") or [])}
+        steps = {o.get("id"): o for o in map(observation_dict, page.get("data") or [])}
         if not (page.get("meta") or {}).get("cursor"):
             if not steps:
                 return self._not_on_v2(trace_id, names)
@@ -154,13 +169,13 @@ class TraceReader:
         return _assemble(trace_id, names, roots, outline,
                          read=lambda lean: steps.get(lean.get("id")) or self._read_one(trace_id, lean))
 
-    def read_one(self, trace_id: str, lean: dict) -> dict:
+    def read_one(self, trace_id: str, lean: JSONDict) -> JSONDict:
         """One observation of a trace's outline (a lean entry: id, name, start) with all its fields."""
-        return _bounded(self._read_one(trace_id, lean))
+        return bounded(self._read_one(trace_id, lean))
 
-    def _read_one(self, trace_id: str, lean: dict) -> dict:
+    def _read_one(self, trace_id: str, lean: JSONDict) -> JSONDict:
         """One observation of the outline with all its fields: filtered by trace, name and start time."""
-        start = _as_datetime(lean.get("startTime"))
+        start = as_datetime(lean.get("startTime"))
         filters = {"traceId": trace_id}
         if lean.get("name"):
             filters["name"] = lean["name"]
@@ -185,60 +200,63 @@ class TraceReader:
     def _fetch_legacy(self, trace_id: str, names: tuple[str, ...] | None) -> Trace:
         path = f"api/public/traces/{trace_id}"
         try:
-            body = call_with_retries(lambda: raw_request(self.api, "GET", path))
+            body = call_with_retries(lambda: get_object(self.api, path))
         except ApiError as exc:
             if exc.status_code != 422 or names:  # 422: past the server's trace size limit
                 raise
             # a rubric that reads no step needs only the trace's own fields
-            body = call_with_retries(lambda: raw_request(self.api, "GET", path, params={"fields": "core,io"}))
-        observations = sorted((_observation_dict(o) for o in body.get("observations") or []), key=_start_key)
-        root = {"name": body.get("name"), "environment": body.get("environment"),
-                "startTime": body.get("timestamp"), "input": parse_io(body.get("input")),
-                "output": parse_io(body.get("output")), "metadata": body.get("metadata") or {},
-                "tags": body.get("tags") or []}
+            body = call_with_retries(lambda: get_object(self.api, path, params={"fields": "core,io"}))
+        observations = sorted((observation_dict(o) for o in body.get("observations") or []), key=start_key)
+        root: JSONDict = {"name": body.get("name"), "environment": body.get("environment"),
+                          "startTime": body.get("timestamp"), "input": parse_io(body.get("input")),
+                          "output": parse_io(body.get("output")), "metadata": body.get("metadata") or {},
+                          "tags": body.get("tags") or []}
         if names is None:
-            return _trace_of(trace_id, root, observations)
+            return trace_of(trace_id, root, observations)
         chosen = (first_by_start(o for o in observations if o.get("name") == name) for name in names)
         models = tuple(o["model"] for o in observations if o.get("model"))
-        return _trace_of(trace_id, _bounded(root), [_bounded(o) for o in chosen if o is not None], models=models)
+        return trace_of(trace_id, bounded(root), [bounded(o) for o in chosen if o is not None], models=models)
 
 
-def _assemble(trace_id: str, names: tuple[str, ...], roots: list[dict], outline: list[dict], *,
-              read: Callable[[dict], dict]) -> Trace:
+def _assemble(trace_id: str, names: tuple[str, ...], roots: list[JSONDict], outline: list[JSONDict], *,
+              read: Callable[[JSONDict], JSONDict]) -> Trace:
     """The trace of its root and the steps ``names`` resolve to in ``outline``; ``read`` gives an
     outline entry with all its fields (the entry itself when the outline was read whole)."""
     if not roots and not outline:
         raise Unscored("trace_not_found", f"no observations for trace {trace_id}")
     if roots:
-        root = first_by_start(roots)
+        root = earliest(roots)
     else:  # steps without their root: the root span is exported last, when the run ends
-        root = read(first_by_start(outline))
+        root = read(earliest(outline))
         if _age(root) < YOUNG:
             raise OutputNotYetArrived(f"trace {trace_id}: steps arrived, its root observation not yet")
-    root = _bounded(root)
+    root = bounded(root)
     kept = [root]
     for name in names:
         chosen = first_by_start(o for o in outline if o.get("name") == name)
         if chosen is not None and chosen.get("id") != root.get("id"):
-            kept.append(_bounded(read(chosen)))
+            kept.append(bounded(read(chosen)))
     models = tuple(o["model"] for o in outline if o.get("model"))
-    return _trace_of(trace_id, root, kept, models=models)
+    return trace_of(trace_id, root, kept, models=models)
 
 
 def _utc_stamp(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _trace_of(trace_id: str, root: dict, observations: list[dict], *, models: tuple[str, ...] | None = None) -> Trace:
-    cut_chars = dict(root.get(_CUT_KEY) or {})
+def trace_of(trace_id: str, root: JSONDict, observations: list[JSONDict], *,
+             models: tuple[str, ...] | None = None) -> Trace:
+    """The Trace of ``root`` (its name, input, output, metadata, start) and the kept
+    ``observations``, with the characters the reader cut from each (``CUT_KEY``)."""
+    cut_chars: dict[str, int] = dict(root.get(CUT_KEY) or {})
     for obs in observations:
         if obs is not root:
-            cut_chars.update({f"{obs.get('name')}.{k}": v for k, v in (obs.get(_CUT_KEY) or {}).items()})
+            cut_chars.update({f"{obs.get('name')}.{k}": v for k, v in (obs.get(CUT_KEY) or {}).items()})
     return Trace(
         id=trace_id,
         name=root.get("traceName") or root.get("name"),
         environment=root.get("environment"),
-        timestamp=_as_datetime(root.get("startTime")),
+        timestamp=as_datetime(root.get("startTime")),
         input=root.get("input"),
         output=root.get("output"),
         metadata=root.get("metadata") or {},
@@ -249,28 +267,12 @@ def _trace_of(trace_id: str, root: dict, observations: list[dict], *, models: tu
     )
 
 
-def _root_of(observations: list[dict]) -> dict:
-    roots = [o for o in observations if o.get("isRootObservation") or not o.get("parentObservationId")]
-    return first_by_start(roots or observations)
-
-
-def first_by_start(observations: Iterable[dict]) -> dict | None:
-    """The documented choice among observations of one name: earliest start, then smallest id."""
-    return min(observations, key=_start_key, default=None)
-
-
-def _start_key(obs: dict) -> tuple:
-    start = _as_datetime(obs.get("startTime"))
-    # observations without a start time (hand-written traces) come after, in their own order
-    return (0, start, str(obs.get("id") or "")) if start is not None else (1,)
-
-
-def _age(obs: dict) -> dt.timedelta:
-    start = _as_datetime(obs.get("startTime"))
+def _age(obs: JSONDict) -> dt.timedelta:
+    start = as_datetime(obs.get("startTime"))
     return dt.datetime.now(dt.timezone.utc) - start if start is not None else YOUNG
 
 
-def _bounded(obs: dict) -> dict:
+def bounded(obs: JSONDict) -> JSONDict:
     """``obs`` with input and output of at most MAX_FIELD_CHARS each (head and tail kept)."""
     out = dict(obs)
     for key in ("input", "output"):
@@ -284,11 +286,14 @@ def _bounded(obs: dict) -> dict:
             head = MAX_FIELD_CHARS * 2 // 3
             cut = len(text) - MAX_FIELD_CHARS
             out[key] = text[:head] + _CUT.format(cut=cut) + text[len(text) - (MAX_FIELD_CHARS - head):]
-            out[_CUT_KEY] = {**out.get(_CUT_KEY, {}), key: cut}  # counted in the score's truncated_chars
+            out[CUT_KEY] = {**out.get(CUT_KEY, {}), key: cut}  # counted in the score's truncated_chars
     return out
 
 
-def _observation_dict(raw: dict) -> dict:
+def observation_dict(raw: JSONDict) -> JSONDict:
+    """An observation as the server sent it, as the reader keeps it: input and output parsed
+    (``parse_io``), ``model`` set (else the provided model name), metadata an object, start and
+    end times ISO text."""
     obs = dict(raw)
     obs["input"] = parse_io(obs.get("input"))
     obs["output"] = parse_io(obs.get("output"))
@@ -301,15 +306,3 @@ def _observation_dict(raw: dict) -> dict:
         if isinstance(obs.get(key), dt.datetime):
             obs[key] = obs[key].isoformat()
     return obs
-
-
-def _as_datetime(value) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-    if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
-    return None

@@ -8,10 +8,10 @@ calls go through ``RateLimitedJudge`` (judge.py), Langfuse calls through
 """
 from __future__ import annotations
 
-from worker.rate_limits.backend import Grant, RateLimitBackend
+from worker.rate_limits.backend import Grant, KeyState, RateLimitBackend
 from worker.rate_limits.backends.redis import RedisBackend
 from worker.rate_limits.http import RateLimitedTransport
-from worker.rate_limits.judge import RateLimitedJudge, judge_key
+from worker.rate_limits.judge import RateLimitedJudge, judge_limit_key
 from worker.rate_limits.limiter import (
     LANGFUSE_KEY,
     Limit,
@@ -22,6 +22,7 @@ from worker.rate_limits.limiter import (
 )
 
 __all__ = [
-    "Grant", "LANGFUSE_KEY", "Limit", "RateLimitBackend", "RateLimitWait", "RateLimitedJudge",
-    "RateLimitedTransport", "RateLimiter", "RedisBackend", "Ticket", "add_wait_listener", "judge_key",
+    "Grant", "KeyState", "LANGFUSE_KEY", "Limit", "RateLimitBackend", "RateLimitWait", "RateLimitedJudge",
+    "RateLimitedTransport", "RateLimiter", "RedisBackend", "Ticket", "add_wait_listener",
+    "judge_limit_key",
 ]

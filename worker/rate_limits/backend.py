@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import TypedDict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +17,18 @@ class Grant:
     wait: float = 0.0
     adaptive: bool = False
     slot: int = 0
+
+
+class KeyState(TypedDict):
+    """One key's state, fleet-wide (``snapshot``; read by ``tracejudge status`` and metrics)."""
+
+    adaptive_rpm: float | None  # the learned pace (per window), None at the configured limit
+    background: float  # the share of refusals learned as background (not caused by our rate)
+    lowest_rpm: float | None  # the lowest pace learned so far
+    throttled: int  # 429/529 answers seen
+    paused_for: float  # seconds left of a Retry-After pause
+    waits: int  # waits for a slot
+    wait_seconds: float  # their total length
 
 
 class RateLimitBackend(abc.ABC):
@@ -46,5 +59,5 @@ class RateLimitBackend(abc.ABC):
         """Count one wait of ``seconds`` for ``key`` (read by status and metrics)."""
 
     @abc.abstractmethod
-    def snapshot(self) -> dict[str, dict]:
+    def snapshot(self) -> dict[str, KeyState]:
         """Per key: the learned pace, background refusal share, pause, throttle and wait counters."""

@@ -12,7 +12,7 @@ from worker.retrying import THROTTLE_STATUS, retry_after_from_headers
 
 
 class RateLimitedTransport(httpx.BaseTransport):
-    def __init__(self, inner: httpx.BaseTransport, limiter: RateLimiter, key: str, limit: Limit):
+    def __init__(self, inner: httpx.BaseTransport, limiter: RateLimiter, key: str, limit: Limit) -> None:
         self.inner = inner
         self.limiter = limiter
         self.key = key

@@ -1,4 +1,8 @@
-"""A judge behind the fleet-wide limiter, with the same ``ask(request, repair)`` as any Judge."""
+"""A judge behind the fleet-wide limiter, with the same ``ask(request, repair)`` as any Judge.
+
+A judge's limiter key is ``judge_limit_key(judge_key)``: ``judge:`` and its judge key
+(worker.judges.judge_key, "endpoint:model"), so the two name one endpoint × model alike.
+"""
 from __future__ import annotations
 
 from worker.judges.base import Judge, JudgeReply, JudgeRequest
@@ -6,8 +10,9 @@ from worker.rate_limits.limiter import Limit, RateLimiter
 from worker.retrying import is_throttle, retry_after_of
 
 
-def judge_key(provider: str, model: str) -> str:
-    return f"judge:{provider}:{model}"
+def judge_limit_key(judge_key: str) -> str:
+    """The limiter key of the judge ``judge_key`` ("endpoint:model"): ``judge:anthropic:claude-...``."""
+    return f"judge:{judge_key}"
 
 
 def estimate_tokens(request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> int:
@@ -29,9 +34,13 @@ def counted_tokens(provider: str, reply: JudgeReply) -> int:
 
 class RateLimitedJudge:
     """Waits for a slot of ``judge:<endpoint>:<model>`` before each call; tells the limiter
-    about 429/529 answers and successes. Any other attribute is the wrapped judge's."""
+    about 429/529 answers and successes.
 
-    def __init__(self, inner: Judge, limiter: RateLimiter, limit: Limit, key: str | None = None):
+    Only ``ask`` is limited. ``inner`` is the wrapped judge itself, for what does not go
+    through the online limiter: a provider's batch API (worker/batching), the SDK client in
+    tests. Nothing else of it is reachable through the wrapper."""
+
+    def __init__(self, inner: Judge, limiter: RateLimiter, limit: Limit, key: str | None = None) -> None:
         self.inner = inner
         self.provider = inner.provider
         self.limiter = limiter
@@ -41,7 +50,7 @@ class RateLimitedJudge:
         self.key = key
 
     def ask(self, request: JudgeRequest, repair: tuple[JudgeReply, str] | None = None) -> JudgeReply:
-        limiter_key = f"judge:{self.key}" if self.key else judge_key(self.provider, request.model)
+        limiter_key = judge_limit_key(self.key or f"{self.provider}:{request.model}")
         # Tokens are reserved (and settled to the real count) only against a configured token
         # limit: unconfigured, the fleet learns the request pace alone, and the round trip is saved.
         tokens = estimate_tokens(request, repair) if self.limit.tokens_per_minute else 0
@@ -56,6 +65,3 @@ class RateLimitedJudge:
         self.limiter.settle(ticket, counted_tokens(self.provider, reply))
         self.limiter.succeeded(ticket)
         return reply
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)

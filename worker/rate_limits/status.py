@@ -8,7 +8,7 @@ from worker.rate_limits.backends.redis import RedisBackend
 
 def status_lines(client: redis.Redis) -> list[str]:
     """One line per limited key: the learned pace if any, 429s seen, background share, pause left, waits."""
-    lines = []
+    lines: list[str] = []
     for key, s in RedisBackend(client).snapshot().items():
         limit = f"lowered to {s['adaptive_rpm']:.0f}/min" if s["adaptive_rpm"] is not None else "at its limit"
         lowest = f", lowest {s['lowest_rpm']:.0f}/min" if s["lowest_rpm"] is not None else ""

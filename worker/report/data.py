@@ -17,9 +17,11 @@ import redis
 
 from worker.drift import aggregates as agg
 from worker.drift import check
-from worker.drift.check import CellReport, run_check
+from worker.drift.check import CellReport, Series, run_check
 from worker.drift.detection import describe
 from worker.jobs import format_rubric_key
+from worker.redis_client import as_text
+from worker.review.agreement import AgreementFigures
 from worker.review.agreement import read_all as read_agreement
 from worker.rubrics.rubric import Rubric
 
@@ -81,7 +83,7 @@ class Section:
     bottom: list[BottomTrace]
     notified: dict[str, str]  # cell -> when its current alert was sent
     detection: dict[str, str] = dataclasses.field(default_factory=dict)  # cell -> the detector's line
-    agreement: dict | None = None  # judge-human agreement (worker/review/agreement.py), when computed
+    agreement: AgreementFigures | None = None  # judge-human agreement (worker/review/agreement.py), when computed
 
     @property
     def key(self) -> str:
@@ -120,9 +122,11 @@ def segment_kind(segment: str) -> str:
     return segment.split("=", 1)[0]
 
 
-def _line(segment: str, label: str, series: dict[str, dict], days: list[str], lead: list[str]) -> Line:
+def _line(segment: str, label: str, series: Series, days: list[str], lead: list[str]) -> Line:
     span = lead + days
-    n_daily, daily, moving = [], [], []
+    n_daily: list[int] = []
+    daily: list[float | None] = []
+    moving: list[float | None] = []
     for i, day in enumerate(span[len(lead):], start=len(lead)):
         d = series.get(day, {})
         n = int(d.get("n", 0))
@@ -134,7 +138,7 @@ def _line(segment: str, label: str, series: dict[str, dict], days: list[str], le
     return Line(segment, label, sum(n_daily), n_daily, daily, moving)
 
 
-def _ops(series: dict[str, dict], days: list[str]) -> list[DayOps]:
+def _ops(series: Series, days: list[str]) -> list[DayOps]:
     out = []
     for day in days:
         d = series.get(day, {})
@@ -159,18 +163,18 @@ def _bottom(client: redis.Redis, all_cell: str, ranked: list[tuple[str, float]],
         for day in days:
             pipe.zscore(agg.bottom_key(all_cell, day), trace_id)
     hits = pipe.execute()
-    trace_day = {}
+    trace_day: dict[str, str | None] = {}
     for i, (trace_id, _) in enumerate(ranked):
         found = [day for day, score in zip(days, hits[i * len(days):(i + 1) * len(days)]) if score is not None]
         trace_day[trace_id] = found[-1] if found else None
     pipe = client.pipeline()
-    lookups = []
+    lookups: list[tuple[str, str]] = []
     for trace_id, _ in ranked:
-        day = trace_day[trace_id]
-        if day is None:
+        on_day = trace_day[trace_id]
+        if on_day is None:
             continue
         for cell in segment_cells:
-            pipe.zscore(agg.bottom_key(cell, day), trace_id)
+            pipe.zscore(agg.bottom_key(cell, on_day), trace_id)
             lookups.append((trace_id, cell))
     segments: dict[str, dict[str, str]] = {}
     for (trace_id, cell), score in zip(lookups, pipe.execute()):
@@ -196,7 +200,7 @@ def _link(member: str, trace_url: Callable[[str], str] | None) -> str | None:
 def _notified(client: redis.Redis, cells: list[CellReport]) -> dict[str, str]:
     """When each cell's current alert was sent: a quality drop's by the sequential detector
     (its open incident), an unscored-rate rise's by the weekly check's dedup state."""
-    out = {}
+    out: dict[str, str] = {}
     unscored = [c.cell for c in cells if c.unscored_alert]
     for cell, raw in zip(unscored, client.hmget(check.STATE, unscored) if unscored else []):
         try:
@@ -228,7 +232,7 @@ def gather(client: redis.Redis, rubrics: dict[str, Rubric], *, days: int = 28, r
     prev_days = day_range(today - dt.timedelta(days=7), 7)
 
     groups: dict[tuple[str, str, str], list[str]] = {}
-    for cell in sorted(m.decode() for m in client.smembers(agg.CELLS)):
+    for cell in sorted(as_text(m) for m in client.smembers(agg.CELLS)):
         name, version, model, _ = split_cell(cell)
         if _matches(rubric_filter, name, version):
             groups.setdefault((name, version, model), []).append(cell)
@@ -281,6 +285,6 @@ def known_rubric_names(client: redis.Redis, rubrics: dict[str, Rubric]) -> set[s
     for rubric in rubrics.values():
         names |= {rubric.name, rubric.key}
     for member in client.smembers(agg.CELLS):
-        name, version, _, _ = split_cell(member.decode())
+        name, version, _, _ = split_cell(as_text(member))
         names |= {name, f"{name}@{version}"}
     return names

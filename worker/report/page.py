@@ -253,11 +253,13 @@ def _scoreline(s: Section) -> str:
     if not a or not a.get("n"):
         human = '<span class="agreement muted">judge–human agreement: no human labels yet</span>'
     else:
-        pct = lambda x: "–" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        def pct(x: float | None) -> str:
+            return "–" if x is None else f"{100 * x:.0f}%"
+
         kappa = "–" if a.get("kappa") is None else f"{a['kappa']:.2f}"
         interval = (f" [{a['kappa_low']:.2f}, {a['kappa_high']:.2f}]" if a.get("kappa_low") is not None else "")
         rho = "" if a.get("spearman") is None else f" · Spearman {a['spearman']:.2f}"
-        css = {"low": "bad", "ok": "good"}.get(a.get("status"), "muted")
+        css = {"low": "bad", "ok": "good"}.get(a.get("status") or "", "muted")
         human = (f'<span class="agreement {css}">judge–human agreement: κ <b>{escape(kappa)}</b>{escape(interval)} · '
                  f'exact {pct(a.get("exact"))} · within one {pct(a.get("within_one"))}{escape(rho)} · '
                  f'<span class="n">n={int(a["n"]):,} human-labelled, {int(a.get("window_days") or 0)} days</span> · '

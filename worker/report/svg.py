@@ -45,7 +45,7 @@ def _x_axis(days: Sequence[str], x_of: Callable[[int], float], y: float) -> list
     return out
 
 
-def _week_bands(days: Sequence[str], x_of, band_w: float, top: float, bottom: float) -> list[str]:
+def _week_bands(days: Sequence[str], x_of: Callable[[int], float], band_w: float, top: float, bottom: float) -> list[str]:
     """Shade last week and this week: the two windows the drift test compares."""
     if len(days) < 7:
         return []
@@ -115,7 +115,8 @@ def line_chart(days: Sequence[str], series: Sequence[Series], *, width: int = 11
 
 def _runs(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
     """Consecutive non-empty stretches: a day without data is a gap, not a line to zero."""
-    runs, run = [], []
+    runs: list[list[tuple[int, float]]] = []
+    run: list[tuple[int, float]] = []
     for i, v in enumerate(values):
         if v is None:
             if run:
@@ -178,7 +179,7 @@ def bar_chart(days: Sequence[str], stacks: Sequence[Stack], *, fmt: Callable[[fl
 
 
 def _nice_tick(raw: float) -> float:
-    exp = 10 ** math.floor(math.log10(raw))
+    exp: float = 10 ** math.floor(math.log10(raw))  # int ** int is typed Any (a negative power is a float)
     for m in (1, 2, 2.5, 5, 10):
         if raw <= m * exp:
             return m * exp

@@ -41,10 +41,12 @@ from worker.errors import TraceJudgeError
 from worker.judging.session_view import has_tool_calls
 from worker.langfuse_io.client import NO_SDK_RETRIES
 from worker.langfuse_io.traces import Trace, TraceReader
+from worker.redis_client import as_text
 from worker.retrying import call_with_retries
 from worker.review.queue import MARKER_TTL_S, STATS
-from worker.rubrics.rubric import Rubric
 from worker.rubrics.review_spec import FeedbackSpec
+from worker.rubrics.rubric import Rubric
+from worker.rubrics.scales import is_real
 
 DATASET = "tracejudge:review:dataset:"
 ITEM = "tracejudge:review:dataset-item:"
@@ -65,12 +67,11 @@ def dataset_item_id_for(dataset: str, trace_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{dataset}|{trace_id}"))
 
 
-def flagged(spec: FeedbackSpec, value) -> bool:
+def flagged(spec: FeedbackSpec, value: object) -> bool:
     """Whether a user-feedback score's value flags its trace."""
     if spec.values and str(value) in spec.values:
         return True
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return spec.below is not None and number and value < spec.below
+    return spec.below is not None and is_real(value) and value < spec.below
 
 
 def checks_scope(rubric: Rubric) -> bool:
@@ -88,11 +89,12 @@ def out_of_scope(rubric: Rubric, trace: Trace) -> str | None:
     a = rubric.applies_to
     if rubric.target == "observation":
         for obs in trace.observations:
+            metadata = obs.get("metadata")
             candidate = observation_scope.ObservationRef(
                 trace_id=trace.id, observation_id=str(obs.get("id")), type=obs.get("type"), name=obs.get("name"),
                 level=obs.get("level"), model=obs.get("model"),
                 environment=obs.get("environment") or trace.environment, trace_name=trace.name, tags=ref.tags,
-                metadata=obs.get("metadata") if isinstance(obs.get("metadata"), dict) else {}, start=None)
+                metadata=metadata if isinstance(metadata, dict) else {}, start=None)
             if observation_scope.applies(rubric, candidate) and not (
                     a.with_tool_calls and obs.get("type") == "GENERATION" and not has_tool_calls(obs)):
                 return None
@@ -134,7 +136,7 @@ class DatasetWriter:
                         "threshold, or flagged by users), for offline regression runs"))
         self.client.set(DATASET + self.name, 1)
 
-    def add(self, trace_id: str, reason: str, details: dict, *, attempts: int = 0) -> bool:
+    def add(self, trace_id: str, reason: str, details: dict[str, object], *, attempts: int = 0) -> bool:
         """True when this call put the trace in the dataset; False when it was there already, or
         its trace cannot be read now (it is then retried by ``retry_pending``)."""
         key = f"{ITEM}{self.name}:{trace_id}"
@@ -145,8 +147,8 @@ class DatasetWriter:
         scoped = reason in SCOPED and checks_scope(self.rubric)
         try:
             trace = self.traces.fetch(trace_id, names=self._names() if scoped else ())
-            content = {"input": trace.input, "failing_output": trace.output, "trace_name": trace.name,
-                       "trace_metadata": trace.metadata}
+            content: dict[str, object] = {"input": trace.input, "failing_output": trace.output,
+                                          "trace_name": trace.name, "trace_metadata": trace.metadata}
         except TraceJudgeError as exc:
             if attempts + 1 < MAX_ATTEMPTS:
                 self.client.hset(PENDING + self.name, trace_id, json.dumps(
@@ -192,5 +194,5 @@ class DatasetWriter:
         for trace_id, raw in sorted(self.client.hgetall(PENDING + self.name).items()):
             pending = json.loads(raw)
             self.client.hdel(PENDING + self.name, trace_id)
-            added += self.add(trace_id.decode(), pending["reason"], pending["details"], attempts=pending["attempts"])
+            added += self.add(as_text(trace_id), pending["reason"], pending["details"], attempts=pending["attempts"])
         return added

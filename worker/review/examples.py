@@ -15,7 +15,6 @@ import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
 
 from langfuse.api import LangfuseAPI
 
@@ -57,7 +56,7 @@ def present_traces(path: Path) -> set[str]:
     return seen
 
 
-def _masked(value: Any, redactor: Redactor | None) -> Any:
+def _masked(value: object, redactor: Redactor | None) -> object:
     if redactor is None:
         return value
     if isinstance(value, str):
@@ -69,15 +68,16 @@ def _masked(value: Any, redactor: Redactor | None) -> Any:
     return value
 
 
-def example_trace(trace: Trace, rubric: Rubric, *, redact: bool) -> dict:
+def example_trace(trace: Trace, rubric: Rubric, *, redact: bool) -> dict[str, object]:
     redactor = Redactor() if redact else None
     wanted = set(observation_names(rubric))
     observations = [{k: o.get(k) for k in _OBSERVATION_KEYS if o.get(k) is not None}
                     for o in trace.observations if o.get("name") in wanted]
-    out = {"id": trace.id, "name": trace.name, "environment": trace.environment,
-           "input": _masked(trace.input, redactor), "output": _masked(trace.output, redactor),
-           "metadata": _masked(trace.metadata, redactor), "tags": list(trace.tags),
-           "observations": _masked(observations, redactor)}
+    out: dict[str, object] = {
+        "id": trace.id, "name": trace.name, "environment": trace.environment,
+        "input": _masked(trace.input, redactor), "output": _masked(trace.output, redactor),
+        "metadata": _masked(trace.metadata, redactor), "tags": list(trace.tags),
+        "observations": _masked(observations, redactor)}
     return {k: v for k, v in out.items() if v is not None or k == "output"}
 
 

@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 
 import redis
-from langfuse.api import LangfuseAPI
+from langfuse.api import (AnnotationQueue, AnnotationQueueItem, LangfuseAPI, PaginatedAnnotationQueueItems,
+                          PaginatedAnnotationQueues)
 from langfuse.api.core.api_error import ApiError
 
 from worker.errors import ConfigError
 from worker.langfuse_io.client import NO_SDK_RETRIES
+from worker.redis_client import as_text
 from worker.retrying import call_once, call_with_retries
 from worker.rubrics.rubric import Rubric
 
@@ -47,6 +50,10 @@ _PAGE = 100
 # for the server's clock (the list is newest first, so it stops there instead of paging to the end).
 LOOK_BACK = dt.timedelta(hours=24)
 EXISTS = "already exists"  # the real server's 400 for a second queue of that name
+# How a listing page is fetched: call_with_retries, or call_once inside a retried attempt. (The
+# SDK's LangfuseAPI.annotation_queues property has no return annotation, so the type checker sees
+# its replies as Any: each is annotated here with the type the SDK's client method declares.)
+PageCall = Callable[[Callable[[], PaginatedAnnotationQueueItems]], PaginatedAnnotationQueueItems]
 
 
 def queue_name(rubric: Rubric) -> str:
@@ -56,7 +63,7 @@ def queue_name(rubric: Rubric) -> str:
 def _find(api: LangfuseAPI, name: str) -> str | None:
     page = 1
     while True:
-        result = call_with_retries(lambda: api.annotation_queues.list_queues(
+        result: PaginatedAnnotationQueues = call_with_retries(lambda: api.annotation_queues.list_queues(
             page=page, limit=_PAGE, request_options=NO_SDK_RETRIES))
         for queue in result.data:
             if queue.name == name:
@@ -73,15 +80,16 @@ def ensure_queue(api: LangfuseAPI, client: redis.Redis, rubric: Rubric, config_i
     name = queue_name(rubric)
     known = client.get(QUEUE_ID + name)
     if known:
-        return known.decode()
+        return as_text(known)
     queue_id = _find(api, name)
     if queue_id is None:
-        def create():
+        def create() -> str | None:
             try:
-                return api.annotation_queues.create_queue(
+                queue: AnnotationQueue = api.annotation_queues.create_queue(
                     name=name, score_config_ids=config_ids, request_options=NO_SDK_RETRIES,
                     description=f"tracejudge: traces judged by the rubric {rubric.name} for human review "
-                                "(lowest scores, a calibration share, verdicts at the scale's ends)").id
+                                "(lowest scores, a calibration share, verdicts at the scale's ends)")
+                return queue.id
             except ApiError as exc:
                 if exc.status_code == 400 and EXISTS in str(exc.body):
                     return None  # created already: by our own POST whose answer was lost, or by another process
@@ -102,12 +110,13 @@ def _aware(when: dt.datetime | None) -> dt.datetime | None:
 
 
 def _queued_traces(api: LangfuseAPI, queue_id: str, *, trace_id: str | None = None,
-                   since: dt.datetime | None = None, call=call_with_retries) -> dict[str, str]:
+                   since: dt.datetime | None = None, call: PageCall = call_with_retries) -> dict[str, str]:
     """The queue's items, object id -> item id, paged. With ``trace_id``: stops once it is found;
     with ``since`` too: stops after a page that ends before ``since`` while the pages come newest
     first, as the server lists them (pages in any other order are read to the end)."""
     seen: dict[str, str] = {}
-    page, newest_first, previous = 1, True, None
+    page, newest_first = 1, True
+    previous: dt.datetime | None = None
     while True:
         result = call(lambda: api.annotation_queues.list_queue_items(
             queue_id, page=page, limit=_PAGE, request_options=NO_SDK_RETRIES))
@@ -115,8 +124,9 @@ def _queued_traces(api: LangfuseAPI, queue_id: str, *, trace_id: str | None = No
             seen.setdefault(item.object_id, item.id)
         if trace_id is not None and trace_id in seen:
             return seen
-        times = [_aware(item.created_at) for item in result.data]
-        if None in times:
+        stamps = [_aware(item.created_at) for item in result.data]
+        times = [t for t in stamps if t is not None]
+        if len(times) < len(stamps):
             newest_first = False
         elif times:
             newest_first = newest_first and all(a >= b for a, b in zip([previous or times[0], *times], times))
@@ -151,7 +161,7 @@ class QueueWriter:
                 self.client.set(key, "done (found on the queue)", ex=MARKER_TTL_S)
                 return False
         else:
-            state = (self.client.get(key) or b"").decode()
+            state = as_text(self.client.get(key) or b"")
             if not state.startswith("pending ") or now - float(state.split()[1]) < CLAIM_S:
                 return False  # done, or another process is posting it right now
             if self._listed is None:
@@ -194,7 +204,7 @@ class QueueWriter:
         self._known_synced, self._listed = True, listed
         return listed
 
-    def _post_once(self, trace_id: str):
+    def _post_once(self, trace_id: str) -> Callable[[], str]:
         """One attempt for ``call_with_retries``: after any attempt that sent the POST and failed
         (a 500, a timeout, a dropped connection: the server may have stored the item), look the
         trace up on the queue first and post only when it is absent. The look runs without
@@ -210,7 +220,8 @@ class QueueWriter:
                     return found  # our earlier POST was stored; its answer was lost
             if not sent:
                 sent.append(dt.datetime.now(dt.timezone.utc))
-            return self.api.annotation_queues.create_queue_item(
-                self.queue_id, object_id=trace_id, object_type="TRACE", request_options=NO_SDK_RETRIES).id
+            item: AnnotationQueueItem = self.api.annotation_queues.create_queue_item(
+                self.queue_id, object_id=trace_id, object_type="TRACE", request_options=NO_SDK_RETRIES)
+            return item.id
 
         return attempt

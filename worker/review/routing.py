@@ -25,9 +25,12 @@ from langfuse.api import LangfuseAPI
 from samplers.hashing import sample_point
 from worker.drift import aggregates as agg
 from worker.jobs import format_rubric_key
+from worker.json_types import JSONDict
 from worker.langfuse_io.scores import score_id_for
+from worker.redis_client import as_text
 from worker.review.reads import scores_since, trace_id_of
 from worker.rubrics.rubric import Rubric
+from worker.rubrics.scales import Level
 
 SCAN = "tracejudge:review:scan:"  # + what is scanned: the time the last complete scan reached
 OVERLAP = dt.timedelta(minutes=15)
@@ -50,13 +53,13 @@ class JudgedScore:
 
     trace_id: str
     rubric: Rubric
-    value: object  # on the rubric's scale: a number, a label, or 1/0 for a boolean
+    value: float | str  # on the rubric's scale: a number, a label, or 1/0 for a boolean
     points: float  # quality points, 0-100, higher is better
     comment: str | None
-    metadata: dict
+    metadata: JSONDict  # the score's metadata as Langfuse returns it
 
 
-def scale_value(rubric: Rubric, value):
+def scale_value(rubric: Rubric, value: Level) -> float | str:
     """A value Langfuse returned (v3: a number, a label, a bool) as the scale's own value."""
     if rubric.scale.kind == "boolean":
         return 1 if value in (True, 1, 1.0, "True", "true") else 0
@@ -65,7 +68,7 @@ def scale_value(rubric: Rubric, value):
     return float(value)
 
 
-def points_of(rubric: Rubric, value) -> float | None:
+def points_of(rubric: Rubric, value: Level) -> float | None:
     try:
         return agg.quality_points(rubric, scale_value(rubric, value))
     except (KeyError, TypeError, ValueError):
@@ -94,8 +97,10 @@ def in_calibration(trace_id: str, rubric: Rubric, rate_override: float | None) -
 
 def at_boundary(score: JudgedScore) -> bool:
     spec = score.rubric.review
-    return bool(spec and spec.boundary) and any(
-        abs(score.points - p) < 1e-9 for p in (points_of(score.rubric, v) for v in spec.boundary) if p is not None)
+    if spec is None or not spec.boundary:
+        return False
+    return any(abs(score.points - p) < 1e-9
+               for p in (points_of(score.rubric, v) for v in spec.boundary) if p is not None)
 
 
 def review_reasons(score: JudgedScore, rate_override: float | None) -> list[str]:
@@ -118,7 +123,7 @@ def below_threshold(score: JudgedScore) -> bool:
 
 def scan_window(client: redis.Redis, what: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     raw = client.get(SCAN + what)
-    reached = dt.datetime.fromisoformat(raw.decode()) if raw else now - FIRST_LOOKBACK
+    reached = dt.datetime.fromisoformat(as_text(raw)) if raw else now - FIRST_LOOKBACK
     return reached - OVERLAP, now
 
 
@@ -137,7 +142,7 @@ def bottom_candidates(client: redis.Redis, rubric: Rubric, today: dt.date) -> It
     if n <= 0:
         return
     prefix = agg.cell_key(rubric, "")
-    cells = sorted(c for c in (m.decode() for m in client.smembers(agg.CELLS)) if c.startswith(prefix))
+    cells = sorted(c for c in (as_text(m) for m in client.smembers(agg.CELLS)) if c.startswith(prefix))
     this_monday = today - dt.timedelta(days=today.weekday())
     for monday in (this_monday - dt.timedelta(days=7), this_monday):
         days = _week_days(monday, today)

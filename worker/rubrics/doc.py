@@ -6,11 +6,18 @@ as a ConfigError (start-up), ``tracejudge rubrics lint`` reports them all.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 import yaml
 
 from worker.errors import ConfigError
+
+Severity: TypeAlias = Literal["error", "warning", "note"]
+# Where a value sits in rubric.yaml: its keys from the top (mapping keys, list indexes), e.g.
+# ("variables", "question", "path", 0). A key is whatever YAML made of it (usually a string).
+Keys: TypeAlias = tuple[Hashable, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,17 +25,17 @@ class Problem:
     path: str
     line: int | None
     message: str
-    severity: str = "error"  # error | warning | note
+    severity: Severity = "error"
 
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"
         return f"{where}: {self.message}"
 
 
-class Problems(list):
+class Problems(list[Problem]):
     """Collects problems instead of stopping at the first, so an author fixes them in one go."""
 
-    def add(self, path, line: int | None, message: str, severity: str = "error") -> None:
+    def add(self, path: str | Path, line: int | None, message: str, severity: Severity = "error") -> None:
         self.append(Problem(str(path), line, message, severity))
 
     @property
@@ -48,19 +55,20 @@ class RubricDoc:
     def __init__(self, path: Path, problems: Problems):
         self.path = path
         self.problems = problems
-        self.lines: dict[tuple, int] = {(): 1}
-        self.data = None
+        self.lines: dict[Keys, int] = {(): 1}
+        self.data: object = None  # what the YAML holds (a mapping, when the file is well-formed)
 
-    def line(self, *keys) -> int:
-        keys = tuple(keys)
-        while keys not in self.lines:
-            keys = keys[:-1]
-        return self.lines[keys]
+    def line(self, *keys: Hashable) -> int:
+        """The line of the nearest of ``keys`` and its parents that the file has."""
+        found: Keys = keys
+        while found not in self.lines:
+            found = found[:-1]
+        return self.lines[found]
 
-    def error(self, keys: tuple, message: str) -> None:
+    def error(self, keys: Keys, message: str) -> None:
         self.problems.add(self.path, self.line(*keys), message)
 
-    def warn(self, keys: tuple, message: str) -> None:
+    def warn(self, keys: Keys, message: str) -> None:
         self.problems.add(self.path, self.line(*keys), message, "warning")
 
     def parse(self, text: str) -> None:
@@ -82,7 +90,7 @@ class RubricDoc:
         finally:
             loader.dispose()
 
-    def _index(self, node, keys: tuple) -> None:
+    def _index(self, node: yaml.Node, keys: Keys) -> None:
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):

@@ -1,20 +1,20 @@
 """The fields of rubric.yaml: what each section may hold, and its parser.
 
 Each parser reads one section of a ``RubricDoc`` and records every problem with its line,
-returning a usable value (or None) so the rest of the file is still checked.
+returning a usable value (or None) so the rest of the file is still checked. The ``judge``,
+``review`` and ``calibration`` sections have their own modules (judge_spec.py, review_spec.py),
+``target`` and ``session`` theirs (targets.py); rubric.py calls them all.
 """
 from __future__ import annotations
 
-import json
-
 import dataclasses
+import json
 import re
+from typing import TypedDict, TypeGuard
 
 from worker.errors import ConfigError
-from worker.rubrics.doc import RubricDoc
-from worker.rubrics.judge_spec import JudgeSpec, parse_judge  # noqa: F401  (JudgeSpec: importable from here too)
-from worker.rubrics.review_spec import (CALIBRATION_KEYS, DATASET_KEYS, FEEDBACK_KEYS, REVIEW_KEYS,
-                                        CalibrationSpec, ReviewSpec, parse_calibration, parse_review)
+from worker.rubrics.doc import Keys, RubricDoc
+from worker.rubrics.review_spec import CALIBRATION_KEYS, DATASET_KEYS, FEEDBACK_KEYS, REVIEW_KEYS
 from worker.rubrics.scales import Scale
 from worker.rubrics.targets import ALL_SOURCES as _SOURCES
 from worker.rubrics.targets import SESSION_KEYS
@@ -24,7 +24,7 @@ _OBSERVATION_FIELDS = ("input", "output", "metadata", "model", "type", "level", 
 RESERVED_NAMES = ("rubric", "scale")
 
 # Keys the format knows; anything else is a warning (most likely a typo that silently does nothing).
-_KNOWN = {
+_KNOWN: dict[tuple[str, ...], set[str]] = {
     (): {"name", "version", "description", "owner", "score", "applies_to", "sampling", "variables",
          "judge", "budget", "template", "review", "calibration", "target", "session"},
     ("owner",): {"team", "alert_route", "drift_threshold_points"},
@@ -44,6 +44,23 @@ _SCALE_KEYS = {"numeric": {"type", "min", "max", "integer", "direction"},
                "categorical": {"type", "labels", "direction"},
                "boolean": {"type", "direction"}}
 _VARIABLE_KEYS = {"from", "path", "name", "field", "required"}
+
+
+class Owner(TypedDict, total=False):
+    """The ``owner`` section: where the rubric's drift and agreement alerts go."""
+
+    team: str
+    alert_route: str
+    drift_threshold_points: float  # the smallest drop worth an alert, on 0-100
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """The ``sampling`` section: the rate, and the per-segment quota that may raise it."""
+
+    rate: float
+    segment_key: str | None = None  # the trace metadata key of a segment with a daily minimum
+    min_per_segment_day: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,23 +88,25 @@ class AppliesTo:
     with_tool_calls: bool = False  # a GENERATION counts only when its output calls tools (checked by the worker)
 
 
-def _is_int(value) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
+    """A finite int or float (not a bool, NaN or an infinity)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
         and value not in (float("inf"), float("-inf"))
 
 
-def _mapping(doc: RubricDoc, keys: tuple, value) -> dict:
+def as_mapping(doc: RubricDoc, keys: tuple[str, ...], value: object) -> dict[object, object]:
+    """``value`` when it is a mapping; else an error at ``keys`` and an empty mapping."""
     if not isinstance(value, dict):
         doc.error(keys, f"{'.'.join(keys)} must be a mapping")
         return {}
     return value
 
 
-def _warn_unknown_keys(doc: RubricDoc) -> None:
+def warn_unknown_keys(doc: RubricDoc) -> None:
     for keys, allowed in _KNOWN.items():
         section = doc.data
         for k in keys:
@@ -99,24 +118,36 @@ def _warn_unknown_keys(doc: RubricDoc) -> None:
                     doc.warn(keys + (key,), f"unknown key '{where}' is ignored (known here: {', '.join(sorted(allowed))})")
 
 
-def _owner(doc: RubricDoc, raw) -> dict:
+def parse_owner(doc: RubricDoc, raw: object) -> Owner:
     if raw is None:
         doc.warn(("owner",), "no owner: drift alerts for this rubric go to 'unowned' with no alert route")
         return {}
-    owner = _mapping(doc, ("owner",), raw)
-    for key in ("team", "alert_route"):
-        if key in owner and not isinstance(owner[key], str):
-            doc.error(("owner", key), f"owner.{key} must be a string")
-    threshold = owner.get("drift_threshold_points")
-    if threshold is not None and (not _is_number(threshold) or not 0 < threshold <= 100):
+    section = as_mapping(doc, ("owner",), raw)
+    owner: Owner = {}
+    team, route = section.get("team"), section.get("alert_route")
+    if isinstance(team, str):
+        owner["team"] = team
+    elif "team" in section:
+        doc.error(("owner", "team"), "owner.team must be a string")
+    if isinstance(route, str):
+        owner["alert_route"] = route
+    elif "alert_route" in section:
+        doc.error(("owner", "alert_route"), "owner.alert_route must be a string")
+    threshold = section.get("drift_threshold_points")
+    if threshold is not None and (not is_number(threshold) or not 0 < threshold <= 100):
         doc.error(("owner", "drift_threshold_points"),
                   "owner.drift_threshold_points must be a number in (0, 100]: the smallest drop worth an alert, on 0-100")
+    elif threshold is not None:
+        owner["drift_threshold_points"] = threshold
     return owner
 
 
-def _scale(doc: RubricDoc, raw) -> Scale | None:
+def parse_scale(doc: RubricDoc, raw: object) -> Scale | None:
     where = str(doc.path)
-    labels = raw.get("labels") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        doc.error(("score",), "'score' must be a mapping")
+        return None
+    labels = raw.get("labels")
     for label in labels if isinstance(labels, dict) else ():
         if not isinstance(label, str):
             # YAML 1.1 reads yes/no/on/off/true/false and bare numbers as non-strings.
@@ -136,9 +167,9 @@ def _scale(doc: RubricDoc, raw) -> Scale | None:
         doc.warn(("score", "type"), "score.direction not set: assuming higher_is_better (drift alerts on drops)")
     if kind == "numeric":
         for key in ("min", "max"):
-            if not _is_number(raw[key]):
+            if not is_number(raw[key]):
                 doc.error(("score", key), f"score.{key} must be a finite number")
-        if scale.integer and not (float(scale.minimum).is_integer() and float(scale.maximum).is_integer()):
+        if scale.integer and not all(float(bound).is_integer() for bound in scale.bounds):
             doc.error(("score", "integer"), "an integer scale needs whole-number min and max")
         if "integer" in raw and not isinstance(raw["integer"], bool):
             doc.error(("score", "integer"), "score.integer must be true or false")
@@ -147,7 +178,7 @@ def _scale(doc: RubricDoc, raw) -> Scale | None:
     return scale
 
 
-def _scale_key_named(doc: RubricDoc, message: str) -> tuple:
+def _scale_key_named(doc: RubricDoc, message: str) -> Keys:
     """Scale.from_dict names the key it rejects in its message; point at that key's line."""
     for token in re.findall(r"score\.(\w+)|'([^']+)'|label (\S+) ", message):
         name = next(t for t in token if t).strip("'\"")
@@ -157,7 +188,7 @@ def _scale_key_named(doc: RubricDoc, message: str) -> tuple:
     return ("score",)
 
 
-def _check_labels(doc: RubricDoc, labels: dict) -> None:
+def _check_labels(doc: RubricDoc, labels: dict[str, object]) -> None:
     seen_values: dict[float, str] = {}
     seen_names: dict[str, str] = {}
     for label, value in labels.items():
@@ -165,7 +196,7 @@ def _check_labels(doc: RubricDoc, labels: dict) -> None:
         if isinstance(value, bool):
             doc.error(keys, f"label {label!r} needs a number as its value, not {str(value).lower()}")
             continue
-        if not _is_number(value):
+        if not is_number(value):
             doc.error(keys, f"label {label!r} needs a finite number as its value")
             continue
         if label != label.strip() or not label.strip():
@@ -181,21 +212,21 @@ def _check_labels(doc: RubricDoc, labels: dict) -> None:
         seen_values.setdefault(float(value), label)
 
 
-def _applies_to(doc: RubricDoc, raw) -> AppliesTo:
-    raw = _mapping(doc, ("applies_to",), raw)
+def parse_applies_to(doc: RubricDoc, raw: object) -> AppliesTo:
+    section = as_mapping(doc, ("applies_to",), raw)
 
-    def names(key):
-        value = raw.get(key) or []
+    def names(key: str) -> tuple[str, ...]:
+        value = section.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             doc.error(("applies_to", key), f"applies_to.{key} must be a list of strings")
             return ()
         return tuple(value)
 
-    metadata = raw.get("metadata") or {}
+    metadata = section.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, (str, int, float, bool)) for v in metadata.values()):
         doc.error(("applies_to", "metadata"), "applies_to.metadata must map metadata keys to plain values")
         metadata = {}
-    with_tool_calls = raw.get("with_tool_calls", False)
+    with_tool_calls = section.get("with_tool_calls", False)
     if not isinstance(with_tool_calls, bool):
         doc.error(("applies_to", "with_tool_calls"), "applies_to.with_tool_calls must be true or false")
         with_tool_calls = False
@@ -205,36 +236,22 @@ def _applies_to(doc: RubricDoc, raw) -> AppliesTo:
                      tuple(lv.upper() for lv in names("levels")), with_tool_calls)
 
 
-def _sampling(doc: RubricDoc, raw) -> tuple[float, str | None, int]:
-    raw = _mapping(doc, ("sampling",), raw)
-    rate = raw.get("rate", 0.01)
-    if not _is_number(rate) or not 0 <= rate <= 1:
+def parse_sampling(doc: RubricDoc, raw: object) -> Sampling:
+    section = as_mapping(doc, ("sampling",), raw)
+    rate = section.get("rate", 0.01)
+    if not is_number(rate) or not 0 <= rate <= 1:
         doc.error(("sampling", "rate"), "sampling.rate must be a number within 0..1")
         rate = 0.0
-    quota = raw.get("min_per_segment") or {}
+    quota = section.get("min_per_segment") or {}
     if not isinstance(quota, dict) or (quota and not (isinstance(quota.get("key"), str) and quota["key"]
-                                                      and _is_int(quota.get("per_day")) and quota["per_day"] > 0)):
+                                                      and is_int(quota.get("per_day")) and quota["per_day"] > 0)):
         doc.error(("sampling", "min_per_segment"),
                   "sampling.min_per_segment needs 'key' (a trace metadata key) and 'per_day' (a positive integer)")
-        return float(rate), None, 0
-    return float(rate), quota.get("key"), int(quota.get("per_day", 0))
+        return Sampling(float(rate))
+    return Sampling(float(rate), quota.get("key"), int(quota.get("per_day", 0)))
 
 
-def _judge(doc: RubricDoc, raw) -> JudgeSpec | None:
-    return parse_judge(doc, raw)
-
-
-def _review(doc: RubricDoc, raw, scale: Scale | None) -> ReviewSpec | None:
-    """The optional ``review:`` section (worker/rubrics/review_spec.py)."""
-    return parse_review(doc, raw, scale)
-
-
-def _calibration(doc: RubricDoc, raw) -> CalibrationSpec | None:
-    """The optional ``calibration:`` section: the production agreement the rubric needs."""
-    return parse_calibration(doc, raw)
-
-
-def _variables(doc: RubricDoc, raw) -> tuple[Variable, ...]:
+def parse_variables(doc: RubricDoc, raw: object) -> tuple[Variable, ...]:
     if not isinstance(raw, dict) or not raw:
         doc.error(("variables",), "'variables' must map variable names to trace fields")
         return ()
@@ -262,8 +279,9 @@ def _variables(doc: RubricDoc, raw) -> tuple[Variable, ...]:
         field = spec.get("field", "output")
         if source in ("observation", "root", "parent"):
             # without a name, an observation rubric's variable reads the judged observation itself
+            target = doc.data.get("target") if isinstance(doc.data, dict) else None
             if source == "observation" and (not isinstance(spec.get("name"), str) or not spec["name"]) \
-                    and (doc.data or {}).get("target") != "observation":
+                    and target != "observation":
                 doc.error(keys, f"variables.{name} reads an observation: give its 'name'")
             if field not in _OBSERVATION_FIELDS:
                 doc.error(keys + ("field",), f"variables.{name}.field must be one of {', '.join(_OBSERVATION_FIELDS)}")
@@ -280,7 +298,7 @@ def _variables(doc: RubricDoc, raw) -> tuple[Variable, ...]:
     return tuple(out)
 
 
-def metadata_text(value) -> str:
+def metadata_text(value: object) -> str:
     """A metadata value as text, the same whichever way it travelled: the real Langfuse returns
     strings that look like JSON as JSON (``"true"`` as true, ``"1"`` as 1), so a rubric's
     ``applies_to.metadata``, the segment of a drift cell and a quota's segment compare this form

@@ -61,7 +61,7 @@ def default_max_tokens(provider: str, model: str) -> int:
     return REASONING_MAX_TOKENS if provider == "openai" and is_reasoning_model(model) else DEFAULT_MAX_TOKENS
 
 
-def parse_judge(doc: RubricDoc, raw) -> JudgeSpec | None:
+def parse_judge(doc: RubricDoc, raw: object) -> JudgeSpec | None:
     if not isinstance(raw, dict):
         doc.error(("judge",), "judge must be a mapping")
         return None
@@ -103,12 +103,12 @@ def parse_judge(doc: RubricDoc, raw) -> JudgeSpec | None:
                 doc.error(("judge", key), f"judge.{key} is for openai-compatible / anthropic-compatible servers; "
                           f"{provider} uses the global {str(provider).upper()}_* settings")
                 ok = False
-    if not ok:
+    if not ok or not isinstance(provider, str) or not isinstance(model, str):  # (ok implies both are strings)
         return None
     return JudgeSpec(provider, model, max_tokens, mode, base_url.rstrip("/") if base_url else None, key_env, identity)
 
 
-def _identity(doc: RubricDoc, raw) -> tuple[str, str] | None:
+def _identity(doc: RubricDoc, raw: object) -> tuple[str, str] | None:
     if raw is None:
         return None  # reported by the pinning check, which knows about TRACEJUDGE_ALLOW_FLOATING_MODELS
     if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in IDENTITY_KINDS \

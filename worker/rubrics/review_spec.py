@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TypeGuard
 
-from worker.rubrics.doc import RubricDoc
-from worker.rubrics.scales import Scale
+from worker.rubrics.doc import Keys, RubricDoc
+from worker.rubrics.scales import Level, Scale
 
 MAX_BOTTOM_PER_WEEK = 20  # the drift aggregates keep the 20 lowest traces per cell-day
 REVIEW_KEYS = {"queue", "bottom_per_week", "calibration_share", "boundary", "dataset"}
@@ -48,7 +48,7 @@ class FeedbackSpec:
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     name: str | None = None
-    below: Any = None  # a value on the rubric's scale; None: no threshold
+    below: Level | None = None  # a value on the rubric's scale; None: no threshold
     user_feedback: FeedbackSpec | None = None
 
 
@@ -57,7 +57,7 @@ class ReviewSpec:
     queue: str | None = None
     bottom_per_week: int = 0
     calibration_share: float = 0.0
-    boundary: tuple = ()  # values on the scale whose verdicts go to review
+    boundary: tuple[Level, ...] = ()  # values on the scale whose verdicts go to review
     dataset: DatasetSpec | None = None
 
 
@@ -68,24 +68,24 @@ class CalibrationSpec:
     window_days: int = 28
 
 
-def _number(value) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _whole(value) -> bool:
+def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _name(doc: RubricDoc, keys: tuple, value) -> str | None:
+def _name(doc: RubricDoc, keys: Keys, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > 255:
-        doc.error(keys, f"{'.'.join(keys)} must be a non-empty name of at most 255 characters")
+        doc.error(keys, f"{'.'.join(map(str, keys))} must be a non-empty name of at most 255 characters")
         return None
     return value.strip()
 
 
-def on_scale(doc: RubricDoc, keys: tuple, value, scale: Scale | None):
+def on_scale(doc: RubricDoc, keys: Keys, value: object, scale: Scale | None) -> Level | None:
     """``value`` as a level of ``scale`` (number, label or bool), or None with an error naming the key."""
     where = ".".join(map(str, keys))
     if scale is None:
@@ -96,17 +96,17 @@ def on_scale(doc: RubricDoc, keys: tuple, value, scale: Scale | None):
         doc.error(keys, f"{where} must be true or false (the scale is boolean)")
     elif scale.kind == "categorical":
         names = [label for label, _ in scale.labels]
-        if value in names:
+        if isinstance(value, str) and value in names:
             return value
         doc.error(keys, f"{where} must be one of the labels {names}, not {value!r}")
-    elif _number(value) and scale.minimum <= value <= scale.maximum:
+    elif _number(value) and scale.bounds[0] <= value <= scale.bounds[1]:
         return value
     else:
         doc.error(keys, f"{where} must be a number on the scale ({scale.describe()}), not {value!r}")
     return None
 
 
-def _boundary(doc: RubricDoc, raw, scale: Scale | None) -> tuple:
+def _boundary(doc: RubricDoc, raw: object, scale: Scale | None) -> tuple[Level, ...]:
     keys = ("review", "boundary")
     if raw is None or raw is False:
         return ()
@@ -114,7 +114,7 @@ def _boundary(doc: RubricDoc, raw, scale: Scale | None) -> tuple:
         if scale is None:
             return ()
         if scale.kind == "numeric":
-            return (scale.minimum, scale.maximum)
+            return scale.bounds
         if scale.kind == "boolean" or len(scale.labels) < 3:
             doc.error(keys, "review.boundary: true on a two-valued scale would send every verdict to review: "
                       "list the values instead (e.g. [false]) or use review.calibration_share")
@@ -128,7 +128,7 @@ def _boundary(doc: RubricDoc, raw, scale: Scale | None) -> tuple:
     return tuple(v for v in values if v is not None)
 
 
-def _feedback(doc: RubricDoc, raw) -> FeedbackSpec | None:
+def _feedback(doc: RubricDoc, raw: object) -> FeedbackSpec | None:
     keys = ("review", "dataset", "user_feedback")
     if raw is None:
         return None
@@ -155,7 +155,7 @@ def _feedback(doc: RubricDoc, raw) -> FeedbackSpec | None:
     return FeedbackSpec(name, None if below is None else float(below), tuple(str(v) for v in values))
 
 
-def _dataset(doc: RubricDoc, raw, scale: Scale | None) -> DatasetSpec | None:
+def _dataset(doc: RubricDoc, raw: object, scale: Scale | None) -> DatasetSpec | None:
     keys = ("review", "dataset")
     if raw is None:
         return None
@@ -169,7 +169,7 @@ def _dataset(doc: RubricDoc, raw, scale: Scale | None) -> DatasetSpec | None:
     return DatasetSpec(_name(doc, keys + ("name",), raw.get("name")), below, feedback)
 
 
-def parse_review(doc: RubricDoc, raw, scale: Scale | None) -> ReviewSpec | None:
+def parse_review(doc: RubricDoc, raw: object, scale: Scale | None) -> ReviewSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -192,7 +192,7 @@ def parse_review(doc: RubricDoc, raw, scale: Scale | None) -> ReviewSpec | None:
                       dataset=_dataset(doc, raw.get("dataset"), scale))
 
 
-def parse_calibration(doc: RubricDoc, raw) -> CalibrationSpec | None:
+def parse_calibration(doc: RubricDoc, raw: object) -> CalibrationSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):

@@ -12,8 +12,9 @@ A version's sha256 covers every file in its folder *and* the shared prompt files
 of ``SHARED_PROMPTS`` it has no copy of in its own folder, hashed as ``../<name>``), so a score's
 ``rubric_sha256`` names every text the judge could see, and an edit is visible in every score.
 
-This module (with rubric_doc.py and rubric_fields.py) is the one parser of rubric.yaml; every
-problem it finds names the file and line (see rubric_doc.py). Released versions: rubric_lock.py.
+This module (with doc.py, fields.py and the section modules judge_spec.py, review_spec.py and
+targets.py) is the one parser of rubric.yaml; every problem it finds names the file and line (see
+doc.py). Released versions: worker/authoring/lock.py.
 """
 from __future__ import annotations
 
@@ -22,31 +23,31 @@ import hashlib
 import re
 from pathlib import Path
 
+from worker.errors import ConfigError
 from worker.jobs import format_rubric_key
 from worker.rubrics.doc import Problems, RubricDoc
-
-# AppliesTo, JudgeSpec and Variable are part of a Rubric, so they are importable from here too.
 from worker.rubrics.fields import (
     AppliesTo,
-    CalibrationSpec,
-    JudgeSpec,
-    ReviewSpec,
+    Owner,
     Variable,
-    _applies_to,
-    _calibration,
-    _is_int,
-    _is_number,
-    _judge,
-    _mapping,
-    _owner,
-    _review,
-    _sampling,
-    _scale,
-    _variables,
-    _warn_unknown_keys,
+    as_mapping,
+    is_int,
+    is_number,
+    parse_applies_to,
+    parse_owner,
+    parse_sampling,
+    parse_scale,
+    parse_variables,
+    warn_unknown_keys,
 )
+from worker.rubrics.judge_spec import JudgeSpec, parse_judge
+from worker.rubrics.review_spec import CalibrationSpec, ReviewSpec, parse_calibration, parse_review
 from worker.rubrics.scales import Scale
 from worker.rubrics.targets import SessionSpec, check_target_fields, parse_session, parse_target
+
+# AppliesTo, JudgeSpec and Variable are part of a Rubric, so they are importable from here too.
+__all__ = ["SHARED_PROMPTS", "AppliesTo", "JudgeSpec", "Rubric", "Variable", "file_sha256", "load_rubrics",
+           "load_version", "read_version", "version_dirs", "version_files", "version_sha256"]
 
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 # Prompt files in the rubrics folder every version uses unless it has its own copy.
@@ -58,7 +59,7 @@ class Rubric:
     name: str
     version: int
     description: str
-    owner: dict
+    owner: Owner
     scale: Scale
     applies_to: AppliesTo
     sampling_rate: float
@@ -112,17 +113,16 @@ def load_rubrics(root: Path, problems: Problems | None = None) -> dict[str, Rubr
     Without ``problems`` the first error is raised as a ConfigError naming file and line;
     with it, every problem is collected and only the versions without errors are returned.
     """
-    own = problems is None
-    problems = Problems() if own else problems
+    found = Problems() if problems is None else problems
     repair = Path(root) / "repair.j2"
     repair_text = repair.read_text() if repair.is_file() else None
     rubrics: dict[str, Rubric] = {}
-    for version_dir in version_dirs(root, problems):
-        rubric, _ = read_version(version_dir, repair_text, problems)
+    for version_dir in version_dirs(root, found):
+        rubric, _ = read_version(version_dir, repair_text, found)
         if rubric is not None:
             rubrics[rubric.key] = rubric
-    if own:
-        problems.raise_errors()
+    if problems is None:
+        found.raise_errors()
     return rubrics
 
 
@@ -155,6 +155,8 @@ def load_version(version_dir: Path, repair_text: str | None = None) -> Rubric:
     problems = Problems()
     rubric, _ = read_version(version_dir, repair_text, problems)
     problems.raise_errors()
+    if rubric is None:  # only with an error, raised above
+        raise ConfigError(f"{version_dir}: not a loadable rubric version")
     return rubric
 
 
@@ -177,21 +179,21 @@ def read_version(version_dir: Path, repair_text: str | None,
     if not isinstance(doc.data, dict):
         doc.error((), "must be a mapping of the rubric's fields (see rubrics/README.md)")
         return None, doc
-    rubric = _build(doc, Path(version_dir), repair_text)
+    rubric = _build(doc, doc.data, Path(version_dir), repair_text)
     return (rubric if len(problems.errors) == errors_before else None), doc
 
 
-def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric | None:
-    raw = doc.data
+def _build(doc: RubricDoc, raw: dict[str, object], version_dir: Path, repair_text: str | None) -> Rubric | None:
+    """The Rubric of ``doc`` (whose data is ``raw``), or None when a section has an error."""
     errors_before = len(doc.problems.errors)
-    _warn_unknown_keys(doc)
+    warn_unknown_keys(doc)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         doc.error(("name",), "'name' is required (a string: the score name in Langfuse)")
     elif name != version_dir.parent.name:
         doc.error(("name",), f"name {name!r} differs from its folder {version_dir.parent.name!r}")
     version = raw.get("version")
-    if not _is_int(version):
+    if not is_int(version):
         doc.error(("version",), "'version' is required (an integer)")
     elif version_dir.name != f"v{version}":
         doc.error(("version",), f"version {version} does not match its folder {version_dir.name!r}")
@@ -201,16 +203,16 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
     target = parse_target(doc, raw)
     session = parse_session(doc, raw.get("session"), target)
     check_target_fields(doc, raw, target)
-    owner = _owner(doc, raw.get("owner"))
-    scale = _scale(doc, raw.get("score"))
-    applies = _applies_to(doc, raw.get("applies_to") or {})
-    rate, segment_key, per_day = _sampling(doc, raw.get("sampling") or {})
-    variables = _variables(doc, raw.get("variables"))
-    judge = _judge(doc, raw.get("judge"))
-    review = _review(doc, raw.get("review"), scale)
-    calibration = _calibration(doc, raw.get("calibration"))
-    budget = _mapping(doc, ("budget",), raw.get("budget") or {}).get("daily_usd")
-    if budget is not None and (not _is_number(budget) or budget < 0):
+    owner = parse_owner(doc, raw.get("owner"))
+    scale = parse_scale(doc, raw.get("score"))
+    applies = parse_applies_to(doc, raw.get("applies_to") or {})
+    sampling = parse_sampling(doc, raw.get("sampling") or {})
+    variables = parse_variables(doc, raw.get("variables"))
+    judge = parse_judge(doc, raw.get("judge"))
+    review = parse_review(doc, raw.get("review"), scale)
+    calibration = parse_calibration(doc, raw.get("calibration"))
+    budget = as_mapping(doc, ("budget",), raw.get("budget") or {}).get("daily_usd")
+    if budget is not None and (not is_number(budget) or budget < 0):
         doc.error(("budget", "daily_usd"), "budget.daily_usd must be a non-negative number (USD a day)")
         budget = None
     template = raw.get("template", "user.j2")
@@ -219,7 +221,8 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
         doc.error(("template",), "template must be a file name inside the version folder")
     elif not user_file.is_file():
         doc.error(("template",), f"template {template} not found in {version_dir}")
-    if len(doc.problems.errors) > errors_before:
+    if len(doc.problems.errors) > errors_before or not isinstance(name, str) or not is_int(version) \
+            or not isinstance(description, str) or scale is None or judge is None:  # (all hold without an error)
         return None
     system_file = version_dir / "system.j2"
     local_repair = version_dir / "repair.j2"
@@ -227,12 +230,12 @@ def _build(doc: RubricDoc, version_dir: Path, repair_text: str | None) -> Rubric
                       if f.is_file()), None)
     return Rubric(
         name=name, version=version, description=description.strip(), owner=owner, scale=scale,
-        applies_to=applies, sampling_rate=rate, variables=variables, judge=judge,
+        applies_to=applies, sampling_rate=sampling.rate, variables=variables, judge=judge,
         user_template=user_file.read_text(),
         system_template=system_file.read_text() if system_file.is_file() else None,
         repair_template=local_repair.read_text() if local_repair.is_file() else repair_text,
         sha256=version_sha256(version_dir), path=version_dir,
-        segment_key=segment_key, min_per_segment_day=per_day,
+        segment_key=sampling.segment_key, min_per_segment_day=sampling.min_per_segment_day,
         daily_budget_usd=None if budget is None else float(budget),
         json_template=json_file.read_text() if json_file else None,
         review=review, calibration=calibration, target=target, session=session,

@@ -3,21 +3,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal, TypeAlias, TypeGuard
 
 from worker.errors import ConfigError, VerdictError
+
+ScaleKind: TypeAlias = Literal["numeric", "categorical", "boolean"]
+# A value on a scale as human labels and parsed verdicts hold it: a number (numeric), a label
+# string (categorical) or true/false (boolean).
+Level: TypeAlias = bool | int | float | str
+
+
+def is_real(value: object) -> TypeGuard[int | float]:
+    """An int or a float, not a bool (YAML and JSON booleans are ints to Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
 class Scale:
-    kind: str  # numeric | categorical | boolean
-    minimum: float | None = None
+    kind: ScaleKind
+    minimum: float | None = None  # numeric and boolean scales (a boolean is 0..1)
     maximum: float | None = None
     integer: bool = False
     higher_is_better: bool = True
     labels: tuple[tuple[str, float], ...] = ()  # categorical: (label, value), best first
 
     @classmethod
-    def from_dict(cls, raw: dict, where: str) -> "Scale":
+    def from_dict(cls, raw: object, where: str) -> Scale:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: 'score' must be a mapping")
         kind = raw.get("type")
@@ -26,7 +37,7 @@ class Scale:
             raise ConfigError(f"{where}: score.direction must be higher_is_better or lower_is_better")
         if kind == "numeric":
             lo, hi = raw.get("min"), raw.get("max")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
+            if not (is_real(lo) and is_real(hi)):
                 raise ConfigError(f"{where}: numeric score needs numbers 'min' and 'max'")
             if lo >= hi:
                 raise ConfigError(f"{where}: score.min ({lo}) must be below score.max ({hi})")
@@ -47,30 +58,38 @@ class Scale:
         raise ConfigError(f"{where}: score.type must be numeric, categorical or boolean, not {kind!r}")
 
     @property
+    def bounds(self) -> tuple[float, float]:
+        """(minimum, maximum) of a numeric or boolean scale; a categorical scale has none."""
+        if self.minimum is None or self.maximum is None:
+            raise ValueError(f"a {self.kind} scale has no minimum and maximum")
+        return self.minimum, self.maximum
+
+    @property
     def data_type(self) -> str:
         return {"numeric": "NUMERIC", "categorical": "CATEGORICAL", "boolean": "BOOLEAN"}[self.kind]
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, object]:
         """The schema of the verdict's ``score`` field."""
         if self.kind == "numeric":
-            return {"type": "integer" if self.integer else "number",
-                    "minimum": _plain(self.minimum), "maximum": _plain(self.maximum)}
+            lo, hi = self.bounds
+            return {"type": "integer" if self.integer else "number", "minimum": _plain(lo), "maximum": _plain(hi)}
         if self.kind == "categorical":
             return {"type": "string", "enum": [label for label, _ in self.labels]}
         return {"type": "boolean"}
 
-    def score_value(self, raw) -> float | str:
+    def score_value(self, raw: object) -> float | str:
         """The Langfuse score value for the judge's answer; raises VerdictError('off_scale')."""
         if self.kind == "numeric":
-            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            if not is_real(raw) or not math.isfinite(raw):
                 raise VerdictError("unparseable", f"score {raw!r} is not a number")
             if self.integer and raw != int(raw):
                 raise VerdictError("off_scale", f"score {raw} is not a whole number")
-            if not self.minimum <= raw <= self.maximum:
-                raise VerdictError("off_scale", f"score {raw} outside [{_plain(self.minimum)}, {_plain(self.maximum)}]")
+            lo, hi = self.bounds
+            if not lo <= raw <= hi:
+                raise VerdictError("off_scale", f"score {raw} outside [{_plain(lo)}, {_plain(hi)}]")
             return _plain(raw)
         if self.kind == "categorical":
-            if raw not in {label for label, _ in self.labels}:
+            if not isinstance(raw, str) or raw not in {label for label, _ in self.labels}:
                 raise VerdictError("off_scale", f"label {raw!r} not one of {[l for l, _ in self.labels]}")
             return raw
         if not isinstance(raw, bool):
@@ -79,7 +98,8 @@ class Scale:
 
     def describe(self) -> str:
         if self.kind == "numeric":
-            return f"{'integer' if self.integer else 'number'} {_plain(self.minimum)}..{_plain(self.maximum)}"
+            lo, hi = self.bounds
+            return f"{'integer' if self.integer else 'number'} {_plain(lo)}..{_plain(hi)}"
         if self.kind == "categorical":
             return "one of " + ", ".join(label for label, _ in self.labels)
         return "true or false"

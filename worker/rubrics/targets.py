@@ -34,15 +34,15 @@ class SessionSpec:
     max_judgements: int = 3  # the first verdict plus at most two re-judges after resumes
 
 
-def parse_target(doc: RubricDoc, raw) -> str:
+def parse_target(doc: RubricDoc, raw: object) -> str:
     target = raw.get("target", "trace") if isinstance(raw, dict) else "trace"
-    if target not in TARGETS:
+    if not isinstance(target, str) or target not in TARGETS:
         doc.error(("target",), f"target must be one of {', '.join(TARGETS)} (default trace)")
         return "trace"
     return target
 
 
-def parse_session(doc: RubricDoc, raw, target: str) -> SessionSpec | None:
+def parse_session(doc: RubricDoc, raw: object, target: str) -> SessionSpec | None:
     if raw is None:
         return SessionSpec() if target == "session" else None
     if target != "session":
@@ -70,9 +70,9 @@ def parse_session(doc: RubricDoc, raw, target: str) -> SessionSpec | None:
     return SessionSpec(float(idle), turns, judgements)
 
 
-def check_target_fields(doc: RubricDoc, raw: dict, target: str) -> None:
+def check_target_fields(doc: RubricDoc, raw: dict[str, object], target: str) -> None:
     """Fields that contradict the target: errors, each at its line."""
-    applies = raw.get("applies_to") if isinstance(raw.get("applies_to"), dict) else {}
+    applies = _section(raw, "applies_to")
     if target != "observation":
         for key in OBSERVATION_FILTERS:
             if key in applies:
@@ -80,10 +80,10 @@ def check_target_fields(doc: RubricDoc, raw: dict, target: str) -> None:
     elif applies.get("observations"):
         doc.error(("applies_to", "observations"), "applies_to.observations (named steps a trace must have) is for "
                   "trace rubrics; an observation rubric selects with types, names, models and levels")
-    sampling = raw.get("sampling") if isinstance(raw.get("sampling"), dict) else {}
+    sampling = _section(raw, "sampling")
     if target != "trace" and sampling.get("min_per_segment"):
         doc.error(("sampling", "min_per_segment"), "sampling.min_per_segment is for trace rubrics only")
-    variables = raw.get("variables") if isinstance(raw.get("variables"), dict) else {}
+    variables = _section(raw, "variables")
     for name, spec in variables.items():
         source = spec if isinstance(spec, str) else spec.get("from") if isinstance(spec, dict) else None
         if source in ALL_SOURCES and source not in SOURCES[target]:
@@ -92,3 +92,9 @@ def check_target_fields(doc: RubricDoc, raw: dict, target: str) -> None:
                       f"(available: {', '.join(SOURCES[target])})")
         if target == "trace" and isinstance(spec, dict) and spec.get("from") == "observation" and "name" not in spec:
             pass  # fields.py reports the missing name
+
+
+def _section(raw: dict[str, object], key: str) -> dict[object, object]:
+    """The mapping under ``key``, or an empty one when it is absent or not a mapping."""
+    value = raw.get(key)
+    return value if isinstance(value, dict) else {}

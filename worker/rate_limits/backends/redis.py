@@ -18,9 +18,12 @@ Keys (the ``{key}`` hash tag keeps one limit's keys on one cluster slot):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import redis
 
-from worker.rate_limits.backend import Grant, RateLimitBackend
+from worker.rate_limits.backend import Grant, KeyState, RateLimitBackend
+from worker.redis_client import as_text
 from worker.rate_limits.backends.redis_scripts import ACQUIRE, SETTLE, SUCCEEDED, THROTTLED
 
 PREFIX = "tracejudge:ratelimit:"
@@ -39,7 +42,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisBackend(RateLimitBackend):
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._acquire = client.register_script(ACQUIRE)
         self._settle = client.register_script(SETTLE)
@@ -47,7 +50,8 @@ class RedisBackend(RateLimitBackend):
         self._succeeded = client.register_script(SUCCEEDED)
         self._known: set[str] = set()
 
-    def acquire(self, key, *, rpm, tpm, tokens, member, window, horizon, recovery) -> Grant:
+    def acquire(self, key: str, *, rpm: int | None, tpm: int | None, tokens: int, member: str,
+                window: float, horizon: float, recovery: float) -> Grant:
         if key not in self._known:  # listed for status; outside the script, as it is another slot
             self.client.sadd(KEYS_SET, key)
             self._known.add(key)
@@ -56,33 +60,34 @@ class RedisBackend(RateLimitBackend):
                                        recovery])
         return Grant(bool(admitted), int(wait_ms) / 1000, bool(adaptive), int(slot))
 
-    def settle(self, key, member, tokens) -> None:
+    def settle(self, key: str, member: str, tokens: int) -> None:
         self._settle(keys=_keys(key)[1:4], args=[member, int(tokens)])
 
-    def throttled(self, key, *, rpm, tpm, retry_after, window, factor, evidence, recovery, floor,
-                  latency) -> int:
+    def throttled(self, key: str, *, rpm: int | None, tpm: int | None, retry_after: float | None,
+                  window: float, factor: float, evidence: float, recovery: float, floor: float,
+                  latency: float) -> int:
         return int(self._throttled(keys=_keys(key), args=[
             rpm or 0, tpm or 0, _ms(window), _ms(retry_after or 0), factor, _ms(evidence), recovery, floor,
             _ms(latency)]))
 
-    def succeeded(self, key) -> None:
+    def succeeded(self, key: str) -> None:
         keys = _keys(key)
         self._succeeded(keys=[keys[3], keys[4]])
 
-    def record_wait(self, key, seconds) -> None:
+    def record_wait(self, key: str, seconds: float) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hincrby(WAITS, key, 1)
         pipe.hincrbyfloat(WAIT_SECONDS, key, seconds)
         pipe.execute()
 
-    def snapshot(self) -> dict[str, dict]:
+    def snapshot(self) -> dict[str, KeyState]:
         now_s, now_us = self.client.time()
         now_ms = now_s * 1000 + now_us // 1000
         waits = _decoded(self.client.hgetall(WAITS))
         wait_seconds = _decoded(self.client.hgetall(WAIT_SECONDS))
-        result = {}
+        result: dict[str, KeyState] = {}
         for raw in sorted(self.client.smembers(KEYS_SET)):
-            key = raw.decode() if isinstance(raw, bytes) else raw
+            key = as_text(raw)
             state = _decoded(self.client.hgetall(_keys(key)[3]))
             pause = float(state.get("pause_until", 0))
             result[key] = {
@@ -97,9 +102,8 @@ class RedisBackend(RateLimitBackend):
         return result
 
 
-def _decoded(mapping: dict) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in mapping.items()}
+def _decoded(mapping: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return {as_text(k): as_text(v) for k, v in mapping.items()}
 
 
 def _maybe_float(value: str | None) -> float | None:
