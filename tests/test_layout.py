@@ -1,6 +1,6 @@
 """The tree is the architecture: no import cycle among worker/, samplers/ and benchmarks/
-(function-level imports included), none between worker's subpackages (and samplers) either,
-internal imports at the top of each module outside the CLI, nothing imports the CLI, and only
+(function-level imports included), none between worker's subpackages (and samplers) either, and
+the packages import only from lower layers of a declared order (``LAYERS``); internal imports at the top of each module outside the CLI, nothing imports the CLI, and only
 worker/settings.py touches the environment."""
 from __future__ import annotations
 
@@ -260,3 +260,53 @@ def test_modules_stay_small():
     big = {str(p.relative_to(REPO)): n for p in modules().values()
            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 320}
     assert not big, f"modules over ~300 lines: {big}"
+
+
+# The declared order of the packages, lowest first: a package imports only from lower layers.
+# A new package (or a top-level worker/ module) takes its place here; an upward import fails.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("worker", "worker.errors", "worker.jobs", "worker.json_types", "worker.process_state", "worker.redis_client"),
+    ("worker.retrying", "worker.settings", "worker.templates", "worker.rubrics"),
+    ("worker.logs", "worker.alerts"),
+    ("worker.judges",),  # the provider clients
+    ("worker.rate_limits", "worker.batching", "worker.accounting"),  # around the providers
+    ("worker.langfuse_io",),
+    ("worker.drift", "worker.runtime"),  # what a score adds up to; the composition root
+    ("samplers",),
+    ("worker.judging",),  # the steps of one job
+    ("worker.authoring",),
+    ("worker.review",),
+    ("worker.fleet", "worker.report"),  # the processes, the report
+    ("worker.cli",),  # nothing imports it
+)
+
+
+def upward_imports(graph: dict[str, set[str]], edges: dict[tuple[str, str], list[str]],
+                   layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
+    """Every package import that does not go to a lower layer, with the module imports behind it,
+    and every package the order does not declare."""
+    layer = {pkg: i for i, names in enumerate(layers) for pkg in names}
+    found = [f"{pkg} is not in LAYERS (tests/test_layout.py): give it its place" for pkg in sorted(graph)
+             if pkg not in layer]
+    for a in sorted(graph):
+        for b in sorted(graph[a]):
+            if a in layer and b in layer and layer[b] >= layer[a]:
+                found.append(f"{a} (layer {layer[a]}) imports {b} (layer {layer[b]}):")
+                found += [f"  {line}" for line in edges.get((a, b), [])]
+    return found
+
+
+def test_packages_import_only_from_lower_layers():
+    graph, edges = package_graph()
+    found = upward_imports(graph, edges)
+    assert not found, "the declared package order is broken:\n" + "\n".join(found)
+
+
+def test_the_order_check_finds_an_upward_import_and_an_undeclared_package():
+    graph = {"worker.rubrics": {"worker.judging"}, "worker.judging": {"worker.rubrics"}, "worker.new": set()}
+    edges = {("worker.rubrics", "worker.judging"): ["worker/rubrics/x.py:3: worker.rubrics.x imports worker.judging.y"]}
+    assert upward_imports(graph, edges) == [
+        "worker.new is not in LAYERS (tests/test_layout.py): give it its place",
+        "worker.rubrics (layer 1) imports worker.judging (layer 8):",
+        "  worker/rubrics/x.py:3: worker.rubrics.x imports worker.judging.y",
+    ]
