@@ -33,7 +33,10 @@ def cli(langfuse_emu, judge_emu, redis_url, redis_client, test_rubrics):
             "--since", utc(days=1).isoformat(), "--until", utc(seconds=0).isoformat()]
 
     def start(stdout) -> subprocess.Popen:
-        return subprocess.Popen(args, env=env, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE)
+        # SIGINT back to its default in the child: a harness started in the background (`cmd &`
+        # in a non-interactive shell) ignores SIGINT, and an ignored SIGINT is inherited.
+        return subprocess.Popen(args, env=env, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     return start
 
@@ -70,10 +73,13 @@ def test_a_stop_signal_while_the_summary_waits_for_a_slow_reader_exits_0(cli, re
     _pass_done(redis_client, proc)
     assert proc.poll() is None  # blocked writing its summary
     proc.send_signal(stop)  # e.g. Ctrl-C, or a harness's timeout, while the pipe is still full
+    try:
+        code = proc.wait(30)  # with the pipe still full: a line kept for the exit would block it here
+    finally:
+        proc.kill()
     out: list[bytes] = []
     reader = threading.Thread(target=lambda: out.append(b"".join(iter(lambda: os.read(r, 65536), b""))))
-    reader.start()  # the reader catches up
-    code = proc.wait(30)
+    reader.start()  # the reader catches up, only now: had it read first, the write could finish
     reader.join(10)
     os.close(r)
     err = proc.stderr.read().decode()
