@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from emulators.stack import start_redis, stop
-from tests.helpers import PIPELINE_RUBRICS, PK, REPO, SK, hand_built_runtime, installed, make_env
+from tests.helpers import PIPELINE_RUBRICS, PK, REPO, SK, Webhook, hand_built_runtime, installed, make_env
 from worker.settings import Settings
 from worker.rubrics.rubric import SHARED_PROMPTS
 
@@ -45,6 +45,15 @@ def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     return client
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP receiver for alert sinks (tests/helpers.py Webhook): what it received."""
+    hook = Webhook()
+    hook.start()
+    yield hook
+    hook.stop()
 
 
 @pytest.fixture

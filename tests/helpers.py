@@ -7,6 +7,7 @@ this module (as conftest does for every test) pulls in no more of the worker tha
 """
 from __future__ import annotations
 
+import types
 import contextlib
 import dataclasses
 import datetime as dt
@@ -288,3 +289,19 @@ def wait_until(predicate, timeout: float, what, proc=None, log_path=None, *, int
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what() if callable(what) else what}{tail()}")
         time.sleep(interval)
+
+
+class RecordingBroker:
+    """The part of a dramatiq broker the Retries middleware uses: every actor has
+    ``actor_options`` (none: dramatiq's defaults apply), and enqueue records each delay."""
+
+    def __init__(self, actor_options: dict | None = None) -> None:
+        self.delays: list[int | None] = []
+        self.actor_options = actor_options or {}
+
+    def get_actor(self, name: str):
+        return types.SimpleNamespace(options=self.actor_options)
+
+    def enqueue(self, message, *, delay: int | None = None):
+        self.delays.append(delay)
+        return message

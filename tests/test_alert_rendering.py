@@ -3,7 +3,7 @@ traces it names, a closing note, the title as fallback text), in PagerDuty as an
 (summary, severity, source, component/group/class, custom_details, a dedup key per condition, links
 when the alert has a URL). The generic webhook posts the alert's JSON unchanged (public contract).
 
-Each alert goes through the real sink classes, over HTTP, to a local receiver."""
+Each alert goes through the real sink classes, over HTTP, to a local webhook."""
 from __future__ import annotations
 
 import dataclasses
@@ -62,22 +62,14 @@ CASES = {
 }
 
 
-@pytest.fixture
-def receiver():
-    hook = Webhook()
-    hook.start()
-    yield hook
-    hook.stop()
+def via_slack(webhook: Webhook, alert: Alert) -> dict:
+    SlackSink(webhook.base_url + "/services/T000/B000/XXXXSECRET").send(alert)
+    return webhook.received[-1]
 
 
-def via_slack(receiver: Webhook, alert: Alert) -> dict:
-    SlackSink(receiver.base_url + "/services/T000/B000/XXXXSECRET").send(alert)
-    return receiver.received[-1]
-
-
-def via_pagerduty(receiver: Webhook, alert: Alert) -> dict:
-    PagerDutySink(ROUTING_KEY, receiver.base_url + "/v2/enqueue").send(alert)
-    return receiver.received[-1]
+def via_pagerduty(webhook: Webhook, alert: Alert) -> dict:
+    PagerDutySink(ROUTING_KEY, webhook.base_url + "/v2/enqueue").send(alert)
+    return webhook.received[-1]
 
 
 def slack_fields(message: dict) -> dict[str, str]:
@@ -127,9 +119,9 @@ def assert_events_v2(event: dict) -> None:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_kind_renders_its_own_fields_in_slack(case, receiver):
+def test_each_kind_renders_its_own_fields_in_slack(case, webhook):
     alert, fields, *_ = CASES[case]
-    message = via_slack(receiver, alert)
+    message = via_slack(webhook, alert)
     assert_block_kit(message)
     assert message["text"] == alert.title
     assert slack_fields(message) == fields
@@ -140,9 +132,9 @@ def test_each_kind_renders_its_own_fields_in_slack(case, receiver):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_kind_renders_its_own_fields_in_pagerduty(case, receiver):
+def test_each_kind_renders_its_own_fields_in_pagerduty(case, webhook):
     alert, _, details, severity, group = CASES[case]
-    event = via_pagerduty(receiver, alert)
+    event = via_pagerduty(webhook, alert)
     assert_events_v2(event)
     payload = event["payload"]
     assert payload["summary"] == alert.title and payload["class"] == alert.kind
@@ -154,10 +146,10 @@ def test_each_kind_renders_its_own_fields_in_pagerduty(case, receiver):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_the_webhook_posts_the_alert_json_unchanged(case, receiver):
+def test_the_webhook_posts_the_alert_json_unchanged(case, webhook):
     alert = CASES[case][0]
-    WebhookSink(receiver.base_url + "/hook").send(alert)
-    body = receiver.received[-1]
+    WebhookSink(webhook.base_url + "/hook").send(alert)
+    body = webhook.received[-1]
     assert body == json.loads(json.dumps({"kind": alert.kind, **dataclasses.asdict(alert)}))
     assert set(body) == {"kind"} | {f.name for f in dataclasses.fields(KINDS[alert.kind])}
     assert from_json(body) == alert
@@ -167,74 +159,74 @@ def test_every_kind_has_a_rendering_case():
     assert {CASES[c][0].kind for c in CASES} == set(KINDS)
 
 
-def test_a_drift_alert_lists_and_links_the_lowest_traces(receiver):
+def test_a_drift_alert_lists_and_links_the_lowest_traces(webhook):
     alert = incident(bottom_traces=[TraceLink("a" * 32, 3.4, "http://ui/trace/" + "a" * 32),
                                     TraceLink("b" * 32, 9.6, "javascript:alert(1)")])
-    message = via_slack(receiver, alert)
+    message = via_slack(webhook, alert)
     text = message["blocks"][2]["text"]["text"]
     assert text.startswith("*Lowest-scoring traces since the start*\n")
     assert f"• <http://ui/trace/{'a' * 32}|{'a' * 12}> 3 pts" in text
-    event = via_pagerduty(receiver, alert)
+    event = via_pagerduty(webhook, alert)
     assert event["links"] == [{"href": "http://ui/trace/" + "a" * 32, "text": f"trace {'a' * 32} (3)"}]
 
 
-def test_agreement_low_lists_the_widest_disagreements_linked_when_they_have_a_url(receiver):
+def test_agreement_low_lists_the_widest_disagreements_linked_when_they_have_a_url(webhook):
     alert = agreement(disagreements=[{"trace_id": "tr-1", "human": 1, "judge": 5, "url": "https://lf/trace/tr-1"},
                                      {"trace_id": "x>|<http://evil", "human": 2.0, "judge": 4.5}])
-    message = via_slack(receiver, alert)
+    message = via_slack(webhook, alert)
     assert message["blocks"][0]["text"]["text"] == "Judge–human agreement low: helpfulness v2"
     listing = message["blocks"][2]["text"]["text"]
     assert listing == ("*Widest disagreements*\n• <https://lf/trace/tr-1|tr-1> human 1 · judge 5\n"
                        "• x&gt;|&lt;http://evil human 2 · judge 4.5")
     assert "owner: team-x" in message["blocks"][3]["elements"][0]["text"]
-    event = via_pagerduty(receiver, alert)
+    event = via_pagerduty(webhook, alert)
     assert event["links"] == [{"href": "https://lf/trace/tr-1", "text": "trace tr-1 (human 1 · judge 5)"}]
-    no_pairs = via_slack(receiver, agreement(disagreements=[], kappa_low=None, kappa_high=None, exact=None))
+    no_pairs = via_slack(webhook, agreement(disagreements=[], kappa_low=None, kappa_high=None, exact=None))
     assert no_pairs["blocks"][2]["text"]["text"] == "*Widest disagreements*\nnone"
     assert slack_fields(no_pairs)["Kappa"] == "0.41" and "Exact agreement" not in slack_fields(no_pairs)
 
 
-def test_a_kind_without_traces_has_no_list_and_no_links(receiver):
+def test_a_kind_without_traces_has_no_list_and_no_links(webhook):
     for alert in (budget(), missing(), paused()):
-        message = via_slack(receiver, alert)
+        message = via_slack(webhook, alert)
         assert [b["type"] for b in message["blocks"]] == ["header", "section", "context"]
-        assert via_pagerduty(receiver, alert)["links"] == []
+        assert via_pagerduty(webhook, alert)["links"] == []
 
 
-def test_the_dedup_key_is_one_per_condition(receiver):
+def test_the_dedup_key_is_one_per_condition(webhook):
     # a later alert on the same condition (another day's id, a worse figure) updates the same incident
     for first, later in ((missing(), missing(id="missing-helpfulness@v1-2026-12-02", missing=2000)),
                          (agreement(), agreement(id="k2", kappa=0.3)),
                          (paused(), paused(id="p2", opened_at="2026-12-01T10:00:00+00:00")),
                          (budget(), budget(id="b2", day="2026-12-02"))):
-        assert via_pagerduty(receiver, first)["dedup_key"] == via_pagerduty(receiver, later)["dedup_key"]
-    keys = {via_pagerduty(receiver, a)["dedup_key"] for a in (drop(), rise(), budget(), missing(), paused(),
+        assert via_pagerduty(webhook, first)["dedup_key"] == via_pagerduty(webhook, later)["dedup_key"]
+    keys = {via_pagerduty(webhook, a)["dedup_key"] for a in (drop(), rise(), budget(), missing(), paused(),
                                                                   agreement(), missing(version=2, cell="missing:h@v2"))}
     assert len(keys) == 7  # different conditions never fold into one incident
 
 
-def test_text_past_the_services_limits_is_cut_to_fit(receiver):
+def test_text_past_the_services_limits_is_cut_to_fit(webhook):
     long = "x" * 5000
     alert = paused(title="t" * 5000, reason="<" * 3000, circuit=long)
-    message = via_slack(receiver, alert)
+    message = via_slack(webhook, alert)
     assert_block_kit(message)
     fields = slack_fields(message)
     assert fields["Why"].endswith("&lt;…") and fields["Paused"].endswith("x…")  # cut between entities, marked
-    assert len(via_pagerduty(receiver, alert)["payload"]["summary"]) == 1024
+    assert len(via_pagerduty(webhook, alert)["payload"]["summary"]) == 1024
     many = drop(bottom_traces=[TraceLink(f"t{i:031d}", i, "https://cloud.langfuse.com/project/" + "p" * 200
                                          + f"/traces/t{i:031d}") for i in range(20)])
-    message = via_slack(receiver, many)
+    message = via_slack(webhook, many)
     assert_block_kit(message, text_max=3000)  # a section's text may be 3,000 characters
     listing = message["blocks"][2]["text"]["text"].split("\n")
     assert 1 < len(listing) - 1 < 20 and all(line.endswith(" pts") for line in listing[1:])  # whole lines only
     huge_cell = drop(cell="helpfulness|v1|m|" + "tenant=acme|" * 40)
-    key = via_pagerduty(receiver, huge_cell)["dedup_key"]
-    assert len(key) <= 255 and key == via_pagerduty(receiver, huge_cell)["dedup_key"]
+    key = via_pagerduty(webhook, huge_cell)["dedup_key"]
+    assert len(key) <= 255 and key == via_pagerduty(webhook, huge_cell)["dedup_key"]
 
 
-def test_ids_from_clients_cannot_forge_slack_markup(receiver):
+def test_ids_from_clients_cannot_forge_slack_markup(webhook):
     alert = missing(rubric="help<!channel>", reason="<http://evil|click> & more")
-    message = via_slack(receiver, alert)
+    message = via_slack(webhook, alert)
     assert message["blocks"][0]["text"]["type"] == "plain_text"  # the header shows its text as is
     mrkdwn = json.dumps(message["blocks"][1:])
     assert "<!channel>" not in mrkdwn and "<http://evil" not in mrkdwn

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from emulators.seed import _answer, _trace
-from tests.helpers import Webhook, copy_rubrics, drain, make_env, sampler_for
+from tests.helpers import copy_rubrics, drain, make_env, sampler_for
 from worker.alerts.kinds import QualityDrop, TraceLink, Week, from_json
 from worker.alerts.sinks import pagerduty_event, slack_message
 from worker.cli.main import main
@@ -52,14 +52,6 @@ def traffic(since: dt.datetime, until: dt.datetime, drop_at: dt.datetime, seed: 
                                        _answer(rng, feature, q))
         t += dt.timedelta(days=1 / 40)
     return observations
-
-
-@pytest.fixture
-def webhook():
-    hook = Webhook()
-    hook.start()
-    yield hook
-    hook.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 
-from tests.helpers import hand_built_runtime, installed, one_trace
+from tests.helpers import RecordingBroker, hand_built_runtime, installed, one_trace
 from worker.accounting.outcomes import EXHAUSTED, STATS
 from worker.alerts.outbox import OUTBOX
 from worker.errors import CircuitOpen, OutputNotYetArrived, RubricNotLoaded, TransientError, Unscored
@@ -116,25 +116,10 @@ def test_only_the_typed_failures_pass_dramatiqs_worker_as_expected() -> None:
 
 # -- the middleware, with a broker that records what it is asked --------------------------------
 
-class _Actor:
-    options = {"max_retries": 1000, "min_backoff": 2_000, "max_backoff": 600_000}
+ACTOR_OPTIONS = {"max_retries": 1000, "min_backoff": 2_000, "max_backoff": 600_000}
 
 
-class _RecordingBroker:
-    """The part of a broker Retries uses: enqueue records the delay."""
-
-    def __init__(self) -> None:
-        self.delays: list[int | None] = []
-
-    def get_actor(self, name: str) -> _Actor:
-        return _Actor()
-
-    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
-        self.delays.append(delay)
-        return message
-
-
-def _fail(broker: _RecordingBroker, message: dramatiq.MessageProxy, error: BaseException) -> None:
+def _fail(broker: RecordingBroker, message: dramatiq.MessageProxy, error: BaseException) -> None:
     """One failure of ``message``, as dramatiq's worker hands it to the middleware."""
     from worker.fleet.durable_retries import DurableRetries
 
@@ -151,7 +136,7 @@ def _judge_proxy(**options: Any) -> dramatiq.MessageProxy:
 
 
 def test_the_middleware_counts_no_retry_for_a_free_delay_and_one_for_a_counted_failure() -> None:
-    broker, message = _RecordingBroker(), _judge_proxy()
+    broker, message = RecordingBroker(ACTOR_OPTIONS), _judge_proxy()
     _fail(broker, message, CircuitOpen("langfuse", "ingestion suspended", retry_after=30))
     assert message.options.get("retries", 0) == 0 and broker.delays == [30_000]
     _fail(broker, message, RateLimitWait("full", retry_after=10))
@@ -165,7 +150,7 @@ def test_the_middleware_counts_no_retry_for_a_free_delay_and_one_for_a_counted_f
 
 def test_a_job_for_an_unloaded_rubric_waits_a_day_and_is_then_recorded(runtime: Runtime,
                                                                          redis_client: redis.Redis) -> None:
-    broker, message = _RecordingBroker(), _judge_proxy(retries=0)
+    broker, message = RecordingBroker(ACTOR_OPTIONS), _judge_proxy(retries=0)
     _fail(broker, message, RubricNotLoaded("brand_new_rubric@v1"))
     assert broker.delays == [UNLOADED_DELAY_SECONDS * 1000]
     assert message.options["retries"] == 0 and message.options[UNLOADED_DELAYS] == 1

@@ -3,10 +3,11 @@ retries, but only MAX_FREE_DELAYS times per job: a limit paused for good cannot 
 forever. (The classification itself: tests/test_failure_classification.py.)"""
 from __future__ import annotations
 
-from typing import Any
 
 import dramatiq
 from dramatiq.message import Message
+
+from tests.helpers import RecordingBroker
 
 from worker.errors import OutputNotYetArrived
 from worker.fleet.durable_retries import DurableRetries
@@ -14,28 +15,12 @@ from worker.fleet.failures import FREE_DELAYS, MAX_FREE_DELAYS, expected_failure
 from worker.rate_limits import RateLimitWait
 
 
-class _Actor:
-    options: dict[str, Any] = {}  # dramatiq's defaults apply
-
-
-class _Broker:
-    """The part of a broker Retries uses; enqueue records each delay."""
-
-    def __init__(self) -> None:
-        self.delays: list[int | None] = []
-
-    def get_actor(self, name: str) -> _Actor:
-        return _Actor()
-
-    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
-        self.delays.append(delay)
-        return message
 
 
 def test_free_delays_keep_the_retries_up_to_the_bound() -> None:
     message = dramatiq.MessageProxy(Message(queue_name="judge", actor_name="judge_trace", args=("t", "r@v1"),
                                             kwargs={}, options={}))
-    broker, retries = _Broker(), DurableRetries(max_retries=1000)
+    broker, retries = RecordingBroker(), DurableRetries(max_retries=1000)
     for i in range(MAX_FREE_DELAYS + 10):
         error = RateLimitWait("full", retry_after=5) if i % 2 else OutputNotYetArrived("no output yet")
         try:

@@ -230,15 +230,19 @@ def test_the_confirmation_applies_its_contribution_once_however_many_ask_at_once
     assert agg.read_days(redis_client, all_cell, [contribution.day])[contribution.day]["n"] == 1
 
 
-def test_a_pending_record_of_the_previous_release_confirms_through_its_opcode_list(runtime, langfuse_emu,
-                                                                                  redis_client):
-    """A rolling deploy: the record was written with ``ops``, this release reads it back."""
-    trace_id = "0" * 31 + "7"
+def pending_record_of_a_scored_trace(runtime, langfuse_emu, redis_client, trace_id: str) -> tuple[str, dict]:
+    """Judge one trace, its score not read back yet: its score id and pending-confirmation record."""
     langfuse_emu.load_observations(one_trace(trace_id, "Open Settings > Security > Reset password."))
     assert judge_one(runtime, trace_id, "helpfulness@v1").status == "scored"
     langfuse_emu.drain_scores()
     [score_id] = [m.decode() for m in redis_client.zrange(UNCONFIRMED, 0, -1)]
-    record = json.loads(redis_client.hget(UNCONFIRMED_ITEMS, score_id))
+    return score_id, json.loads(redis_client.hget(UNCONFIRMED_ITEMS, score_id))
+
+
+def test_a_pending_record_of_the_previous_release_confirms_through_its_opcode_list(runtime, langfuse_emu,
+                                                                                  redis_client):
+    """A rolling deploy: the record was written with ``ops``, this release reads it back."""
+    score_id, record = pending_record_of_a_scored_trace(runtime, langfuse_emu, redis_client, "0" * 31 + "7")
     contribution = DriftContribution.from_json(record.pop("drift"))
     record["ops"] = json.loads(json.dumps(legacy_ops(contribution)))  # as the previous release kept it
     redis_client.hset(UNCONFIRMED_ITEMS, score_id, json.dumps(record))
@@ -258,12 +262,7 @@ def drift_keys(client) -> dict:
 
 def test_a_record_in_a_format_this_release_does_not_read_waits_for_one_that_does(runtime, langfuse_emu,
                                                                                  redis_client):
-    trace_id = "0" * 31 + "8"
-    langfuse_emu.load_observations(one_trace(trace_id, "Open Settings > Security > Reset password."))
-    assert judge_one(runtime, trace_id, "helpfulness@v1").status == "scored"
-    langfuse_emu.drain_scores()
-    [score_id] = [m.decode() for m in redis_client.zrange(UNCONFIRMED, 0, -1)]
-    record = json.loads(redis_client.hget(UNCONFIRMED_ITEMS, score_id))
+    score_id, record = pending_record_of_a_scored_trace(runtime, langfuse_emu, redis_client, "0" * 31 + "8")
     record["drift"]["v"] = 2  # a newer release's
     redis_client.hset(UNCONFIRMED_ITEMS, score_id, json.dumps(record))
     now = time.time() + GRACE_SECONDS

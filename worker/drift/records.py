@@ -30,21 +30,13 @@ class PinnedFields(TypedDict):
     drop_threshold: float
 
 
-class IncidentRecord(TypedDict):
+class IncidentRecord(PinnedFields):
     """A cell's open incident, under ``incident`` in its state (JSON): what the alert and the
-    report show. worker/drift/explain.py adds ``explained_by``, or ``held_for`` and
-    ``held_since`` (the check time the hold began)."""
+    report show, the pinned fields with these. worker/drift/explain.py adds ``explained_by``, or
+    ``held_for`` and ``held_since`` (the check time the hold began)."""
     incident_id: str
     alerted_at: str
     sent: bool
-    started_epoch: float
-    started_at: str
-    started_between: list[str]
-    detected_at: str
-    effect_points: float
-    effect_interval: list[float]
-    n_after: int
-    drop_threshold: float
     reference: IncidentReference
     explained_by: NotRequired[list[str]]
     held_for: NotRequired[list[str]]
