@@ -7,8 +7,8 @@ import json
 import pytest
 
 from worker.alerts import outbox
-from worker.alerts.kinds import (AgreementLow, BudgetHeld, QualityDrop, ScoresMissing, TraceLink, UnscoredRise, Week,
-                                 WorkPaused, from_json)
+from worker.alerts.kinds import (AgreementLow, BudgetHeld, CauseFound, QualityDrop, ScoresMissing, TraceLink,
+                                 UnscoredRise, Week, WorkPaused, from_json)
 from worker.alerts.sinks import pagerduty_event, slack_message
 
 
@@ -44,6 +44,25 @@ def incident(**over) -> QualityDrop:
         detected_at="2026-12-02T17:41:00Z", alerted_at="2026-12-02T17:50:03Z", effect_points=12.1,
         effect_interval=[10.2, 14.0], reference={"mean": 82.3, "n": 3104, "since": "2026-11-04", "until": "2026-12-01"},
         incident_id="inc1"), **over})
+
+
+CAUSE = {"status": "slice", "reason": "input_tokens=3k-10k explains 96% of the drop (z -12.4; n = 300 after the start)",
+         "lines": ["WHERE input_tokens=3k-10k (35% of traffic): 79.0 → 50.2 (rate -28.8, 95% -32.6 … -24.9; "
+                   "n 337 → 105) explains 96% of the drop (mix-adjusted, z -12.4)",
+                   "CHANGED prompt summarize@12 78.7, summarize@13 69.2 (old: before the start) (n 1050 vs 300); "
+                   "explains 100% of the drop"],
+         "slices": [], "events": [], "after": [], "before": [], "n_before": 1050, "n_after": 300,
+         "computed_at": "2026-12-02T17:50:03Z"}
+
+
+def cause_found(**over) -> CauseFound:
+    """The same incident, updated once attribution names its cause."""
+    base = dataclasses.asdict(incident())
+    base.pop("prev"), base.pop("curr"), base.pop("bottom_traces")
+    return CauseFound(**{**base, "id": "inc1:cause", "prev": Week(82.3, 3104), "curr": Week(70.2, 120),
+                         "bottom_traces": [], "cause": CAUSE,
+                         "examples_after": [TraceLink("tr-low", 2.4, "http://ui/trace/tr-low")],
+                         "examples_before": [TraceLink("tr-typ", 81.5, "http://ui/trace/tr-typ")], **over})
 
 
 def missing(**over) -> ScoresMissing:
@@ -138,3 +157,15 @@ def test_an_outbox_entry_written_before_the_kinds_existed_still_reads():
     assert isinstance(alert, BudgetHeld) and alert.held_by == "global" and alert.cap_usd == 5.0
     with pytest.raises(ValueError, match="unknown alert kind"):
         from_json({"kind": "nonsense"})
+
+
+def test_a_cause_found_updates_the_same_incident_and_reads_back_from_the_outbox():
+    update, first = cause_found(), incident()
+    assert update.dedup_key() == first.dedup_key() and update.incident_id == first.incident_id
+    assert update.id != first.id  # the outbox keeps both: the alert, then its update
+    back = from_json(json.loads(json.dumps(update.as_json())))
+    assert back == update and isinstance(back, CauseFound)
+    event = pagerduty_event(update, "R" * 32)
+    assert event["dedup_key"] == pagerduty_event(first, "R" * 32)["dedup_key"]
+    message = json.dumps(slack_message(update))
+    assert "Cause found" in message and "tr-low" in message and "tr-typ" in message

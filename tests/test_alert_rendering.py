@@ -12,7 +12,8 @@ import json
 import pytest
 
 from tests.helpers import Webhook
-from tests.test_alert_kinds import agreement, budget, drop, incident, missing, paused, rise
+from tests.test_alert_kinds import CAUSE as CAUSE_RECORD
+from tests.test_alert_kinds import agreement, budget, cause_found, drop, incident, missing, paused, rise
 from worker.alerts.kinds import KINDS, Alert, DriftAlert, TraceLink, from_json
 from worker.alerts.sinks import PagerDutySink, SlackSink, WebhookSink
 
@@ -33,6 +34,17 @@ CASES = {
         "Reference": "82.3 over 2026-11-04..2026-12-01 (n=3104)"},
         {"incident_id": "inc1", "effect_interval": [10.2, 14.0], "started_at": "2026-12-02T14:05:00Z"},
         "warning", "feature=summarize"),
+    "quality_drop_cause": (cause_found(), {
+        "Rubric": "helpfulness v1", "Cell": "feature=summarize",
+        "Effect": "−12.1 points [−14.0, −10.2] (95%, always valid; n=120 since the start)",
+        "Started": "2026-12-02T14:05:00Z (2026-12-02T13:50:00Z – 2026-12-02T14:25:00Z)",
+        "Detected": "2026-12-02T17:41:00Z (trace time); alerted 2026-12-02T17:50:03Z",
+        "Reference": "82.3 over 2026-11-04..2026-12-01 (n=3104)",
+        "Where": "input_tokens=3k-10k (35% of traffic): 79.0 → 50.2 (rate -28.8, 95% -32.6 … -24.9; n 337 → 105) "
+                 "explains 96% of the drop (mix-adjusted, z -12.4)",
+        "What changed": "prompt summarize@12 78.7, summarize@13 69.2 (old: before the start) (n 1050 vs 300); "
+                        "explains 100% of the drop"},
+        {"incident_id": "inc1", "cause": CAUSE_RECORD}, "warning", "feature=summarize"),
     "unscored_rise": (rise(), {
         "Rubric": "helpfulness v1", "Cell": "feature=summarize", "Unscored last week": "1.0% (n=300)",
         "Unscored this week": "9.0% (n=310)", "q-value": "0.002"},

@@ -1,191 +1,25 @@
 """The alerts tracejudge sends, one type per kind, each with the fields that kind has.
 
-Drift gives ``QualityDrop`` and ``UnscoredRise`` (one cell of one rubric version); the budget
+Drift gives ``QualityDrop`` (and ``CauseFound``, its update once the cause is known) and ``UnscoredRise`` (one cell of one rubric version); the budget
 gives ``BudgetHeld``; the write-back's read-back gives ``ScoresMissing``; a circuit breaker that opens gives ``WorkPaused``;
 the review loop gives ``AgreementLow`` (judge–human kappa below the rubric's ``calibration.min_kappa``). The outbox stores an alert as JSON (``as_json``) and reads it back with
 ``from_json``; the webhook sink posts that same JSON. Every kind also says once how people read it
 (``describe``: labelled values, the traces it names, a closing note, and what PagerDuty files it
-under), and the Slack and PagerDuty sinks render that description, whatever the kind.
+under), and the Slack and PagerDuty sinks render that description, whatever the kind. The base
+types are in worker/alerts/base.py, the drift kinds in drift_kinds.py; all are importable here.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import ClassVar
 
+from worker.alerts.base import Alert, Description, Line, TraceLink, Week, count, percent, usd
+from worker.alerts.drift_kinds import CauseFound, DriftAlert, QualityDrop, UnscoredRise
 from worker.json_types import JSONDict
 
-
-@dataclasses.dataclass(frozen=True)
-class Week:
-    mean: float | None
-    n: int
-
-
-@dataclasses.dataclass(frozen=True)
-class TraceLink:
-    trace_id: str
-    points: float
-    url: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Line:
-    """One trace an alert names below its fields: what it scored, linked when it has a URL."""
-
-    trace_id: str
-    score: str  # for people: "12", "human 1 · judge 5"
-    url: str | None = None
-    unit: str = ""  # after the score in a message ("12 pts"); a PagerDuty link shows the score alone
-
-
-@dataclasses.dataclass(frozen=True)
-class Description:
-    """An alert as people read it: what the Slack and PagerDuty sinks render, for every kind.
-    Texts are plain (a sink escapes them for its markup); never a secret, only the alert's own fields."""
-
-    fields: list[tuple[str, str]]  # (label, value), in reading order
-    details: JSONDict  # PagerDuty's custom_details: the kind's fields, machine-readable
-    group: str  # PagerDuty's group
-    note: str = ""  # one closing line: who owns it, what happens now
-    headline: str | None = None  # a short header; None: the title
-    lines_title: str | None = None  # a list of traces below the fields (shown even when empty), or none
-    lines: list[Line] = dataclasses.field(default_factory=list)
-
-
-def count(n: int, noun: str = "") -> str:
-    """``1,234 scores``: thousands separated, the noun in the number it needs."""
-    return f"{n:,}" + (f" {noun}" + ("" if n == 1 else "s") if noun else "")
-
-
-def percent(rate: float) -> str:
-    return f"{100 * rate:.1f}%"
-
-
-def usd(amount: float) -> str:
-    return f"${amount:,.4f}"  # judge calls cost fractions of a cent: four decimals
-
-
-@dataclasses.dataclass(frozen=True)
-class Alert:
-    kind: ClassVar[str]
-    severity: ClassVar[str] = "warning"  # PagerDuty's: critical, error, warning or info
-    id: str
-    title: str
-    cell: str  # what the alert is about, deduplicated per sink (PagerDuty's dedup key)
-    rubric: str
-    owner: str
-    route: str | None
-
-    def as_json(self) -> JSONDict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
-
-    def dedup_key(self) -> str:
-        """One PagerDuty incident per condition: a new alert on the same cell updates it."""
-        return f"tracejudge:{self.cell}"
-
-    def details(self) -> JSONDict:
-        """The fields this kind adds to every alert's, and the owner: PagerDuty's custom_details."""
-        shared = {f.name for f in dataclasses.fields(Alert)}
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in shared},
-                "owner": self.owner}
-
-    def describe(self) -> Description:
-        raise NotImplementedError
-
-
-@dataclasses.dataclass(frozen=True)
-class DriftAlert(Alert):
-    """One drift cell: a rubric version x judge model x segment, this week against last."""
-
-    version: int
-    judge_model: str
-    segment: str
-    prev: Week
-    curr: Week
-    drop_points: float
-    p_value: float | None
-    q_value: float | None
-    unscored_rate: dict[str, float]  # {"prev": rate, "curr": rate}
-    bottom_traces: list[TraceLink]
-
-    def describe(self) -> Description:
-        fields = [("Rubric", f"{self.rubric} v{self.version}"), ("Cell", self.segment), *self._figures()]
-        if self.q_value is not None:
-            fields.append(("q-value", f"{self.q_value:.2g}"))
-        return Description(fields=fields, details=self.details(), group=self.segment,
-                           note=f"owner: {self.owner} · judge {self.judge_model}",
-                           lines_title=f"Lowest-scoring traces {self._period()}",
-                           lines=[Line(t.trace_id, f"{t.points:.0f}", t.url, " pts") for t in self.bottom_traces[:20]])
-
-    def details(self) -> JSONDict:
-        return {"prev": dataclasses.asdict(self.prev), "curr": dataclasses.asdict(self.curr),
-                "drop_points": self.drop_points, "q_value": self.q_value, "unscored_rate": self.unscored_rate,
-                "owner": self.owner}
-
-    def _figures(self) -> list[tuple[str, str]]:
-        """The weekly rule's: both weeks and the drop."""
-        return [("Last week", f"{self.prev.mean:.1f} (n={self.prev.n})"),
-                ("This week", f"{self.curr.mean:.1f} (n={self.curr.n})"),
-                ("Drop", f"{self.drop_points:.1f} points")]
-
-    def _period(self) -> str:
-        return "this week"
-
-
-@dataclasses.dataclass(frozen=True)
-class QualityDrop(DriftAlert):
-    """A cell's quality dropped. From the sequential detector (worker/drift/detection.py) it
-    pins the change (DESIGN.md, "Quality alerts"); times are ISO, trace time but ``alerted_at``.
-    ``prev``/``curr`` are then the reference and the scores since the start."""
-
-    kind: ClassVar[str] = "quality_drop"
-    started_at: str | None = None  # the estimated start of the drop
-    started_between: list[str] | None = None  # its 95% interval
-    detected_at: str | None = None  # the trace whose confirmed score took the detector over its limit
-    alerted_at: str | None = None  # wall time the alert was first sent
-    effect_points: float | None = None  # reference mean − mean since the start (positive = worse)
-    effect_interval: list[float] | None = None  # 95%, always valid
-    reference: dict[str, object] | None = None  # {mean, n, since, until}: the frozen baseline
-    incident_id: str | None = None  # stable across updates of the same incident
-    explained_by: list[str] | None = None  # narrower cells whose incident explains this one
-
-    _INCIDENT: ClassVar[tuple[str, ...]] = ("started_at", "started_between", "detected_at", "alerted_at",
-                                            "effect_points", "effect_interval", "reference", "incident_id")
-
-    def details(self) -> JSONDict:
-        details = super().details()
-        if self.incident_id:
-            details.update({name: getattr(self, name) for name in self._INCIDENT})
-        return details
-
-    def _figures(self) -> list[tuple[str, str]]:
-        """What the sequential detector pinned: the effect, when it began, when it was seen, the reference."""
-        if not self.incident_id:
-            return super()._figures()
-        ref, (lo, hi) = self.reference or {}, self.effect_interval or (None, None)
-        effect = f"−{self.effect_points:.1f} points" + (f" [−{hi:.1f}, −{lo:.1f}]" if lo is not None else "")
-        between = self.started_between or ["?", "?"]
-        return [("Effect", f"{effect} (95%, always valid; n={self.curr.n} since the start)"),
-                ("Started", f"{self.started_at} ({between[0]} – {between[1]})"),
-                ("Detected", f"{self.detected_at} (trace time); alerted {self.alerted_at}"),
-                ("Reference", f"{ref.get('mean', 0):.1f} over {ref.get('since')}..{ref.get('until')} "
-                              f"(n={ref.get('n')})")]
-
-    def _period(self) -> str:
-        return "since the start" if self.incident_id else "this week"
-
-
-@dataclasses.dataclass(frozen=True)
-class UnscoredRise(DriftAlert):
-    kind: ClassVar[str] = "unscored_rise"
-
-    def dedup_key(self) -> str:
-        return f"tracejudge:unscored:{self.cell}"  # its own incident, not the same cell's quality drop
-
-    def _figures(self) -> list[tuple[str, str]]:
-        rate = self.unscored_rate or {}
-        return [("Unscored last week", f"{percent(rate.get('prev') or 0)} (n={count(self.prev.n)})"),
-                ("Unscored this week", f"{percent(rate.get('curr') or 0)} (n={count(self.curr.n)})")]
+__all__ = ["KINDS", "AgreementLow", "Alert", "BudgetHeld", "CauseFound", "Description", "DriftAlert", "Line",
+           "QualityDrop", "ScoresMissing", "TraceLink", "UnscoredRise", "Week", "WorkPaused", "count", "from_json",
+           "percent", "usd"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,8 +131,8 @@ def _level(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, UnscoredRise, BudgetHeld, ScoresMissing,
-                                                     WorkPaused, AgreementLow)}
+KINDS: dict[str, type[Alert]] = {k.kind: k for k in (QualityDrop, CauseFound, UnscoredRise, BudgetHeld,
+                                                     ScoresMissing, WorkPaused, AgreementLow)}
 
 
 def from_json(raw: JSONDict) -> Alert:
@@ -310,7 +144,9 @@ def from_json(raw: JSONDict) -> Alert:
     values = {k: v for k, v in raw.items() if k in names}
     if issubclass(cls, DriftAlert):
         values["prev"], values["curr"] = Week(**raw["prev"]), Week(**raw["curr"])
-        values["bottom_traces"] = [TraceLink(**t) for t in raw.get("bottom_traces") or []]
+        for name in ("bottom_traces", "examples_after", "examples_before"):
+            if name in names:
+                values[name] = [TraceLink(**t) for t in raw.get(name) or []]
     if cls is BudgetHeld and "held_by" not in values:  # written before the kinds: the scope sat in "segment"
         values["held_by"] = raw.get("segment") or "rubric"
     return cls(**values)

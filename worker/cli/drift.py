@@ -65,6 +65,9 @@ def _detection_table(detections: list[CellDetection]) -> None:
         else:
             status = f"watching; {d.note}" + ("  [under-powered]" if d.under_powered else "")
         click.echo(f"{d.cell[:59]:<60}{mean:>12}{n:>7}  {status}")
+        cause = d.incident.get("cause") if d.incident is not None else None
+        for line in cause["lines"] if cause is not None else []:
+            click.echo(f"    {line}")
 
 
 def _fmt(x: float | None, spec: str = ".1f") -> str:

@@ -15,7 +15,8 @@ counts in::
                                             epoch: the sequential detector's reorder buffer
                                             (drift/detection.py reads the points after the last |)
 
-and an unscored trace the first two, and ``unscored`` +1, ``unscored:<reason>`` +1 in the day's
+and, when the trace's slices are known (worker/drift/dimensions.py), its entry in the slice
+log and the first-seen values of its cells (worker/drift/slice_log.py); an unscored trace the first two, and ``unscored`` +1, ``unscored:<reason>`` +1 in the day's
 hash. drift/aggregates.py reads them (the report, status and the drift check through it).
 
 ``DriftContribution`` is a score's share, built here from the judged facts (``of_score``). It
@@ -34,6 +35,7 @@ from collections.abc import Mapping
 
 from redis.client import Pipeline
 
+from worker.drift import slice_log
 from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 
@@ -44,7 +46,10 @@ DAYS = PREFIX + "days:"  # + cell: zset of the days it has aggregates for (score
 DEFAULT_SEGMENT_KEYS = ("feature", "tenant")
 BOTTOM_N = 20
 SESSION_MEMBER = "session:"
-FORMAT = 1  # the version of ``DriftContribution.to_json``'s shape
+FORMAT = 1  # the version of ``DriftContribution.to_json``'s shape ("slices" is optional: an older reader skips it)
+# Under this key of a job's drift metadata (``Prepared.metadata``, never written to Langfuse):
+# the trace's slices, {dimension: value} (worker/drift/dimensions.py).
+SLICES_KEY = "tracejudge.slices"
 
 ScoreValue = float | str  # a verdict's value: a number (1/0 for a boolean scale) or a label
 
@@ -135,6 +140,7 @@ class DriftContribution:
     observation_id: str = ""  # an observation score's; "" for trace and session scores
     label: str | None = None  # the verdict's value as text: label:<value> counts it
     passed: bool | None = None  # the best label (or true): a pass
+    slices: tuple[tuple[str, str], ...] = ()  # (dimension, value), sorted: its slice log entry
 
     def __post_init__(self) -> None:
         if (self.label is None) != (self.passed is None):
@@ -154,7 +160,8 @@ class DriftContribution:
                    cost_microusd=int(cost_microusd), member=bottom_member(trace_id, metadata),
                    observation_id=str(observation) if observation else "",
                    label=f"{value}" if categorical else None,
-                   passed=passed(rubric, value) if categorical else None)
+                   passed=passed(rubric, value) if categorical else None,
+                   slices=slices_of(metadata))
 
     @property
     def pending_member(self) -> str:
@@ -179,12 +186,15 @@ class DriftContribution:
             pipe.zadd(bottom, {self.member: points})
             pipe.zremrangebyrank(bottom, BOTTOM_N, -1)
             pipe.zadd(PENDING + cell, {self.pending_member: self.trace_epoch})
+        slice_log.write(pipe, self.cells, self.trace_epoch, self.member, self.observation_id, points,
+                        dict(self.slices))
 
     def to_json(self) -> dict[str, object]:
         """The JSON-able form kept in the pending-confirmation record; ``from_json`` reads it."""
         return {"v": FORMAT, "cells": list(self.cells), "day": self.day, "points": self.points,
                 "trace_epoch": self.trace_epoch, "cost_microusd": self.cost_microusd, "member": self.member,
-                "observation_id": self.observation_id, "label": self.label, "passed": self.passed}
+                "observation_id": self.observation_id, "label": self.label, "passed": self.passed,
+                **({"slices": [list(item) for item in self.slices]} if self.slices else {})}
 
     @classmethod
     def from_json(cls, raw: object) -> DriftContribution:
@@ -198,9 +208,14 @@ class DriftContribution:
                     and (label is None or isinstance(label, str)) and (pass_ is None or isinstance(pass_, bool))
                     and isinstance(observation, str)):
                 raise TypeError("cells, label, passed or observation_id of the wrong type")
+            slices = raw.get("slices") or []
+            if not (isinstance(slices, list) and all(
+                    isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in slices)):
+                raise TypeError("slices of the wrong type")
             return cls(cells=tuple(cells), day=_text(raw["day"]), points=_number(raw["points"]),
                        trace_epoch=_number(raw["trace_epoch"]), cost_microusd=_integer(raw["cost_microusd"]),
-                       member=_text(raw["member"]), observation_id=observation, label=label, passed=pass_)
+                       member=_text(raw["member"]), observation_id=observation, label=label, passed=pass_,
+                       slices=tuple((p[0], p[1]) for p in slices))
         except (KeyError, TypeError, ValueError) as exc:
             raise ContributionFormatError(f"malformed drift contribution ({exc}): {str(raw)[:200]}") from None
 
@@ -226,6 +241,14 @@ class UnscoredContribution:
             _index(pipe, cell, self.day)
             pipe.hincrby(day_key(cell, self.day), "unscored", 1)
             pipe.hincrby(day_key(cell, self.day), f"unscored:{self.reason}", 1)
+
+
+def slices_of(metadata: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    """The trace's slices a job carried under SLICES_KEY, sorted; () when it carried none."""
+    raw = metadata.get(SLICES_KEY)
+    if not isinstance(raw, Mapping):
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in raw.items() if isinstance(v, str) and v))
 
 
 def _index(pipe: Pipeline, cell: str, day: str) -> None:

@@ -201,9 +201,15 @@ def _save_incident(client: redis.Redis, cell: str, incident: IncidentRecord | No
 
 def mark_sent(client: redis.Redis, cell: str) -> None:
     """The incident's alert is in the outbox: a later check does not enqueue it again."""
+    update_incident(client, cell, sent=True)
+
+
+def update_incident(client: redis.Redis, cell: str, **fields: object) -> None:
+    """Set ``fields`` on the cell's open incident (the scheduler's lease, or ``drift --once``,
+    makes this the only writer of the state between checks)."""
     blob = _load(client.get(STATE + cell))
     if blob and blob.get("incident"):
-        blob["incident"]["sent"] = True
+        blob["incident"].update(fields)
         client.set(STATE + cell, json.dumps(blob))
 
 
@@ -280,6 +286,8 @@ def describe(client: redis.Redis, cell: str) -> tuple[str | None, str]:
             return None, line + f"; explained by {', '.join(inc['explained_by'])}"
         if inc.get("held_for"):
             return None, line + f"; held for {', '.join(inc['held_for'])}, about to cross"
+        if inc.get("cause"):
+            line += f"; {inc['cause']['reason']}"
         return (inc["alerted_at"][:16].replace("T", " ") if inc.get("sent") else None), line
     ref = seq.Reference(**blob["reference"]) if blob.get("reference") else None
     # design() is None exactly when the reference is insufficient

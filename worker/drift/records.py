@@ -8,6 +8,7 @@ import math
 from typing import NotRequired, TypedDict
 
 from worker.drift import sequential as seq
+from worker.drift.cause_records import CauseRecord
 
 
 class IncidentReference(TypedDict):
@@ -33,7 +34,8 @@ class PinnedFields(TypedDict):
 class IncidentRecord(PinnedFields):
     """A cell's open incident, under ``incident`` in its state (JSON): what the alert and the
     report show, the pinned fields with these. worker/drift/explain.py adds ``explained_by``, or
-    ``held_for`` and ``held_since`` (the check time the hold began)."""
+    ``held_for`` and ``held_since`` (the check time the hold began); worker/drift/run.py the
+    ``cause``."""
     incident_id: str
     alerted_at: str
     sent: bool
@@ -41,6 +43,8 @@ class IncidentRecord(PinnedFields):
     explained_by: NotRequired[list[str]]
     held_for: NotRequired[list[str]]
     held_since: NotRequired[float]
+    cause: NotRequired[CauseRecord]  # worker/drift/cause.py: which slice and which change, or not yet
+    cause_sent: NotRequired[bool]  # a known cause went out with the alert or as its update
 
 
 class ReferenceJSON(TypedDict):

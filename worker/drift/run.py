@@ -12,16 +12,21 @@ from collections.abc import Callable
 import redis
 
 from worker.alerts import outbox
-from worker.alerts.kinds import DriftAlert, QualityDrop, TraceLink, UnscoredRise, Week
+from worker.alerts.kinds import CauseFound, DriftAlert, QualityDrop, TraceLink, UnscoredRise, Week
 from worker.alerts.sinks import Sink, sinks_for
 from worker.drift import aggregates as agg
 from worker.drift.check import DEFAULT_THRESHOLD, CellReport, new_alerts, remember_alert, run_check
-from worker.drift.detection import budget_cell_years, check_cells, mark_sent
+from worker.drift.cause import find_cause
+from worker.drift.cause_records import ExampleJSON
+from worker.drift.detection import budget_cell_years, check_cells, mark_sent, update_incident
 from worker.drift.records import CellDetection
 from worker.jobs import format_rubric_key
 from worker.redis_client import as_text
 from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
+
+
+ATTRIBUTE_EVERY_SECONDS = 900  # an incident whose cause is not yet known is searched again this often
 
 
 @dataclasses.dataclass
@@ -50,8 +55,9 @@ def unscored_alert(report: CellReport, rubric: Rubric, trace_url: Callable[[str]
 
 
 def drop_alert(client: redis.Redis, detection: CellDetection, rubric: Rubric,
-               trace_url: Callable[[str], str]) -> QualityDrop:
-    """A sequential detection's alert: the start, the effect and the reference it was held to."""
+               trace_url: Callable[[str], str], kind: type[QualityDrop] = QualityDrop) -> QualityDrop:
+    """A sequential detection's alert: the start, the effect and the reference it was held to,
+    and what explains it as far as known (``CauseFound``: the update once the cause is known)."""
     inc = detection.incident
     if inc is None:
         raise ValueError(f"{detection.cell} has no open incident to alert")
@@ -68,15 +74,28 @@ def drop_alert(client: redis.Redis, detection: CellDetection, rubric: Rubric,
              f"({_short(inc['started_between'][0])}–{_short(inc['started_between'][1])}), "
              f"detected {_hours(inc['started_at'], inc['detected_at'])} later, reference {ref['mean']:.1f} "
              f"over {ref['since']}..{ref['until']}, n = {ref['n']:,}")
-    return QualityDrop(
-        id=inc["incident_id"], title=title, cell=detection.cell, rubric=rubric.name,
+    cause = inc.get("cause")
+    if cause is not None:
+        title += f"; {cause['reason']}"
+
+    def links(examples: list[ExampleJSON]) -> list[TraceLink]:
+        return [TraceLink(e["trace_id"], e["points"], trace_url(e["trace_id"])) for e in examples]
+
+    return kind(
+        id=inc["incident_id"] + (":cause" if kind is CauseFound else ""), title=title, cell=detection.cell, rubric=rubric.name,
         owner=owner.get("team", "unowned"), route=owner.get("alert_route"), version=rubric.version,
         judge_model=model, segment=segment, prev=Week(ref["mean"], ref["n"]), curr=Week(after_mean, inc["n_after"]),
         drop_points=inc["effect_points"], p_value=None, q_value=None, unscored_rate={},
         bottom_traces=[TraceLink(t, p, trace_url(t)) for t, p in agg.bottom(client, detection.cell, days)],
         started_at=inc["started_at"], started_between=inc["started_between"], detected_at=inc["detected_at"],
         alerted_at=inc["alerted_at"], effect_points=inc["effect_points"], effect_interval=inc["effect_interval"],
-        reference=dict(ref), incident_id=inc["incident_id"], explained_by=inc.get("explained_by"))
+        reference=dict(ref), incident_id=inc["incident_id"], explained_by=inc.get("explained_by"),
+        cause=dict(cause) if cause is not None else None,
+        examples_after=links(cause["after"] if cause else []), examples_before=links(cause["before"] if cause else []))
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _short(iso: str) -> str:
@@ -115,13 +134,36 @@ def run_detection(settings: Settings, rubrics: dict[str, Rubric], client: redis.
     alerts: list[QualityDrop] = []
     for det in detections:
         inc = det.incident
-        if inc is None or inc.get("sent") or inc.get("explained_by") or inc.get("held_for"):
+        if inc is None or inc.get("explained_by") or inc.get("held_for"):
             continue
-        alert = drop_alert(client, det, cells[det.cell][0], trace_url)
-        outbox.enqueue(client, alert, sinks)  # stored before the state says "sent"
-        mark_sent(client, det.cell)
-        alerts.append(alert)
+        known = _attribute(client, det, now)
+        if not inc.get("sent"):
+            alert = drop_alert(client, det, cells[det.cell][0], trace_url)
+            outbox.enqueue(client, alert, sinks)  # stored before the state says "sent"
+            mark_sent(client, det.cell)
+            if known:
+                update_incident(client, det.cell, cause_sent=True)
+            alerts.append(alert)
+        elif known and not inc.get("cause_sent"):  # one incident, updated with its cause
+            alert = drop_alert(client, det, cells[det.cell][0], trace_url, CauseFound)
+            outbox.enqueue(client, alert, sinks)
+            update_incident(client, det.cell, cause_sent=True)
+            alerts.append(alert)
     return detections, alerts
+
+
+def _attribute(client: redis.Redis, det: CellDetection, now: float) -> bool:
+    """Look for the open incident's cause until it is known (worker/drift/cause.py), keeping the
+    finding on the incident; True once it is known (a slice, or the traffic mix)."""
+    inc = det.incident
+    assert inc is not None
+    cause = inc.get("cause")
+    if cause is None or (cause["status"] == "unknown"
+                         and now - _epoch(cause["computed_at"]) >= ATTRIBUTE_EVERY_SECONDS):
+        cause = find_cause(client, det.cell, inc, now)
+        inc["cause"] = cause
+        update_incident(client, det.cell, cause=cause)
+    return cause["status"] != "unknown"
 
 
 def run_drift(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis, trace_url: Callable[[str], str],

@@ -38,6 +38,8 @@ from worker.langfuse_io.subjects import read_observation, read_session
 from worker.langfuse_io.traces import Trace
 from worker.rate_limits.circuit import Breaker
 from worker.retrying import REJECTED_STATUS, call_with_retries, status_of
+from worker.drift.contribution import SLICES_KEY
+from worker.drift.dimensions import dimensions_of
 from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 from worker.rubrics.targets import SessionSpec
@@ -124,6 +126,8 @@ def prepare(rt: Runtime, rubric: Rubric, trace: Trace, score_id: str) -> Prepare
     facts = trace_facts(trace, hygiene, rubric).with_metadata(
         sampled_by_quota=quota_scope(rubric, trace.id, rt.settings.sample_rate) is not None)
     metadata = dict(trace.metadata)
+    if rubric.target != "session":  # the slices attribution reads (a session has none of its own)
+        metadata[SLICES_KEY] = dict(dimensions_of(trace, rubric, observation_names(rubric)))
     if rubric.target == "session":
         metadata["session_id"] = trace.session_id  # the drift aggregates' member for the session
         return Prepared(score_id, None, rubric.key, request, facts, metadata, trace.timestamp)

@@ -81,7 +81,7 @@ def _view(trace_id: str, observation_id: str, observations: list[JSONDict], *,
     if parent_lean is not None:
         parent = root if parent_lean.get("id") == root.get("id") else bounded(read(parent_lean))
     models = tuple(o["model"] for o in observations if o.get("model"))
-    trace = trace_of(trace_id, root, [root], models=models)
+    trace = trace_of(trace_id, root, [root], models=models, outline=[subject])
     trace.subject, trace.parent = subject, parent
     return trace
 

@@ -43,10 +43,11 @@ from worker.langfuse_io import text
 from worker.langfuse_io.client import get_object
 from worker.langfuse_io.observations import ServerGeneration, is_not_found, walk_v2_plain
 from worker.langfuse_io.ordering import as_datetime, earliest, first_by_start, root_of, start_key
+from worker.langfuse_io.steps import step_of, text_or_none
 from worker.retrying import call_with_retries
 
-TRACE_FIELDS = "core,basic,io,metadata,model,trace_context"  # every field a variable may read
-LEAN_FIELDS = "core,basic,model"  # the trace's outline: no input, output or metadata
+TRACE_FIELDS = "core,basic,io,metadata,model,usage,prompt,trace_context"  # every field a variable or a drift slice reads
+LEAN_FIELDS = "core,basic,model,prompt"  # the outline: no I/O; the models and prompts drift's slices read
 # A trace of at most this many observations is read whole in one request (every field); a
 # larger one costs that page, its root, its outline and one read per named step.
 SMALL_TRACE = 10
@@ -90,6 +91,9 @@ class Trace:
     parent: JSONDict | None = None  # its parent observation (None for a root, or when not read)
     session_id: str | None = None
     turns: list[SessionTurn] | None = None  # a session's kept turns in time order
+    release: str | None = None  # the trace's release and version (drift's slices)
+    version: str | None = None
+    steps: list[JSONDict] = dataclasses.field(default_factory=list)  # every observation seen, lean (steps.py)
 
     def observation(self, name: str) -> JSONDict | None:
         """The observation ``name`` resolves to: the earliest-starting one (ties: smallest id)."""
@@ -210,12 +214,14 @@ class TraceReader:
         root: JSONDict = {"name": body.get("name"), "environment": body.get("environment"),
                           "startTime": body.get("timestamp"), "input": parse_io(body.get("input")),
                           "output": parse_io(body.get("output")), "metadata": body.get("metadata") or {},
-                          "tags": body.get("tags") or []}
+                          "tags": body.get("tags") or [], "release": body.get("release"),
+                          "version": body.get("version")}
         if names is None:
             return trace_of(trace_id, root, observations)
         chosen = (first_by_start(o for o in observations if o.get("name") == name) for name in names)
         models = tuple(o["model"] for o in observations if o.get("model"))
-        return trace_of(trace_id, bounded(root), [bounded(o) for o in chosen if o is not None], models=models)
+        return trace_of(trace_id, bounded(root), [bounded(o) for o in chosen if o is not None], models=models,
+                        outline=observations)
 
 
 def _assemble(trace_id: str, names: tuple[str, ...], roots: list[JSONDict], outline: list[JSONDict], *,
@@ -237,7 +243,7 @@ def _assemble(trace_id: str, names: tuple[str, ...], roots: list[JSONDict], outl
         if chosen is not None and chosen.get("id") != root.get("id"):
             kept.append(bounded(read(chosen)))
     models = tuple(o["model"] for o in outline if o.get("model"))
-    return trace_of(trace_id, root, kept, models=models)
+    return trace_of(trace_id, root, kept, models=models, outline=outline)
 
 
 def _utc_stamp(value: dt.datetime) -> str:
@@ -245,10 +251,12 @@ def _utc_stamp(value: dt.datetime) -> str:
 
 
 def trace_of(trace_id: str, root: JSONDict, observations: list[JSONDict], *,
-             models: tuple[str, ...] | None = None) -> Trace:
-    """The Trace of ``root`` (its name, input, output, metadata, start) and the kept
-    ``observations``, with the characters the reader cut from each (``CUT_KEY``)."""
+             models: tuple[str, ...] | None = None, outline: list[JSONDict] | None = None) -> Trace:
+    """The Trace of ``root`` (its name, input, output, metadata, start, release, version) and the
+    kept ``observations``, with the characters the reader cut from each (``CUT_KEY``) and the
+    lean ``steps`` of ``outline`` (every observation seen; default: the kept ones)."""
     cut_chars: dict[str, int] = dict(root.get(CUT_KEY) or {})
+    kept = {o.get("id"): o for o in observations}  # read whole: an outline entry's full form
     for obs in observations:
         if obs is not root:
             cut_chars.update({f"{obs.get('name')}.{k}": v for k, v in (obs.get(CUT_KEY) or {}).items()})
@@ -264,6 +272,9 @@ def trace_of(trace_id: str, root: JSONDict, observations: list[JSONDict], *,
         observations=observations,
         models=models,
         cut_chars=cut_chars,
+        release=text_or_none(root.get("release")),
+        version=text_or_none(root.get("version")),
+        steps=[step_of(kept.get(o.get("id"), o)) for o in (observations if outline is None else outline)],
     )
 
 

@@ -1,0 +1,179 @@
+"""The cause of an open incident, from the slice log: which slice and which change (issue 27,
+item 2), and the traces that show it (item 3).
+
+``find_cause`` reads the alerting cell's log entries (worker/drift/slice_log.py) from
+``BEFORE_DAYS`` before the incident's estimated start until now, builds attribution's input
+(the whole cell, each single value and each pair of values of two dimensions, before and after
+the start; each dimension bounded to its ``TOP_K`` values and ``other``; the change events whose
+first sighting in the cell falls in the start interval ± ``EVENT_SLACK_S``), runs
+worker/drift/attribution.py and keeps the result as the incident's ``cause``: what the alert,
+``drift``, ``status`` and the report show. While the data cannot tell, its status is
+``unknown`` and its reason says "cause not yet known, n = …"; each detector check tries again.
+
+The dimensions are the trace's (worker/drift/dimensions.py) and the drift segment keys the cell
+does not fix (``feature``, ``tenant``). The cell's own before/after figures here are those of
+the log, which holds the scores confirmed since slices were recorded: the detector's figures
+(the reference, the effect) stay the alert's headline.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+import redis
+
+from worker.drift import slice_log
+from worker.drift.attribution import (Attribution, CellData, ChangeEvent, EventFinding, Item, Moments, NamedSlice,
+                                      Settings, SliceData, SliceKey, attribute, describe, label, slice_key)
+from worker.drift.cause_records import CauseRecord, EventJSON, ExampleJSON, NamedSliceJSON
+from worker.drift.records import IncidentRecord
+from worker.drift.slice_log import EVENT_DIMENSIONS, Entry
+
+BEFORE_DAYS = 7
+TOP_K = 12  # values kept per dimension; the rest are "other"
+EVENT_SLACK_S = 3 * 3600  # a change first judged this long outside the start interval still counts
+EVIDENCE_N = 5
+OTHER = "other"
+
+
+def find_cause(client: redis.Redis, cell: str, incident: IncidentRecord, now: float) -> CauseRecord:
+    """The incident's cause from the cell's slice log, as of ``now`` (see the module doc)."""
+    started = float(incident["started_epoch"])
+    lo, hi = (_epoch(x) for x in incident["started_between"])
+    entries = slice_log.read(client, cell, started - BEFORE_DAYS * 86400, now)
+    return cause_of(entries, slice_log.first_seen(client, cell), slice_log.segment_of(cell), started, (lo, hi), now)
+
+
+def cause_of(entries: list[Entry], first: Mapping[tuple[str, str], float], segment: str, started: float,
+             interval: tuple[float, float], now: float) -> CauseRecord:
+    """``find_cause`` on entries already read: pure."""
+    fixed = {part.split("=", 1)[0] for part in segment.split("|") if "=" in part}
+    rows = [(e, _dims(e, fixed)) for e in entries]
+    kept = _top_values(d for _, d in rows)
+    rows = [(e, {k: v if v in kept[k] else OTHER for k, v in d.items()}) for e, d in rows]
+    data = _cell_data(rows, started, interval, first, kept)
+    found = attribute(data, Settings(event_slack_s=EVENT_SLACK_S))
+    after, before = _evidence(found, rows, started)
+    return {"status": found.status, "reason": found.reason, "lines": describe(found),
+            "slices": [_named_json(s) for s in found.slices], "events": [_event_json(f) for f in found.events],
+            "after": after, "before": before, "n_before": found.n_before, "n_after": found.n_after,
+            "computed_at": _iso(now)}
+
+
+def _dims(e: Entry, fixed: set[str]) -> dict[str, str]:
+    """An entry's dimensions: its own, and the segment keys its cell does not fix."""
+    out = dict(e.dims)
+    for seg in e.segments:
+        if seg != "all" and "|" not in seg:
+            key, _, value = seg.partition("=")
+            out[key] = value
+    return {k: v for k, v in out.items() if k not in fixed}
+
+
+def _top_values(all_dims: Iterable[Mapping[str, str]]) -> dict[str, set[str]]:
+    counts: dict[str, Counter[str]] = {}
+    for dims in all_dims:
+        for k, v in dims.items():
+            counts.setdefault(k, Counter())[v] += 1
+    return {k: {v for v, _ in c.most_common(TOP_K)} for k, c in counts.items()}
+
+
+def _cell_data(rows: list[tuple[Entry, dict[str, str]]], started: float, interval: tuple[float, float],
+               first: Mapping[tuple[str, str], float], kept: Mapping[str, set[str]]) -> CellData:
+    acc: dict[SliceKey, list[list[float]]] = {}
+    whole = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    for e, dims in rows:
+        side = 1 if e.epoch >= started else 0
+        x = e.points
+        items = sorted(dims.items())
+        keys: list[SliceKey] = [(item,) for item in items]
+        keys += [slice_key(a, b) for a, b in itertools.combinations(items, 2)]
+        for moments in [whole] + [acc.setdefault(k, [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]) for k in keys]:
+            m = moments[side]
+            m[0] += 1
+            m[1] += x
+            m[2] += x * x
+    slices = tuple(SliceData(k, _moments(v[0]), _moments(v[1])) for k, v in acc.items())
+    return CellData(_moments(whole[0]), _moments(whole[1]), slices, _events(first, interval, kept), interval)
+
+
+def _moments(m: list[float]) -> Moments:
+    return Moments(int(m[0]), m[1], m[2])
+
+
+def _events(first: Mapping[tuple[str, str], float], interval: tuple[float, float],
+            kept: Mapping[str, set[str]]) -> tuple[ChangeEvent, ...]:
+    """The change events in the start interval (± the slack): a prompt version, release, version
+    or judged model first seen in the cell then. A prompt's previous value is the same prompt's
+    latest version seen before it."""
+    lo, hi = interval[0] - EVENT_SLACK_S, interval[1] + EVENT_SLACK_S
+    out = []
+    for (dim, value), seen in sorted(first.items(), key=lambda kv: kv[1]):
+        if dim not in EVENT_DIMENSIONS or not lo <= seen <= hi or value not in kept.get(dim, set()):
+            continue
+        previous = None
+        if dim == "prompt":
+            name = value.rsplit("@", 1)[0]
+            older = [(t, v) for (d, v), t in first.items()
+                     if d == "prompt" and v != value and t < seen and v.rsplit("@", 1)[0] == name
+                     and v in kept.get(dim, set())]
+            previous = max(older)[1] if older else None
+        out.append(ChangeEvent(dim, value, seen, previous))
+    return tuple(out)
+
+
+def _evidence(found: Attribution, rows: list[tuple[Entry, dict[str, str]]],
+              started: float) -> tuple[list[ExampleJSON], list[ExampleJSON]]:
+    """The named slice's lowest-scoring traces since the start, and comparable ones before it:
+    the same slice, a new value (a change event's) read as the value it replaced, around that
+    slice's median. Without a named slice: the new value of the first change event."""
+    items: tuple[Item, ...] = ()
+    if found.slices:
+        items = found.slices[0].key
+    elif found.events:
+        items = ((found.events[0].event.dimension, found.events[0].event.value),)
+    if not items:
+        return [], []
+    replaced = {(f.event.dimension, f.event.value): f.old_value for f in found.events if f.old_value is not None}
+    before_items = tuple((d, replaced.get((d, v), v)) for d, v in items)
+    after = sorted((e for e, d in rows if e.epoch >= started and _matches(d, items)), key=lambda e: e.points)
+    before = [e for e, d in rows if e.epoch < started and _matches(d, before_items)]
+    if before:
+        median = statistics.median(e.points for e in before)
+        before = sorted(before, key=lambda e: (abs(e.points - median), e.member))
+    return [_example(e) for e in after[:EVIDENCE_N]], [_example(e) for e in before[:EVIDENCE_N]]
+
+
+def _matches(dims: Mapping[str, str], items: Iterable[Item]) -> bool:
+    return all(dims.get(d) == v for d, v in items)
+
+
+def _example(e: Entry) -> ExampleJSON:
+    return {"trace_id": e.member, "observation_id": e.observation_id, "points": round(e.points, 1),
+            "at": _iso(e.epoch)}
+
+
+def _named_json(s: NamedSlice) -> NamedSliceJSON:
+    return {"slice": label(s.key), "share_of_drop": round(s.share_of_drop, 3), "before_mean": round(s.before_mean, 1),
+            "after_mean": round(s.after_mean, 1), "n_before": s.n_before, "n_after": s.n_after,
+            "share_after": round(s.share_after, 3), "effect": round(s.effect, 1),
+            "effect_interval": [round(s.effect_low, 1), round(s.effect_high, 1)]}
+
+
+def _event_json(f: EventFinding) -> EventJSON:
+    e = f.event
+    return {"dimension": e.dimension, "value": e.value, "previous": f.old_value, "first_seen": _iso(e.first_seen),
+            "old_mean": None if f.old_mean is None else round(f.old_mean, 1),
+            "new_mean": None if f.new_mean is None else round(f.new_mean, 1), "old_n": f.old_n, "new_n": f.new_n,
+            "same_days": f.same_days, "share_of_drop": round(f.share_of_drop, 3)}
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat().replace("+00:00", "Z")
