@@ -12,6 +12,7 @@ import random
 import pytest
 from click.testing import CliRunner
 
+from emulators import langfuse_review
 from emulators.seed import _answer, _trace
 from tests.helpers import make_env
 from tests.test_detection import history_start, one_rubric, quality_drops  # noqa: F401  (a fixture)
@@ -113,3 +114,13 @@ def test_a_prompt_change_hurting_one_tenants_long_inputs_is_named(
     assert "WHERE input_tokens=3k-10k" in again.stdout
     status = CliRunner().invoke(main, ["status", "--json"], env=env)
     assert "explains" in json.loads(status.stdout)["detection"][CELL]["line"]
+
+    # The examples go to the rubric's regression dataset, each once.
+    added = CliRunner().invoke(main, ["cause", CELL, "--to-dataset"], env=env)
+    assert added.exit_code == 0 and f"{len(alert['examples_after'])} example(s) added" in added.output, added.output
+    items = langfuse_review.state(langfuse_emu.store).dataset_items.values()
+    assert sorted(i["sourceTraceId"] for i in items) == sorted(t["trace_id"] for t in alert["examples_after"])
+    assert all(i["metadata"]["reason"] == "drift_regression" and i["input"] for i in items)
+    again = CliRunner().invoke(main, ["cause", CELL, "--to-dataset"], env=env)
+    assert again.exit_code == 0 and "0 example(s) added" in again.output
+    assert len(langfuse_review.state(langfuse_emu.store).dataset_items) == len(alert["examples_after"])

@@ -7,6 +7,7 @@ import click
 from worker.cli.agreement import agreement
 from worker.cli.batches import batches
 from worker.cli.budget import budget
+from worker.cli.cause import cause
 from worker.cli.dead_letters import dead_letters
 from worker.cli.demo import demo, stack
 from worker.cli.drift import drift
@@ -25,7 +26,7 @@ def main() -> None:
     """
 
 
-for command in (demo, stack, sample, backfill, scheduler, worker, status, rubrics, dead_letters, drift, report,
+for command in (demo, stack, sample, backfill, scheduler, worker, status, rubrics, dead_letters, drift, cause, report,
                 batches, budget, agreement):
     main.add_command(command)
 

@@ -5,7 +5,8 @@ item 2), and the traces that show it (item 3).
 ``BEFORE_DAYS`` before the incident's estimated start until now, builds attribution's input
 (the whole cell, each single value and each pair of values of two dimensions, before and after
 the start; each dimension bounded to its ``TOP_K`` values and ``other``; the change events whose
-first sighting in the cell falls in the start interval ± ``EVENT_SLACK_S``), runs
+first sighting in the cell falls in the start interval ± ``EVENT_SLACK_S``, reaching further back
+in a sparse cell: as far as it takes to judge ``EVENT_LAG_SCORES`` traces), runs
 worker/drift/attribution.py and keeps the result as the incident's ``cause``: what the alert,
 ``drift``, ``status`` and the report show. While the data cannot tell, its status is
 ``unknown`` and its reason says "cause not yet known, n = …"; each detector check tries again.
@@ -35,6 +36,7 @@ from worker.drift.slice_log import EVENT_DIMENSIONS, Entry
 BEFORE_DAYS = 7
 TOP_K = 12  # values kept per dimension; the rest are "other"
 EVENT_SLACK_S = 3 * 3600  # a change first judged this long outside the start interval still counts
+EVENT_LAG_SCORES = 24  # ... or this many of the cell's judged traces before it, when that is longer
 EVIDENCE_N = 5
 OTHER = "other"
 
@@ -54,7 +56,12 @@ def cause_of(entries: list[Entry], first: Mapping[tuple[str, str], float], segme
     rows = [(e, _dims(e, fixed)) for e in entries]
     kept = _top_values(d for _, d in rows)
     rows = [(e, {k: v if v in kept[k] else OTHER for k, v in d.items()}) for e, d in rows]
-    data = _cell_data(rows, started, interval, first, kept)
+    # A change is first *judged* some traces after it began, and a sparse cell's start estimate
+    # can be hours late: the events searched reach back as far as the cell takes to judge
+    # EVENT_LAG_SCORES traces (at least EVENT_SLACK_S).
+    span = max(now - (started - BEFORE_DAYS * 86400), 3600.0)
+    lag = max(EVENT_SLACK_S, EVENT_LAG_SCORES * span / max(len(rows), 1))
+    data = _cell_data(rows, started, (interval[0] - lag + EVENT_SLACK_S, interval[1]), first, kept)
     found = attribute(data, Settings(event_slack_s=EVENT_SLACK_S))
     after, before = _evidence(found, rows, started)
     return {"status": found.status, "reason": found.reason, "lines": describe(found),

@@ -204,6 +204,12 @@ def mark_sent(client: redis.Redis, cell: str) -> None:
     update_incident(client, cell, sent=True)
 
 
+def open_incident(client: redis.Redis, cell: str) -> IncidentRecord | None:
+    """The cell's open incident, read-only (None: none open, or never checked)."""
+    blob = _load(client.get(STATE + cell))
+    return blob.get("incident") if blob else None
+
+
 def update_incident(client: redis.Redis, cell: str, **fields: object) -> None:
     """Set ``fields`` on the cell's open incident (the scheduler's lease, or ``drift --once``,
     makes this the only writer of the state between checks)."""
