@@ -7,12 +7,13 @@ throughput benchmark (benchmarks/fleet_throughput.py); `python -m benchmarks <na
 - `detection [--quick]`: issue 25's sequential detector beside the weekly rule and a
   Langfuse-style threshold;
 - `sampling_power [--quick]`: issue 27's power-aware sampling and weighted means;
-- `attribution [--quick]`: issue 27's slice and change-event attribution.
+- `attribution [--quick]`: issue 27's slice and change-event attribution;
+- `slice_cost [--scores N]`: what attribution's slice log costs in Redis per judged trace.
 """
 import importlib
 import sys
 
-NAMED = ("continuous", "detection", "sampling_power", "attribution")
+NAMED = ("continuous", "detection", "sampling_power", "attribution", "slice_cost")
 
 if __name__ == "__main__":
     if sys.argv[1:2] and sys.argv[1] in NAMED:
