@@ -50,7 +50,9 @@ def traffic(since: dt.datetime, until: dt.datetime, change_at: dt.datetime, seed
             trace = _trace(rng, "%032x" % rng.getrandbits(128), t, feature, tenant, "production",
                            _answer(rng, feature, min(1.0, max(0.0, q))))
             generation = trace[1]
-            generation["usageDetails"] = {"input": tokens, "output": 200}
+            # v13 writes terser summaries (85 output tokens, not 200), for every tenant
+            generation["usageDetails"] = {"input": tokens, "output": 85 if feature == "summarize" and t >= change_at
+                                          else 200}
             if feature == "summarize":
                 generation.update(promptName="summarize", promptVersion=13 if t >= change_at else 12)
             observations += trace
@@ -99,6 +101,9 @@ def test_a_prompt_change_hurting_one_tenants_long_inputs_is_named(
     assert max(t["points"] for t in alert["examples_after"]) < min(t["points"] for t in alert["examples_before"])
     assert all(t["url"].endswith(t["trace_id"]) for t in alert["examples_after"] + alert["examples_before"])
     assert any(line.startswith("CHANGED prompt summarize@12") for line in cause["lines"])
+    # Every trace's signals, not only the judged ones': v13's output tokens, against v12's before it.
+    signal = next(line for line in cause["lines"] if line.startswith("SIGNALS prompt summarize@13"))
+    assert "against summarize@12 (old: before the start), every trace" in signal and "output tokens 200 → 85 (−57%)" in signal, signal
 
     # Nothing else alerts: globex's summaries on v13 kept their quality; acme's and summarize's
     # parents are explained by the cell; the cause went with the alert, so no update follows.

@@ -90,11 +90,14 @@ class QualityDrop(DriftAlert):
         where = [x.removeprefix("WHERE ") for x in lines if x.startswith("WHERE ")]
         mix = [x.removeprefix("MIX ") for x in lines if x.startswith("MIX ")]
         changed = [x.removeprefix("CHANGED ") for x in lines if x.startswith("CHANGED ")]
+        traffic = [x.removeprefix("SIGNALS ") for x in lines if x.startswith("SIGNALS ")]
         fields = [*d.fields, ("Where", "; ".join(where))]
         if mix:
             fields.append(("Traffic mix", mix[0]))
         if changed:
             fields.append(("What changed", "; ".join(changed[:3])))
+        if traffic:
+            fields.append(("Every trace", "; ".join(traffic)))
         examples = [Line(t.trace_id, f"{t.points:.0f}", t.url, " pts since the start") for t in self.examples_after]
         examples += [Line(t.trace_id, f"{t.points:.0f}", t.url, " pts before it") for t in self.examples_before]
         if not examples:

@@ -44,6 +44,21 @@ def _rebuild(settings: Settings, rubrics: dict[str, Rubric], client: redis.Redis
                f"{result.added} added, {result.already_counted} already counted; skipped: {skipped}")
 
 
+def _count_signals(settings: Settings, client: redis.Redis) -> None:
+    """Every trace's signals up to now, for the causes (worker/drift/signals.py); a Langfuse that
+    cannot list them leaves the causes without them, and says so."""
+    import time
+
+    from worker.drift import signals
+    from worker.langfuse_io.client import build_langfuse_api
+
+    try:
+        signals.catch_up(build_langfuse_api(settings), client, time.time())
+    except Exception as exc:  # boundary: the detector and the weekly summary run all the same
+        click.echo(f"warning: every trace's signals not counted ({type(exc).__name__}: {str(exc)[:200]}); "
+                   "causes will lack them until the next run", err=True)
+
+
 def _detection_table(detections: list[CellDetection]) -> None:
     """The sequential detector per cell: what it watches against, what it can see, what it found."""
     click.echo("sequential detection (pages a drop within hours, with when it began):")
@@ -103,6 +118,7 @@ def drift(once: bool, as_json: bool, rebuild: bool, since: dt.datetime | None) -
             _rebuild(settings, rubrics, client, since)
             return
         read_back_first(settings, client)
+        _count_signals(settings, client)
         run = run_drift(settings, rubrics, client, trace_linker(settings))
     except TraceJudgeError as exc:
         raise click.ClickException(str(exc)) from None

@@ -18,6 +18,7 @@ the log, which holds the scores confirmed since slices were recorded: the detect
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import statistics
@@ -26,7 +27,7 @@ from collections.abc import Iterable, Mapping
 
 import redis
 
-from worker.drift import slice_log
+from worker.drift import signals, slice_log
 from worker.drift.attribution import (Attribution, CellData, ChangeEvent, EventFinding, Item, Moments, NamedSlice,
                                       Settings, SliceData, SliceKey, attribute, describe, label, slice_key)
 from worker.drift.cause_records import CauseRecord, EventJSON, ExampleJSON, NamedSliceJSON
@@ -46,7 +47,48 @@ def find_cause(client: redis.Redis, cell: str, incident: IncidentRecord, now: fl
     started = float(incident["started_epoch"])
     lo, hi = (_epoch(x) for x in incident["started_between"])
     entries = slice_log.read(client, cell, started - BEFORE_DAYS * 86400, now)
-    return cause_of(entries, slice_log.first_seen(client, cell), slice_log.segment_of(cell), started, (lo, hi), now)
+    segment = slice_log.segment_of(cell)
+    found = cause_of(entries, slice_log.first_seen(client, cell), segment, started, (lo, hi), now)
+    found["signals"] = traffic_signals(client, segment, found, started, now)
+    found["lines"] += [f"SIGNALS {line}" for line in found["signals"]]
+    return found
+
+
+def traffic_signals(client: redis.Redis, segment: str, found: CauseRecord, started: float, now: float) -> list[str]:
+    """Every trace's output tokens, latency and errors (worker/drift/signals.py), not only the
+    judged ones': for the first change event, its new value since the start against the old value
+    (on the same days while the old one still has traffic, else before the start); for a named
+    single slice, the slice since the start against before it."""
+    before_since = started - BEFORE_DAYS * 86400
+    lines = []
+    for event in found["events"][:1]:
+        if event["dimension"] not in signals.DIMENSIONS:
+            continue
+        new = signals.read(client, segment, (event["dimension"], event["value"]), started, now)
+        if event["previous"] is not None:
+            old_item = (event["dimension"], event["previous"])
+            old = signals.read(client, segment, old_item, started, now)
+            when = "on the same days"
+            if old.n < 20:
+                old, when = signals.read(client, segment, old_item, before_since, started), "(old: before the start)"
+            versus = f"{event['value']} against {event['previous']} {when}"
+        else:
+            whole = signals.read(client, segment, ("*", "*"), started, now)
+            old = dataclasses.replace(whole, n=whole.n - new.n, out=whole.out - new.out, lat=whole.lat - new.lat,
+                                      err=whole.err - new.err)
+            versus = f"{event['value']} against the rest on the same days"
+        text = signals.compare(old, new)
+        if text:
+            lines.append(f"{event['dimension']} {versus}, every trace (n {old.n:,.0f} vs {new.n:,.0f}): {text}")
+    for named in found["slices"][:1]:
+        dim, _, value = named["slice"].partition("=")
+        if " & " in named["slice"] or dim not in signals.DIMENSIONS:
+            continue
+        text = signals.compare(signals.read(client, segment, (dim, value), before_since, started),
+                               signals.read(client, segment, (dim, value), started, now))
+        if text:
+            lines.append(f"{named['slice']} since the start against before it, every trace: {text}")
+    return lines
 
 
 def cause_of(entries: list[Entry], first: Mapping[tuple[str, str], float], segment: str, started: float,
@@ -67,7 +109,7 @@ def cause_of(entries: list[Entry], first: Mapping[tuple[str, str], float], segme
     return {"status": found.status, "reason": found.reason, "lines": describe(found),
             "slices": [_named_json(s) for s in found.slices], "events": [_event_json(f) for f in found.events],
             "after": after, "before": before, "n_before": found.n_before, "n_after": found.n_after,
-            "computed_at": _iso(now)}
+            "computed_at": _iso(now), "signals": []}
 
 
 def _dims(e: Entry, fixed: set[str]) -> dict[str, str]:

@@ -49,3 +49,4 @@ class CauseRecord(TypedDict):
     n_before: int
     n_after: int
     computed_at: str
+    signals: list[str]  # every trace's output tokens, latency and errors for the change (signals.py)

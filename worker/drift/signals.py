@@ -1,0 +1,185 @@
+"""Signals of *every* trace, not only the judged ones (issue 27, item 3): output tokens, latency
+and errors per cell segment, hour and slice value, so a cause can say "output tokens −58% on
+summarize@13" from all the traffic.
+
+``collect`` lists a window of Langfuse's v2 observations twice, lean (no input or output): the
+roots (their metadata gives the cell segments, their release/version/environment, their
+latency and level) and the generations (their prompt ``name@version``, model, input and output
+tokens, level). Per trace it adds, in each of its segments and the hour of its start::
+
+    tracejudge:signals:<segment>:<hour epoch>   hash  "<dimension>=<value>|n"   +1
+                                                      "<dimension>=<value>|out" +output tokens
+                                                      "<dimension>=<value>|lat" +latency ms
+                                                      "<dimension>=<value>|err" +1 when the root or
+                                                      a generation has level ERROR
+    tracejudge:signals:cursor                   the end of the last window counted
+
+for the dimensions ``prompt``, ``release``, ``version``, ``environment``, ``model``,
+``input_tokens`` (the same values as worker/drift/dimensions.py) and ``*=*`` (the segment's
+whole traffic). The window's counts and the cursor are written in one transaction, so a window
+counts once; a window is at most ``MAX_WINDOW_S`` and ends ``LAG_S`` before now (ingestion
+lag). Kept ``KEEP_DAYS``. The scheduler runs ``catch_up`` with the detector, a day of traffic a
+tick at most (worker/fleet/scheduler.py); ``drift --once`` runs it to the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import redis
+from langfuse.api import LangfuseAPI
+
+from worker.drift.contribution import segments
+from worker.drift.dimensions import MAX_VALUE_CHARS, token_bucket
+from worker.json_types import JSONDict
+from worker.langfuse_io.observations import walk_v2_plain
+from worker.langfuse_io.ordering import as_datetime
+
+PREFIX = "tracejudge:signals:"
+CURSOR = PREFIX + "cursor"
+KEEP_DAYS = 21
+LAG_S = 600
+MAX_WINDOW_S = 6 * 3600
+FIRST_BACK_S = 8 * 86400  # the first run counts from this far back: a week before a start, and the day after
+DIMENSIONS = ("prompt", "release", "version", "environment", "model", "input_tokens")
+FIELDS = ("n", "out", "lat", "err")
+ROOT_FIELDS = "core,basic,metadata,trace_context"
+GENERATION_FIELDS = "core,basic,model,usage,prompt"
+
+
+@dataclasses.dataclass
+class Totals:
+    """One slice's sums over some hours: traces, output tokens, latency (ms), errors."""
+    n: float = 0.0
+    out: float = 0.0
+    lat: float = 0.0
+    err: float = 0.0
+
+    def add(self, other: Mapping[str, float]) -> None:
+        self.n += other.get("n", 0.0)
+        self.out += other.get("out", 0.0)
+        self.lat += other.get("lat", 0.0)
+        self.err += other.get("err", 0.0)
+
+
+def catch_up(api: LangfuseAPI, client: redis.Redis, now: float, max_windows: int | None = None) -> int:
+    """``collect`` window after window until the cursor is ``LAG_S`` behind ``now`` (or after
+    ``max_windows``: the scheduler spreads a long catch-up over its ticks); the traces counted."""
+    counted, windows = 0, 0
+    while max_windows is None or windows < max_windows:
+        n = collect(api, client, now)
+        if n is None:
+            return counted
+        counted, windows = counted + n, windows + 1
+    return counted
+
+
+def collect(api: LangfuseAPI, client: redis.Redis, now: float) -> int | None:
+    """Count the next window of traffic (from the cursor; the first run starts FIRST_BACK_S
+    back); the traces counted, or None when the cursor is already LAG_S behind ``now``."""
+    raw = client.get(CURSOR)
+    since = float(raw) if raw is not None else now - FIRST_BACK_S
+    until = min(since + MAX_WINDOW_S, now - LAG_S)
+    if until <= since:
+        return None
+    window = {"fromStartTime": _iso(since), "toStartTime": _iso(until)}
+    roots = {o["traceId"]: o for o in walk_v2_plain(api, {**window, "isRootObservation": "true"},
+                                                    fields=ROOT_FIELDS, limit=1000) if o.get("traceId")}
+    generations: dict[str, list[JSONDict]] = defaultdict(list)
+    for g in walk_v2_plain(api, {**window, "type": "GENERATION"}, fields=GENERATION_FIELDS, limit=1000):
+        if g.get("traceId") in roots:
+            generations[g["traceId"]].append(g)
+    counts = tally(roots.values(), generations)
+    pipe = client.pipeline(transaction=True)
+    for key, fields in counts.items():
+        for field, value in fields.items():
+            pipe.hincrbyfloat(key, field, value)
+        pipe.expire(key, KEEP_DAYS * 86400)
+    pipe.set(CURSOR, repr(until))
+    pipe.execute()
+    return len(roots)
+
+
+def tally(roots: Iterable[JSONDict], generations: Mapping[str, list[JSONDict]]) -> dict[str, dict[str, float]]:
+    """Per key and field, what the traces of ``roots`` (with their ``generations``) add: pure."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for root in roots:
+        start = as_datetime(root.get("startTime"))
+        if start is None:
+            continue
+        gens = generations.get(root["traceId"], [])
+        dims = _dims(root, gens)
+        figures = {"n": 1.0, "out": sum(_tokens(g, "output") for g in gens),
+                   "lat": _latency_ms(root), "err": float(any(o.get("level") == "ERROR" for o in [root, *gens]))}
+        hour = int(start.timestamp() // 3600 * 3600)
+        metadata = root.get("metadata")
+        for segment in segments(metadata if isinstance(metadata, dict) else {}):
+            fields = out[f"{PREFIX}{segment}:{hour}"]
+            for item in ["*=*", *(f"{d}={v}" for d, v in dims.items())]:
+                for name, value in figures.items():
+                    fields[f"{item}|{name}"] += value
+    return out
+
+
+def read(client: redis.Redis, segment: str, item: tuple[str, str], since: float, until: float) -> Totals:
+    """A slice's sums over the hours that start in [since, until)."""
+    totals = Totals()
+    hours = range(int(since // 3600 * 3600), int(until), 3600)
+    pipe = client.pipeline()
+    for hour in hours:
+        pipe.hmget(f"{PREFIX}{segment}:{hour}", [f"{item[0]}={item[1]}|{f}" for f in FIELDS])
+    for values in pipe.execute():
+        totals.add({f: float(v) for f, v in zip(FIELDS, values) if v is not None})
+    return totals
+
+
+def compare(before: Totals, after: Totals) -> str | None:
+    """"output tokens 212 → 89 (−58%), latency 2.10 → 1.40 s (−33%), errors 0.2% → 0.3%", or None
+    without traffic on either side."""
+    if before.n == 0 or after.n == 0:
+        return None
+    parts = []
+    for name, a, b, unit in (("output tokens", before.out / before.n, after.out / after.n, ""),
+                             ("latency", before.lat / before.n / 1000, after.lat / after.n / 1000, " s")):
+        change = f" ({(b - a) / a:+.0%})" if a > 0 else ""
+        parts.append(f"{name} {a:,.{2 if unit else 0}f} → {b:,.{2 if unit else 0}f}{unit}{change}")
+    parts.append(f"errors {before.err / before.n:.1%} → {after.err / after.n:.1%}")
+    return ", ".join(parts).replace("-", "−")
+
+
+def _dims(root: JSONDict, gens: list[JSONDict]) -> dict[str, str]:
+    dims: dict[str, str] = {}
+    prompts = sorted({f"{g['promptName']}@{g.get('promptVersion')}" if g.get("promptVersion") is not None
+                      else str(g["promptName"]) for g in gens if g.get("promptName")})
+    if prompts:
+        dims["prompt"] = "+".join(prompts)
+    for name in ("release", "version", "environment"):
+        value = root.get(name)
+        if isinstance(value, str) and value:
+            dims[name] = value
+    models = sorted({str(g.get("model") or g.get("providedModelName")) for g in gens
+                     if g.get("model") or g.get("providedModelName")})
+    if models:
+        dims["model"] = "+".join(models)
+    if gens:
+        dims["input_tokens"] = token_bucket(sum(_tokens(g, "input") for g in gens))
+    return {k: v[:MAX_VALUE_CHARS] for k, v in dims.items()}
+
+
+def _tokens(g: JSONDict, kind: str) -> float:
+    usage = g.get("usageDetails")
+    value = usage.get(kind) if isinstance(usage, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        else 0.0
+
+
+def _latency_ms(root: JSONDict) -> float:
+    start, end = as_datetime(root.get("startTime")), as_datetime(root.get("endTime"))
+    return max(0.0, (end - start).total_seconds() * 1000) if start and end else 0.0
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
