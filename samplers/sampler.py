@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -13,13 +14,18 @@ import redis
 from samplers import observations as obs_targets
 from samplers.dedup import EnqueueOnce
 from samplers.late import START_KEY, due_late_windows, utc_stamp as _stamp
+from samplers.planner import refresh_plans
 from samplers.quota import SegmentQuota
-from samplers.selection import select
+from samplers import inclusion_log, plan as rate_plans
+from samplers.selection import select_with_inclusion
+from samplers.traffic import TrafficCounter
 from samplers.sessions import SessionScanner, SessionTickReport, seen as session_seen, session_rubrics
 from samplers.source import LangfuseTraceSource, TraceRef, is_own_or_internal
 from worker.accounting.budget import Budget
 from worker.accounting.outcomes import STATS
 from worker.alerts.sinks import sinks_for
+from worker.drift.aggregates import CELLS
+from worker.drift.detection import budget_cell_years
 from worker.jobs import Subject, judge_message
 from worker.langfuse_io.traces import TraceReader
 from worker.redis_client import as_text
@@ -81,6 +87,7 @@ class Sampler:
         self.client = client
         self.once = EnqueueOnce(client)
         self.quota = SegmentQuota(client)
+        self.traffic = TrafficCounter(client)  # power-aware rubrics: traffic per cell (samplers/traffic.py)
         self._advance = client.register_script(_ADVANCE)
 
     def run_pass(self, since: dt.datetime, until: dt.datetime,
@@ -89,6 +96,7 @@ class Sampler:
         before = self.source.requests
         held = self.budget_held()
         trace_rubrics, sessions = self.trace_rubrics, self.session_rubrics  # once per pass
+        plans = rate_plans.load_all(self.client, [r.key for r in trace_rubrics if r.power is not None])
         for ref in self.source.iter_roots(since, until):
             report.scanned += 1
             if on_trace:
@@ -99,7 +107,8 @@ class Sampler:
             if sessions:
                 report.sessions_marked += session_seen(self.client, sessions, ref, self.settings.sample_rate)
             claimed = []
-            for rubric in select(trace_rubrics, ref, self.settings.sample_rate, self.quota):
+            for rubric, inclusion in select_with_inclusion(trace_rubrics, ref, self.settings.sample_rate,
+                                                           self.quota, plans, self.traffic):
                 report.selected += 1
                 if rubric.key in held:
                     # Not claimed: budget-held traces are skipped, not marked as enqueued.
@@ -108,8 +117,11 @@ class Sampler:
                 if not self.once.claim(rubric.key, ref.subject):
                     report.already_enqueued += 1
                     continue
+                if inclusion is not None:  # how it was picked, for its score's weight (samplers/inclusion_log.py)
+                    inclusion_log.record(self.client, rubric.key, ref.trace_id, inclusion)
                 claimed.append(rubric.key)
             self._enqueue(ref.subject, claimed, report)
+        self.traffic.flush()
         self._observation_pass(since, until, held, report)
         report.requests = self.source.requests - before
         self.client.hset(LAST_PASS_KEY, mapping={"at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -169,6 +181,15 @@ class Sampler:
             self.once.confirm(key, subject)
             report.enqueued += 1
             report.per_rubric[key] += 1
+
+    def refresh_plans(self, now: float | None = None) -> list[rate_plans.RatePlan]:
+        """The rate plans of power-aware rubrics that are missing or older than
+        samplers/planner.py's PLAN_EVERY_SECONDS, recomputed and stored for every replica."""
+        if not any(r.power is not None for r in self.trace_rubrics):
+            return []
+        cell_years = budget_cell_years(self.settings.false_alarms, max(1, int(self.client.scard(CELLS))))
+        return refresh_plans(self.client, self.trace_rubrics, time.time() if now is None else now,
+                             cell_years=cell_years)
 
     def budget_held(self) -> set[str]:
         """Rubric keys whose budget is held now (checked once per pass); the day's alert is queued."""

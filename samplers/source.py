@@ -52,8 +52,9 @@ def is_own_or_internal(ref: TraceRef) -> bool:
 
 def reads_metadata(rubrics: Iterable[Rubric]) -> bool:
     """Whether selecting for ``rubrics`` (Rubric objects) needs the trace metadata: a metadata
-    filter or a per-segment quota."""
-    return any(r.applies_to.metadata or (r.segment_key and r.min_per_segment_day > 0) for r in rubrics)
+    filter, a per-segment quota or a detection target (its cells are segments)."""
+    return any(r.applies_to.metadata or (r.segment_key and r.min_per_segment_day > 0) or r.power is not None
+               for r in rubrics)
 
 
 class LangfuseTraceSource:

@@ -54,6 +54,7 @@ def sample(once: bool, since: dt.datetime | None, until: dt.datetime | None) -> 
     since = since or until - dt.timedelta(seconds=settings.sample_interval_seconds)
     if since >= until:
         raise click.UsageError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+    sampler.refresh_plans()  # power-aware rubrics: the rate plan, when it is missing or due (samplers/planner.py)
     report = sampler.run_pass(since, until)
     _summary(f"scanned {report.scanned} traces, selected {report.selected}, enqueued {report.enqueued} "
              f"({report.already_enqueued} already enqueued, {report.excluded} excluded) "

@@ -81,6 +81,8 @@ class StatusReport(TypedDict):
     structured_output: dict[str, str]
     warnings: list[str]
     judge: JudgeFigures
+    # power-aware rubrics (sampling.detection_target): the plan, "lines" as the text prints them
+    sampling_plans: dict[str, dict[str, object]]
 
 
 def status_report(settings: Settings, client: redis.Redis, rubrics: dict[str, Rubric]) -> StatusReport:
@@ -138,7 +140,28 @@ def status_report(settings: Settings, client: redis.Redis, rubrics: dict[str, Ru
         "warnings": [w for w in (eviction_warning(client),) if w],
         "judge": {"calls": stats.get("judge_calls", 0), "tokens": tokens,
                   "cost_usd": round(stats.get("cost_microusd", 0) / 1_000_000, 6)},
+        "sampling_plans": _plans(client, rubrics),
     }
+
+
+def _plans(client: redis.Redis, rubrics: dict[str, Rubric]) -> dict[str, dict[str, object]]:
+    """Each power-aware rubric's rate plan: per cell its rate, achieved detection time, whether it
+    meets the target and why not (samplers/planner.py)."""
+    from samplers import plan as rate_plans
+    from samplers.planner import as_json, describe
+
+    out: dict[str, dict[str, object]] = {}
+    for key, rubric in sorted(rubrics.items()):
+        if rubric.power is None:
+            continue
+        plan = rate_plans.load(client, key)
+        if plan is None:
+            out[key] = {"rubric_key": key, "target": rubric.power.label, "cells": [],
+                        "lines": [f"{key}: target {rubric.power.label}: no rate plan yet (the scheduler or "
+                                  "`sample --once` computes it): every cell at the base rate"]}
+        else:
+            out[key] = {**as_json(plan), "lines": describe(plan)}
+    return out
 
 
 def _detection(client: redis.Redis) -> dict[str, DetectorCell]:
@@ -197,6 +220,9 @@ def render_text(report: StatusReport) -> str:
         lines.append(f"detector: {cell}: {det['line']}" + (f" (alerted {det['alerted_at']})" if det["alerted_at"] else ""))
     for name, state in report["paused"].items():
         lines.append(f"paused: {name}: {state.get('reason', '?')} (next probe at {state.get('probe_at', '?')})")
+    for plan in report["sampling_plans"].values():
+        plan_lines = plan.get("lines")
+        lines += ["sampling plan: " + str(line) for line in (plan_lines if isinstance(plan_lines, list) else [])]
     lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)
 

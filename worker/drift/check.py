@@ -13,6 +13,7 @@ from typing import TypedDict
 import redis
 
 from worker.drift import aggregates as agg
+from worker.drift import weighted_means
 from worker.drift.stats import (
     CellDecision,
     CellInput,
@@ -108,6 +109,10 @@ def week_days(today: dt.date, offset: int) -> list[str]:
 
 
 def _week(days: Series, pass_fail: bool) -> WeekData:
+    # A power-aware rubric's cells carry weights: its week is the Hájek estimate (weighted_means.py).
+    found = (weighted_means.week_rate if pass_fail else weighted_means.week_stats)(days.values())
+    if found is not None:
+        return found
     n = sum(d.get("n", 0) for d in days.values())
     if pass_fail:
         return WeekRate(int(n), int(sum(d.get("passes", 0) for d in days.values())))
@@ -119,11 +124,8 @@ def _moving_average(series: Series, days: list[str]
     daily: list[tuple[str, float | None]] = []
     moving: list[tuple[str, float | None]] = []
     for i, day in enumerate(days):
-        d = series.get(day, {})
-        daily.append((day, d["sum"] / d["n"] if d.get("n") else None))
-        window = [series.get(x, {}) for x in days[max(0, i - 6): i + 1]]
-        n = sum(w.get("n", 0) for w in window)
-        moving.append((day, sum(w.get("sum", 0) for w in window) / n if n else None))
+        daily.append((day, weighted_means.mean([series.get(day, {})])))
+        moving.append((day, weighted_means.mean(series.get(x, {}) for x in days[max(0, i - 6): i + 1])))
     return daily, moving
 
 

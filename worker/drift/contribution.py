@@ -15,6 +15,13 @@ counts in::
                                             epoch: the sequential detector's reorder buffer
                                             (drift/detection.py reads the points after the last |)
 
+a power-aware rubric's score (``sampling.detection_target``) also adds its weighted sums, with
+w = 1/p (p: the trace's inclusion probability, ``Weighting``), to *every* cell of the trace::
+
+    tracejudge:agg:<cell>:<D>         hash  w:n, w:sw, w:swx, w:swx2, w:sw2, w:sw2x, w:sw2x2
+                                            (worker/drift/weighting.py ``WeightedSums``), and
+                                            w:spass +w for a pass
+
 and, when the trace's slices are known (worker/drift/dimensions.py), its entry in the slice
 log and the first-seen values of its cells (worker/drift/slice_log.py); an unscored trace the first two, and ``unscored`` +1, ``unscored:<reason>`` +1 in the day's
 hash. drift/aggregates.py reads them (the report, status and the drift check through it).
@@ -36,6 +43,7 @@ from collections.abc import Mapping
 from redis.client import Pipeline
 
 from worker.drift import slice_log
+from worker.drift.weighting import WEIGHTED_PASSES, WeightedSums, Weighting
 from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 
@@ -141,6 +149,8 @@ class DriftContribution:
     label: str | None = None  # the verdict's value as text: label:<value> counts it
     passed: bool | None = None  # the best label (or true): a pass
     slices: tuple[tuple[str, str], ...] = ()  # (dimension, value), sorted: its slice log entry
+    weight: float | None = None  # 1/p for a power-aware rubric's score (``Weighting``); None: unweighted
+    weighted_cells: tuple[str, ...] = ()  # every cell of the trace: where its weighted sums go
 
     def __post_init__(self) -> None:
         if (self.label is None) != (self.passed is None):
@@ -149,19 +159,25 @@ class DriftContribution:
     @classmethod
     def of_score(cls, rubric: Rubric, trace_id: str | None, metadata: Mapping[str, object],
                  trace_time: dt.datetime | None, value: ScoreValue, cost_microusd: int,
-                 only_key: str | None = None) -> DriftContribution:
+                 only_key: str | None = None, weighting: Weighting | None = None) -> DriftContribution:
         """What a score of ``value`` adds. ``trace_time`` buckets it (None: now); ``only_key``:
-        a trace sampled only by its segment's quota counts in that segment's cells alone."""
+        a trace sampled only by its segment's quota counts in that segment's cells alone;
+        ``weighting`` (a power-aware rubric's): unweighted in its own cells, weighted in all."""
         when = trace_time or dt.datetime.now(dt.timezone.utc)
         categorical = rubric.scale.kind != "numeric"
         observation = metadata.get("observation_id")
-        return cls(cells=tuple(cell_key(rubric, segment) for segment in segments(metadata, only_key=only_key)),
+        weight: float | None = None
+        weighted: tuple[str, ...] = ()
+        if weighting is not None:
+            weight = 1.0 / weighting.probability
+            weighted = tuple(cell_key(rubric, segment) for segment in segments(metadata))
+        return cls(cells=_cells(rubric, metadata, only_key, weighting),
                    day=day_of(when), points=float(quality_points(rubric, value)), trace_epoch=when.timestamp(),
                    cost_microusd=int(cost_microusd), member=bottom_member(trace_id, metadata),
                    observation_id=str(observation) if observation else "",
                    label=f"{value}" if categorical else None,
                    passed=passed(rubric, value) if categorical else None,
-                   slices=slices_of(metadata))
+                   slices=slices_of(metadata), weight=weight, weighted_cells=weighted)
 
     @property
     def pending_member(self) -> str:
@@ -188,13 +204,22 @@ class DriftContribution:
             pipe.zadd(PENDING + cell, {self.pending_member: self.trace_epoch})
         slice_log.write(pipe, self.cells, self.trace_epoch, self.member, self.observation_id, points,
                         dict(self.slices))
+        if self.weight is not None:
+            sums = WeightedSums.increments(points, 1.0 / self.weight)
+            for cell in self.weighted_cells:
+                _index(pipe, cell, self.day)
+                for field, amount in sums.items():
+                    pipe.hincrbyfloat(day_key(cell, self.day), field, amount)
+                if self.passed:
+                    pipe.hincrbyfloat(day_key(cell, self.day), WEIGHTED_PASSES, self.weight)
 
     def to_json(self) -> dict[str, object]:
         """The JSON-able form kept in the pending-confirmation record; ``from_json`` reads it."""
         return {"v": FORMAT, "cells": list(self.cells), "day": self.day, "points": self.points,
                 "trace_epoch": self.trace_epoch, "cost_microusd": self.cost_microusd, "member": self.member,
                 "observation_id": self.observation_id, "label": self.label, "passed": self.passed,
-                **({"slices": [list(item) for item in self.slices]} if self.slices else {})}
+                **({"slices": [list(item) for item in self.slices]} if self.slices else {}),
+                **({"w": self.weight, "wcells": list(self.weighted_cells)} if self.weight is not None else {})}
 
     @classmethod
     def from_json(cls, raw: object) -> DriftContribution:
@@ -212,10 +237,14 @@ class DriftContribution:
             if not (isinstance(slices, list) and all(
                     isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in slices)):
                 raise TypeError("slices of the wrong type")
+            weight, wcells = raw.get("w"), raw.get("wcells") or []
+            if not (isinstance(wcells, list) and all(isinstance(c, str) for c in wcells)):
+                raise TypeError("wcells of the wrong type")
             return cls(cells=tuple(cells), day=_text(raw["day"]), points=_number(raw["points"]),
                        trace_epoch=_number(raw["trace_epoch"]), cost_microusd=_integer(raw["cost_microusd"]),
                        member=_text(raw["member"]), observation_id=observation, label=label, passed=pass_,
-                       slices=tuple((p[0], p[1]) for p in slices))
+                       slices=tuple((p[0], p[1]) for p in slices),
+                       weight=None if weight is None else _number(weight), weighted_cells=tuple(wcells))
         except (KeyError, TypeError, ValueError) as exc:
             raise ContributionFormatError(f"malformed drift contribution ({exc}): {str(raw)[:200]}") from None
 
@@ -231,9 +260,9 @@ class UnscoredContribution:
 
     @classmethod
     def of_trace(cls, rubric: Rubric, metadata: Mapping[str, object], trace_time: dt.datetime | None,
-                 reason: str, only_key: str | None = None) -> UnscoredContribution:
-        return cls(tuple(cell_key(rubric, segment) for segment in segments(metadata, only_key=only_key)),
-                   day_of(trace_time), reason)
+                 reason: str, only_key: str | None = None, weighting: Weighting | None = None
+                 ) -> UnscoredContribution:
+        return cls(_cells(rubric, metadata, only_key, weighting), day_of(trace_time), reason)
 
     def apply(self, pipe: Pipeline) -> None:
         """Queue its writes on ``pipe``, a pipeline in MULTI mode the caller executes."""
@@ -241,6 +270,16 @@ class UnscoredContribution:
             _index(pipe, cell, self.day)
             pipe.hincrby(day_key(cell, self.day), "unscored", 1)
             pipe.hincrby(day_key(cell, self.day), f"unscored:{self.reason}", 1)
+
+
+def _cells(rubric: Rubric, metadata: Mapping[str, object], only_key: str | None,
+           weighting: Weighting | None) -> tuple[str, ...]:
+    """The cells a trace counts in unweighted: its segments (``only_key``: the quota's alone), or
+    with a ``weighting`` those whose own rate picked it."""
+    found = segments(metadata, only_key=None if weighting is not None else only_key)
+    if weighting is not None:
+        found = [s for s in found if s in weighting.own]
+    return tuple(cell_key(rubric, segment) for segment in found)
 
 
 def slices_of(metadata: Mapping[str, object]) -> tuple[tuple[str, str], ...]:

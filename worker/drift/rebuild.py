@@ -24,6 +24,7 @@ from langfuse.api.core.api_error import ApiError
 
 from worker.accounting.outcomes import DONE_TTL_SECONDS, OutcomeLog
 from worker.drift.contribution import DriftContribution
+from worker.drift.weighting import Weighting
 from worker.errors import TraceJudgeError, TransientError
 from worker.json_types import JSONDict
 from worker.jobs import format_rubric_key
@@ -136,7 +137,8 @@ def _contribution_for(score: ScoreV3, rubrics: dict[str, Rubric]) -> DriftContri
     try:
         return DriftContribution.of_score(
             rubric, trace_id, metadata, _trace_time(metadata, score.timestamp), value, _cost_microusd(metadata),
-            rubric.segment_key if metadata.get("sampled_by_quota") else None)
+            rubric.segment_key if metadata.get("sampled_by_quota") else None,
+            Weighting.from_metadata(metadata) if rubric.power is not None else None)
     except (KeyError, ValueError, TypeError):
         return "value not on the rubric's scale"
 

@@ -39,6 +39,29 @@ from worker.drift.sequential import DayAggregate
 
 _FIELDS = ("n", "sw", "swx", "swx2", "sw2", "sw2x", "sw2x2")
 FIELD_PREFIX = "w:"  # the hash fields' prefix beside a cell-day's unweighted n/total/total_sq
+WEIGHTED_PASSES = "w:spass"  # Σw over a cell-day's passes (pass/fail rubrics): the weighted pass rate
+# Score metadata of a power-aware rubric (samplers/inclusion_log.py writes them).
+METADATA_P, METADATA_OWN = "inclusion_probability", "sampled_in"
+
+
+@dataclasses.dataclass(frozen=True)
+class Weighting:
+    """How a power-aware rubric's trace was sampled: ``probability`` p, its inclusion probability
+    (the max of its cells' rates), and ``own``, the segments whose own rate picked it. It counts
+    unweighted (n/sum/sumsq, the bottom lists, the detector's stream) in its ``own`` cells only,
+    so each cell's plain stream stays a uniform sample of the cell at the cell's own rate, and in
+    the weighted sums (w = 1/p) of every cell, where a boosted or quota-picked trace is unbiased
+    (Hájek) in its parents too. ``only_key`` (the quota's rule) is its special case."""
+    probability: float
+    own: tuple[str, ...]
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, object]) -> Weighting | None:
+        """From a score's metadata (None when it carries none: a rubric without a target)."""
+        p, own = metadata.get(METADATA_P), metadata.get(METADATA_OWN)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1 or not isinstance(own, list):
+            return None
+        return cls(float(p), tuple(str(s) for s in own))
 
 
 @dataclasses.dataclass(frozen=True)

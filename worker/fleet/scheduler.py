@@ -16,6 +16,7 @@ import redis
 from samplers.sampler import Sampler
 from samplers.source import LangfuseTraceSource
 from worker.alerts import outbox
+from worker.drift import signals
 from worker.drift.run import run_detection, run_drift
 from worker.fleet.broker import build_broker
 from worker.fleet.confirmer import confirm_due
@@ -78,6 +79,8 @@ def run_scheduler(sampler: Sampler, interval: float, stop: threading.Event, drif
     so a blip never takes the scheduler (and, under honcho, the fleet) down."""
     lease = Lease(sampler.client, ttl_seconds=max(60.0, 3 * interval))
     phases: list[Phase] = [("sampler tick", lambda: _sample(sampler), "the cursor did not move")]
+    if any(r.power is not None for r in sampler.rubrics):  # samplers/planner.py: recomputed when due
+        phases.insert(0, ("rate plan", sampler.refresh_plans, "the sampler keeps the last plan"))
     if budget_tick is not None:
         phases.append(("budget tick", budget_tick, "parked jobs stay parked"))
     if batch_tick is not None:
@@ -178,6 +181,10 @@ def run_fleet_scheduler(sampler: Sampler, rt: Runtime, stop: threading.Event) ->
         confirm_due(rt)  # the worker processes read back too; whoever holds the read-back lease does
 
     def detect_tick() -> None:  # every few minutes: the sequential detector pages a drop with when it began
+        try:  # every trace's signals first, for the causes (a day of traffic a tick at most)
+            signals.catch_up(rt.langfuse, sampler.client, time.time(), max_windows=4)
+        except Exception:  # boundary: the causes then lack the signals; the next tick catches up
+            log.exception("counting every trace's signals failed; the next detection tick catches up")
         _, alerts = run_detection(settings, {r.key: r for r in sampler.rubrics}, sampler.client,
                                   trace_linker(settings), sinks=rt.sinks)
         if alerts:

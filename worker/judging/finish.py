@@ -20,10 +20,12 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from samplers import inclusion_log
 from samplers.hashing import quota_scope
 from worker.accounting import job_metrics
 from worker.accounting.pricing import cost_usd
 from worker.drift.contribution import DriftContribution, UnscoredContribution
+from worker.drift.weighting import Weighting
 from worker.errors import Unscored
 from worker.judges import judge_key
 from worker.judges.base import Usage
@@ -45,6 +47,10 @@ def finish_scored(rt: Runtime, rubric: Rubric, job: Prepared, verdict: Verdict, 
     The verdict is kept first, before anything that can fail (the config lookup, the write),
     so a retry finishes from it and never pays the judge again."""
     cost = judge_cost(rubric, usage, batch=batch)
+    # A power-aware rubric's score says how its trace was sampled (its weight in the drift means).
+    sampling = inclusion_log.score_metadata(rt.redis, rubric, job.trace_id, job.metadata, rt.settings.sample_rate)
+    if sampling:
+        job = dataclasses.replace(job, facts=job.facts.with_metadata(**sampling))
     body = score_body(job, rubric, verdict, usage, cost, calls, repaired, batch=batch)
     pending = {"body": body, "usage": dataclasses.asdict(usage), "calls": calls, "cost": str(cost),
                "metadata": job.metadata, "timestamp": job.timestamp.isoformat() if job.timestamp else None,
@@ -69,8 +75,9 @@ def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict[st
         return finish_unscored(rt, rubric, score_id, _subject_of_body(body), exc, usage, calls, metadata,
                                timestamp, batch=pending["batch"], started=started)
     only_key = rubric.segment_key if body["metadata"].get("sampled_by_quota") else None
+    weighting = Weighting.from_metadata(body["metadata"]) if rubric.power is not None else None
     drift = DriftContribution.of_score(rubric, body["traceId"], metadata, timestamp, body["value"],
-                                       int(cost * 1_000_000), only_key)
+                                       int(cost * 1_000_000), only_key, weighting)
     kept = PENDING_WRITE + score_id  # the kept verdict goes with the count, in the same transaction
     if not rt.outcomes.scored(score_id, rubric.key, usage, cost, calls, body, drift, kept_verdict=kept):
         rt.redis.delete(kept)  # counted before (a redelivery): only the kept verdict goes
@@ -85,8 +92,10 @@ def finish_unscored(rt: Runtime, rubric: Rubric, score_id: str, subject: AnySubj
     for a session the job's argument (``str(subject)``)."""
     trace_id = subject.trace_id or str(subject)
     cost = judge_cost(rubric, usage, batch=batch)
+    sampling = inclusion_log.score_metadata(rt.redis, rubric, subject.trace_id, metadata, rt.settings.sample_rate)
     extra = None if exc.reason == "not_applicable" else UnscoredContribution.of_trace(
-        rubric, metadata, timestamp, exc.reason, quota_scope(rubric, trace_id, rt.settings.sample_rate))
+        rubric, metadata, timestamp, exc.reason, quota_scope(rubric, trace_id, rt.settings.sample_rate),
+        Weighting.from_metadata(sampling))
     rt.outcomes.unscored(score_id, rubric.key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
     log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric.key, "reason": exc.reason,
                                 "detail": exc.detail[:200]})

@@ -15,8 +15,10 @@ from collections.abc import Callable
 
 import redis
 
+from samplers import plan as rate_plans
+from samplers.planner import describe as describe_plan
 from worker.drift import aggregates as agg
-from worker.drift import check
+from worker.drift import check, weighted_means
 from worker.drift.check import CellReport, Series, run_check
 from worker.drift.detection import describe
 from worker.jobs import format_rubric_key
@@ -84,6 +86,7 @@ class Section:
     notified: dict[str, str]  # cell -> when its current alert was sent
     detection: dict[str, str] = dataclasses.field(default_factory=dict)  # cell -> the detector's line
     agreement: AgreementFigures | None = None  # judge-human agreement (worker/review/agreement.py), when computed
+    sampling: list[str] = dataclasses.field(default_factory=list)  # a power-aware rubric's rate plan, per cell
 
     @property
     def key(self) -> str:
@@ -131,10 +134,8 @@ def _line(segment: str, label: str, series: Series, days: list[str], lead: list[
         d = series.get(day, {})
         n = int(d.get("n", 0))
         n_daily.append(n)
-        daily.append(d["sum"] / n if n else None)
-        window = [series.get(x, {}) for x in span[max(0, i - MOVING_WINDOW + 1): i + 1]]
-        wn = sum(w.get("n", 0) for w in window)
-        moving.append(sum(w.get("sum", 0) for w in window) / wn if wn else None)
+        daily.append(weighted_means.mean([d]))  # Hájek where the cell-day has weights
+        moving.append(weighted_means.mean(series.get(x, {}) for x in span[max(0, i - MOVING_WINDOW + 1): i + 1]))
     return Line(segment, label, sum(n_daily), n_daily, daily, moving)
 
 
@@ -218,6 +219,14 @@ def _detection(client: redis.Redis, cells: list[CellReport]) -> dict[str, str]:
     return {c.cell: describe(client, c.cell)[1] for c in cells}
 
 
+def _sampling(client: redis.Redis, rubric: Rubric | None) -> list[str]:
+    """A power-aware rubric's rate plan as lines (samplers/planner.py ``describe``)."""
+    if rubric is None or rubric.power is None:
+        return []
+    plan = rate_plans.load(client, rubric.key)
+    return describe_plan(plan) if plan else [f"target {rubric.power.label}: no rate plan yet"]
+
+
 def _matches(rubric_filter: str | None, name: str, version: str) -> bool:
     return rubric_filter is None or rubric_filter in (name, f"{name}@{version}")
 
@@ -272,7 +281,7 @@ def gather(client: redis.Redis, rubrics: dict[str, Rubric], *, days: int = 28, r
             bottom=_bottom(client, all_cell, ranked, curr_days, single, trace_url),
             unit=UNITS.get(rubric.target, "traces") if rubric else "traces",
             notified=_notified(client, reports), detection=_detection(client, reports),
-            agreement=agreements.get(f"{name}@{version}")))
+            agreement=agreements.get(f"{name}@{version}"), sampling=_sampling(client, rubric)))
     # Sections that alert come first: the page is opened to act on them.
     sections.sort(key=lambda s: (-sum(c.decision.status == "alert" or c.unscored_alert for c in s.cells),
                                  s.rubric, -s.version, s.judge_model))

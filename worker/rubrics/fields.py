@@ -14,6 +14,7 @@ from typing import TypedDict, TypeGuard
 
 from worker.errors import ConfigError
 from worker.rubrics.doc import Keys, RubricDoc
+from worker.rubrics.power_spec import POWER_KEYS, POWER_SUBKEYS
 from worker.rubrics.review_spec import CALIBRATION_KEYS, DATASET_KEYS, FEEDBACK_KEYS, REVIEW_KEYS
 from worker.rubrics.scales import Scale
 from worker.rubrics.targets import ALL_SOURCES as _SOURCES
@@ -31,7 +32,7 @@ _KNOWN: dict[tuple[str, ...], set[str]] = {
     ("applies_to",): {"environments", "trace_names", "tags", "metadata", "observations",
                       "types", "names", "models", "levels", "with_tool_calls"},
     ("session",): SESSION_KEYS,
-    ("sampling",): {"rate", "min_per_segment"},
+    ("sampling",): {"rate", "min_per_segment"} | POWER_KEYS, **POWER_SUBKEYS,  # power_spec.py: the target's keys
     ("sampling", "min_per_segment"): {"key", "per_day"},
     ("judge",): {"provider", "model", "max_tokens", "mode", "base_url", "api_key_env", "identity"},
     ("budget",): {"daily_usd"},

@@ -41,6 +41,7 @@ from worker.rubrics.fields import (
     warn_unknown_keys,
 )
 from worker.rubrics.judge_spec import JudgeSpec, parse_judge
+from worker.rubrics.power_spec import PowerSpec, parse_power
 from worker.rubrics.review_spec import CalibrationSpec, ReviewSpec, parse_calibration, parse_review
 from worker.rubrics.scales import Scale
 from worker.rubrics.targets import SessionSpec, check_target_fields, parse_session, parse_target
@@ -83,6 +84,9 @@ class Rubric:
     # What it judges (worker/rubrics/targets.py): trace (default), observation or session.
     target: str = "trace"
     session: SessionSpec | None = None  # target: session only: idle time, turn budget, re-judges
+    # sampling.detection_target (worker/rubrics/power_spec.py): per-cell rates from a target and a
+    # budget (samplers/planner.py); None: one rate for all traffic, as before.
+    power: PowerSpec | None = None
 
     @property
     def key(self) -> str:
@@ -215,6 +219,7 @@ def _build(doc: RubricDoc, raw: dict[str, object], version_dir: Path, repair_tex
     if budget is not None and (not is_number(budget) or budget < 0):
         doc.error(("budget", "daily_usd"), "budget.daily_usd must be a non-negative number (USD a day)")
         budget = None
+    power = parse_power(doc, raw.get("sampling"), target, budget is not None)
     template = raw.get("template", "user.j2")
     user_file = version_dir / str(template)
     if not isinstance(template, str) or Path(template).name != template:
@@ -238,5 +243,5 @@ def _build(doc: RubricDoc, raw: dict[str, object], version_dir: Path, repair_tex
         segment_key=sampling.segment_key, min_per_segment_day=sampling.min_per_segment_day,
         daily_budget_usd=None if budget is None else float(budget),
         json_template=json_file.read_text() if json_file else None,
-        review=review, calibration=calibration, target=target, session=session,
+        review=review, calibration=calibration, target=target, session=session, power=power,
     )

@@ -1,0 +1,69 @@
+"""How each trace of a power-aware rubric was picked, kept from the sampler's claim to the
+worker's score (issue 27, item 4)::
+
+    tracejudge:inclusion:<rubric key>:<trace id>   JSON {"p": p, "own": [segments]}, 14 days
+
+The sampler writes it when it claims the trace (samplers/sampler.py); the worker reads it when
+the verdict is kept (worker/judging/finish.py, online and batch alike) and puts it in the
+score's metadata as ``inclusion_probability`` and ``sampled_in``, where the drift contribution
+(and a rebuild from Langfuse) finds it. Kept in Redis rather than in the message, so the job's
+wire contract and every tool that re-enqueues a job by its arguments (budget unparking, dead
+letters) stay as they are. A job whose record is gone (older than 14 days) gets p from the plan
+in force when it is judged (``inclusion_now``).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import redis
+
+from samplers import plan as plans
+from samplers.hashing import sample_point
+from samplers.plan import Inclusion
+from worker.drift.contribution import segments
+from worker.drift.weighting import METADATA_OWN, METADATA_P
+from worker.json_types import JSONDict
+from worker.redis_client import as_text
+from worker.rubrics.rubric import Rubric
+
+KEY = "tracejudge:inclusion:"
+TTL_SECONDS = 14 * 86400
+
+
+def record(client: redis.Redis, rubric_key: str, trace_id: str, inclusion: Inclusion) -> None:
+    client.set(f"{KEY}{rubric_key}:{trace_id}", json.dumps({"p": inclusion.probability, "own": list(inclusion.own)}),
+               ex=TTL_SECONDS)
+
+
+def read(client: redis.Redis, rubric_key: str, trace_id: str) -> Inclusion | None:
+    raw = client.get(f"{KEY}{rubric_key}:{trace_id}")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(as_text(raw))
+        p, own = float(data["p"]), [str(s) for s in data["own"]]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return Inclusion(p, tuple(own)) if 0 < p <= 1 else None
+
+
+def inclusion_now(client: redis.Redis, rubric: Rubric, trace_id: str, metadata: Mapping[str, object],
+                  rate_override: float | None) -> Inclusion:
+    """The trace's inclusion as the sampler would decide it now (no quota: a worker cannot know
+    the segment's history); every cell when nothing the plan says would have picked it."""
+    segs = segments(metadata)
+    if rate_override is not None:
+        return Inclusion(min(1.0, max(rate_override, 1e-12)), tuple(segs))
+    rates = plans.trace_rates(segs, rubric.sampling_rate, plans.load(client, rubric.key))
+    found = Inclusion.of(rates, sample_point(trace_id))
+    return found if found.selected else Inclusion(max(found.probability, 1e-12), tuple(segs))
+
+
+def score_metadata(client: redis.Redis, rubric: Rubric, trace_id: str | None, metadata: Mapping[str, object],
+                   rate_override: float | None) -> JSONDict:
+    """What a power-aware rubric's score carries about its sampling ({} for other rubrics)."""
+    if rubric.power is None or not trace_id:
+        return {}
+    found = read(client, rubric.key, trace_id) or inclusion_now(client, rubric, trace_id, metadata, rate_override)
+    return {METADATA_P: found.probability, METADATA_OWN: list(found.own)}
