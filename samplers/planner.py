@@ -75,8 +75,10 @@ def plan_rubric(client: redis.Redis, rubric: Rubric, now: float, *, cell_years: 
     target = DetectionTarget(spec.drop_points, spec.within_hours, cell_years=cell_years)
     budget = Budget(judged_per_day=spec.daily_budget_judged,
                     usd_per_day=rubric.daily_budget_usd if cost else None, usd_per_judgement=cost)
+    # A cell's detector reads the scores its own rate picked (a trace picked by a child's rate
+    # counts in the parent's weighted means only): its target is met by its own rate.
     policy = Policy(target, budget, base_rate=rubric.sampling_rate, boost_factor=spec.boost_factor,
-                    boost_hours=spec.boost_hours)
+                    boost_hours=spec.boost_hours, count_overlap=False)
     cells = [Cell(segment, n, cell_sd(client, rubric, segment, today), spec.priority(segment),
                   changed_at(first_seen(client, cell_key(rubric, segment))))
              for segment, n in sorted(traffic.items())]

@@ -103,6 +103,10 @@ class Policy:
     boost_factor: float = DEFAULT_BOOST_FACTOR
     boost_hours: float = DEFAULT_BOOST_HOURS
     best_effort: bool = True  # spend what is left on cells under their traffic floor
+    # A cell's n counts the traces its overlapping cells' rates pick too (Kish effective n), or
+    # (False) only those its own rate picks: the stream its sequential detector reads, which a
+    # child's boost must not bias (worker/drift/contribution.py), so what the planner uses.
+    count_overlap: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.base_rate <= 1 or self.boost_factor < 1 or self.boost_hours < 0:
@@ -173,8 +177,10 @@ class Allocation:
 class _Cost:
     """Expected judged traces a day for a set of rates: Σ traffic × max(rates of its cells)."""
 
-    def __init__(self, cells: Sequence[Cell], strata: Sequence[Stratum] | None):
+    def __init__(self, cells: Sequence[Cell], strata: Sequence[Stratum] | None, count_overlap: bool = True):
         keys = {c.key for c in cells}
+        self.traffic = {c.key: c.traffic_per_day for c in cells}
+        self.count_overlap = count_overlap
         if strata is None:
             self.strata = [Stratum(c.traffic_per_day, (c.key,)) for c in cells]
         else:
@@ -200,6 +206,8 @@ class _Cost:
         return sum(self.strata[i].traffic_per_day * self.p(i, rates) for i in self.of_cell[key])
 
     def cell_n(self, key: str, rates: Mapping[str, float]) -> float:
+        if not self.count_overlap:
+            return self.traffic[key] * min(1.0, rates[key])
         return effective_n((self.strata[i].traffic_per_day, self.p(i, rates)) for i in self.of_cell[key])
 
 
@@ -236,7 +244,7 @@ def allocate(policy: Policy, cells: Sequence[Cell], *, now: float | None = None,
     if len({c.key for c in cells}) != len(cells):
         raise ValueError("cell keys must be unique")
     target = policy.target
-    cost = _Cost(cells, strata)
+    cost = _Cost(cells, strata, policy.count_overlap)
     cap = policy.budget.judged_cap
     base = min(1.0, policy.base_rate)
     rates = {c.key: base for c in cells}

@@ -109,6 +109,23 @@ def test_usd_budget_and_overlapping_cells_cost_the_max_rate() -> None:
     assert pw.effective_n([(100, 1.0), (100, 0.1)]) < 110
 
 
+def test_without_overlap_a_parent_meets_its_target_by_its_own_rate() -> None:
+    """The planner's setting: a cell's detector reads only what its own rate picks, so a parent
+    served by its children's rates alone does not meet its target; it gets its own rate."""
+    cells = [pw.Cell("all", 20_000), pw.Cell("f1", 10_000), pw.Cell("f2", 10_000)]
+    strata = [pw.Stratum(10_000, ("all", "f1")), pw.Stratum(10_000, ("all", "f2"))]
+    alloc = pw.allocate(policy(5000, base=0.0, count_overlap=False), cells, strata=strata)  # type: ignore[arg-type]
+    rates = alloc.rates
+    for c in cells:
+        assert alloc.cell(c.key).judged_per_day == pytest.approx(c.traffic_per_day * rates[c.key])
+        assert alloc.cell(c.key).meets_target, alloc.cell(c.key).note
+    need = pw.needed_judged_per_day(20.0, TARGET)
+    assert rates["all"] * 20_000 >= need * (1 - 1e-6) and rates["all"] > 0
+    # The cost still counts each trace once, at the highest rate of its cells.
+    assert alloc.judged_per_day == pytest.approx(10_000 * max(rates["all"], rates["f1"])
+                                                 + 10_000 * max(rates["all"], rates["f2"]))
+
+
 def test_nested_determinism() -> None:
     ids = [f"trace-{i}" for i in range(3000)]
     rates = [0.0, 0.01, 0.05, 0.2, 0.5, 1.0]
