@@ -66,8 +66,12 @@ def build_plan(rng: random.Random, now: dt.datetime) -> Plan:
     for i in range(20):  # plain traffic: every feature, six tenants; search-qa has a retrieval step
         feature, tenant = features[i % 4], seed.TENANTS[i % 6]
         q = min(1.0, max(0.0, rng.gauss(seed.FEATURES[feature][0], 0.25)))
-        plan.add(seed._trace(rng, _hex(rng, 32), at(), feature, tenant, "production",
-                             seed._answer(rng, feature, q)), "single")
+        observations = seed._trace(rng, _hex(rng, 32), at(), feature, tenant, "production",
+                                   seed._answer(rng, feature, q))
+        # the generation names its prompt (attribution's slices and every trace's signals read it back)
+        observations[1].update(promptName=feature, promptVersion=1 + i % 2)
+        trace_id = plan.add(observations, "single")
+        plan.traces[trace_id]["prompt"] = f"{feature}@{1 + i % 2}"
     for i in range(6):  # agent runs: a GENERATION calling a tool, the TOOL, the answer (seed.generate_targets)
         tool, args, result = seed.TOOLS[i % len(seed.TOOLS)]
         q = min(1.0, max(0.0, rng.gauss(0.75, 0.2)))
@@ -140,6 +144,8 @@ def _span(obs: dict, root: dict) -> dict:
     for field, key in (("input", "langfuse.observation.input"), ("output", "langfuse.observation.output"),
                        ("level", "langfuse.observation.level"), ("providedModelName", "langfuse.observation.model.name"),
                        ("usageDetails", "langfuse.observation.usage_details"),
+                       ("promptName", "langfuse.observation.prompt.name"),
+                       ("promptVersion", "langfuse.observation.prompt.version"),
                        ("costDetails", "langfuse.observation.cost_details")):
         if obs.get(field) is not None:
             attrs[key] = obs[field]
