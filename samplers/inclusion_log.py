@@ -49,21 +49,25 @@ def read(client: redis.Redis, rubric_key: str, trace_id: str) -> Inclusion | Non
 
 
 def inclusion_now(client: redis.Redis, rubric: Rubric, trace_id: str, metadata: Mapping[str, object],
-                  rate_override: float | None) -> Inclusion:
+                  rate_override: float | None) -> Inclusion | None:
     """The trace's inclusion as the sampler would decide it now (no quota: a worker cannot know
-    the segment's history); every cell when nothing the plan says would have picked it."""
+    the segment's history); None when neither the override nor the plan would have picked it
+    (a quota, or a plan since changed): its probability is not known, so it gets no weight."""
     segs = segments(metadata)
     if rate_override is not None:
-        return Inclusion(min(1.0, max(rate_override, 1e-12)), tuple(segs))
+        return Inclusion(min(1.0, rate_override), tuple(segs)) if sample_point(trace_id) < rate_override else None
     rates = plans.trace_rates(segs, rubric.sampling_rate, plans.load(client, rubric.key))
     found = Inclusion.of(rates, sample_point(trace_id))
-    return found if found.selected else Inclusion(max(found.probability, 1e-12), tuple(segs))
+    return found if found.selected else None
 
 
 def score_metadata(client: redis.Redis, rubric: Rubric, trace_id: str | None, metadata: Mapping[str, object],
                    rate_override: float | None) -> JSONDict:
-    """What a power-aware rubric's score carries about its sampling ({} for other rubrics)."""
+    """What a power-aware rubric's score carries about its sampling ({} for other rubrics, and
+    for a trace whose inclusion probability is not known: it then counts unweighted)."""
     if rubric.power is None or not trace_id:
         return {}
     found = read(client, rubric.key, trace_id) or inclusion_now(client, rubric, trace_id, metadata, rate_override)
+    if found is None:
+        return {}
     return {METADATA_P: found.probability, METADATA_OWN: list(found.own)}

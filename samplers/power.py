@@ -36,7 +36,9 @@ The pieces, in the order ``allocate`` uses them:
   belongs to), a day costs Σ_strata traffic × max(rates of its cells); without strata the cells
   are taken as disjoint (Σ_cells traffic × rate), an upper bound when they overlap. A cell's
   achieved target uses its Kish effective n under those inclusion probabilities, N² / Σ N_s/p_s,
-  which is at least rate × traffic.
+  which is at least rate × traffic; with ``Policy.count_overlap`` False (what the planner,
+  samplers/planner.py, uses: a cell's detector reads only what its own rate picks) it is
+  rate × traffic, and step 1 never counts a cell as served by the others' rates.
 * **Deterministic**: ``selected`` is the contract's ``sample_point(trace_id) < p`` (DESIGN.md,
   samplers/hashing.py) with the cell's rate as the threshold, so a trace picked at rate r is
   picked at every rate ≥ r: a boost or a raised target only adds traces, and every replica and

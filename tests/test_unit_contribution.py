@@ -174,10 +174,21 @@ def test_the_contribution_survives_its_json_round_trip(rubrics):
     c = DriftContribution.of_score(*cases(rubrics)[2])
     assert (c.member, c.observation_id, c.pending_member) == ("t-3", "obs-7", "t-3|obs-7|37.5")
     assert DriftContribution.of_score(*cases(rubrics)[6]).cells == ()
-    for bad in ({**c.to_json(), "v": 2}, {**c.to_json(), "points": "37.5"}, {**c.to_json(), "cells": "all"},
+    for bad in ({**c.to_json(), "v": 3}, {**c.to_json(), "points": "37.5"}, {**c.to_json(), "cells": "all"},
                 {k: v for k, v in c.to_json().items() if k != "day"}, [1, 2], None):
         with pytest.raises(ContributionFormatError):
             DriftContribution.from_json(bad)
+
+
+def test_a_weighted_contribution_is_format_2_so_a_release_that_reads_only_1_leaves_it(rubrics):
+    from worker.drift.weighting import Weighting
+
+    rubric, trace_id, meta, when, value, cost, _ = cases(rubrics)[0]
+    c = DriftContribution.of_score(rubric, trace_id, meta, when, value, cost,
+                                   weighting=Weighting(0.25, ("tenant=acme",)))
+    assert c.to_json()["v"] == 2 and c.weight == 4.0
+    assert DriftContribution.from_json(json.loads(json.dumps(c.to_json()))) == c
+    assert DriftContribution.of_score(rubric, trace_id, meta, when, value, cost).to_json()["v"] == 1
 
 
 def test_the_previous_release_opcode_list_reads_back_as_the_same_contribution(rubrics):
@@ -263,7 +274,7 @@ def drift_keys(client) -> dict:
 def test_a_record_in_a_format_this_release_does_not_read_waits_for_one_that_does(runtime, langfuse_emu,
                                                                                  redis_client):
     score_id, record = pending_record_of_a_scored_trace(runtime, langfuse_emu, redis_client, "0" * 31 + "8")
-    record["drift"]["v"] = 2  # a newer release's
+    record["drift"]["v"] = 3  # a newer release's (2 is the weighted format)
     redis_client.hset(UNCONFIRMED_ITEMS, score_id, json.dumps(record))
     now = time.time() + GRACE_SECONDS
     assert confirm_writes(runtime, now=now).counts["waiting"] == 1

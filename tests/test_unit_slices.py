@@ -85,17 +85,34 @@ def test_a_confirmed_score_writes_its_entry_and_the_earliest_first_seen(redis_cl
     assert len(slice_log.read(redis_client, cell, 0)) == 2
 
 
-def test_the_log_keeps_its_window_and_its_size(redis_client, rubric, monkeypatch):
+def test_the_log_keeps_its_window_and_its_size_against_the_clock(redis_client, rubric, monkeypatch):
     monkeypatch.setattr(slice_log, "LOG_MAX", 5)
+    now = dt.datetime.now(dt.timezone.utc)
     for i in range(8):
-        apply(redis_client, contribution(rubric, f"t{i}", NOW - dt.timedelta(minutes=i), 4, {"release": "r"}))
-    everything = contribution(rubric, "x", NOW, 4, {}).cells[0]
-    kept = slice_log.read(redis_client, everything, 0)
-    assert [e.member for e in kept] == ["t4", "t3", "t2", "t1", "t0"]  # the newest five
-    # A score LOG_DAYS later trims every entry older than its window.
-    apply(redis_client, contribution(rubric, "new", NOW + dt.timedelta(days=slice_log.LOG_DAYS, minutes=1), 4,
+        apply(redis_client, contribution(rubric, f"t{i}", now - dt.timedelta(minutes=i), 4, {"release": "r"}))
+    everything = contribution(rubric, "x", now, 4, {}).cells[0]
+    assert [e.member for e in slice_log.read(redis_client, everything, 0)] == ["t4", "t3", "t2", "t1", "t0"]
+    # A trace dated far ahead (its time is the client's) is not kept and trims nothing; one older
+    # than the window is trimmed at once.
+    apply(redis_client, contribution(rubric, "future", now + dt.timedelta(days=30), 4, {"release": "r"}))
+    apply(redis_client, contribution(rubric, "old", now - dt.timedelta(days=slice_log.LOG_DAYS + 1), 4,
                                      {"release": "r"}))
-    assert [e.member for e in slice_log.read(redis_client, everything, 0)] == ["new"]
+    assert [e.member for e in slice_log.read(redis_client, everything, 0)] == ["t4", "t3", "t2", "t1", "t0"]
+    assert 0 < redis_client.ttl(slice_log.log_key(everything)) <= (slice_log.LOG_DAYS + 1) * 86400
+
+
+def test_first_seen_splits_combinations_and_forgets_the_least_recently_seen(redis_client, rubric, monkeypatch):
+    now = dt.datetime.now(dt.timezone.utc)
+    for i, combo in enumerate(["a@1+b@1", "a@1+b@2", "a@1"]):
+        apply(redis_client, contribution(rubric, f"t{i}", now - dt.timedelta(days=10 - i), 4, {"prompt": combo}))
+    cell = contribution(rubric, "x", now, 4, {}).cells[0]
+    first = slice_log.first_seen(redis_client, cell)
+    assert sorted(v for _, v in first) == ["a@1", "b@1", "b@2"]  # a new mix is not a new version
+    assert first[("prompt", "a@1")] == (now - dt.timedelta(days=10)).timestamp()
+    # Beyond FIRST_MAX, the value seen least recently goes, however long-standing the others.
+    monkeypatch.setattr(slice_log, "FIRST_MAX", 2)
+    assert slice_log.forget_unused(redis_client, cell, now.timestamp()) == 1
+    assert sorted(v for _, v in slice_log.first_seen(redis_client, cell)) == ["a@1", "b@2"]
 
 
 def test_slices_survive_the_pending_record_and_a_record_without_them_still_reads(rubric):

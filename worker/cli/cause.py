@@ -65,7 +65,8 @@ def cause(which: str | None, as_json: bool, to_dataset: bool) -> None:
     if to_dataset:
         _to_dataset(settings, client, cell, inc["incident_id"], found)
     if as_json:
-        click.echo(json.dumps({"cell": cell, "incident": inc, "cause": found}, indent=1, default=str))
+        shown = {k: v for k, v in inc.items() if k != "cause"}  # the cause printed is the one below
+        click.echo(json.dumps({"cell": cell, "incident": shown, "cause": found}, indent=1, default=str))
         return
     from worker.langfuse_io.links import trace_linker
     link = trace_linker(settings)
@@ -89,8 +90,10 @@ def _list(incidents: Mapping[str, IncidentRecord], as_json: bool) -> None:
     for cell, inc in incidents.items():
         found = inc.get("cause")
         reason = found["reason"] if found is not None else "cause not searched yet (runs with the detector)"
-        if inc.get("explained_by") or inc.get("held_for"):
-            reason = "explained by " + ", ".join(inc.get("explained_by") or inc.get("held_for") or [])
+        if inc.get("explained_by"):
+            reason = "explained by " + ", ".join(inc["explained_by"])
+        elif inc.get("held_for"):
+            reason = "held for " + ", ".join(inc["held_for"]) + " (a narrower cell about to cross)"
         click.echo(f"{cell} ({inc['incident_id']}): {reason}")
 
 

@@ -33,6 +33,7 @@ from worker.drift.attribution import (Attribution, CellData, ChangeEvent, EventF
 from worker.drift.cause_records import CauseRecord, EventJSON, ExampleJSON, NamedSliceJSON
 from worker.drift.records import IncidentRecord
 from worker.drift.slice_log import EVENT_DIMENSIONS, Entry
+from worker.langfuse_io.ordering import as_datetime
 
 BEFORE_DAYS = 7
 TOP_K = 12  # values kept per dimension; the rest are "other"
@@ -60,6 +61,7 @@ def traffic_signals(client: redis.Redis, segment: str, found: CauseRecord, start
     (on the same days while the old one still has traffic, else before the start); for a named
     single slice, the slice since the start against before it."""
     before_since = started - BEFORE_DAYS * 86400
+    now += 3600  # the current hour counts
     lines = []
     for event in found["events"][:1]:
         if event["dimension"] not in signals.DIMENSIONS:
@@ -122,16 +124,17 @@ def _dims(e: Entry, fixed: set[str]) -> dict[str, str]:
     return {k: v for k, v in out.items() if k not in fixed}
 
 
-def _top_values(all_dims: Iterable[Mapping[str, str]]) -> dict[str, set[str]]:
+def _top_values(all_dims: Iterable[Mapping[str, str]]) -> dict[str, Counter[str]]:
+    """Per dimension its TOP_K values by traffic, with their counts (the rest become ``other``)."""
     counts: dict[str, Counter[str]] = {}
     for dims in all_dims:
         for k, v in dims.items():
             counts.setdefault(k, Counter())[v] += 1
-    return {k: {v for v, _ in c.most_common(TOP_K)} for k, c in counts.items()}
+    return {k: Counter(dict(c.most_common(TOP_K))) for k, c in counts.items()}
 
 
 def _cell_data(rows: list[tuple[Entry, dict[str, str]]], started: float, interval: tuple[float, float],
-               first: Mapping[tuple[str, str], float], kept: Mapping[str, set[str]]) -> CellData:
+               first: Mapping[tuple[str, str], float], kept: Mapping[str, Counter[str]]) -> CellData:
     acc: dict[SliceKey, list[list[float]]] = {}
     whole = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     for e, dims in rows:
@@ -154,23 +157,31 @@ def _moments(m: list[float]) -> Moments:
 
 
 def _events(first: Mapping[tuple[str, str], float], interval: tuple[float, float],
-            kept: Mapping[str, set[str]]) -> tuple[ChangeEvent, ...]:
+            kept: Mapping[str, Counter[str]]) -> tuple[ChangeEvent, ...]:
     """The change events in the start interval (± the slack): a prompt version, release, version
-    or judged model first seen in the cell then. A prompt's previous value is the same prompt's
-    latest version seen before it."""
+    or judged model first seen in the cell then. First sightings are kept per prompt and model,
+    a trace's combination split (``a@1+b@2``); an event names the slice value (the combination)
+    with most traffic that holds it. A prompt's previous value is the same prompt's latest
+    version seen before it, as its slice value."""
     lo, hi = interval[0] - EVENT_SLACK_S, interval[1] + EVENT_SLACK_S
-    out = []
-    for (dim, value), seen in sorted(first.items(), key=lambda kv: kv[1]):
-        if dim not in EVENT_DIMENSIONS or not lo <= seen <= hi or value not in kept.get(dim, set()):
+
+    def slice_value(dim: str, element: str) -> str | None:
+        holding = [(n, v) for v, n in kept.get(dim, Counter()).items() if element in v.split("+")]
+        return max(holding)[1] if holding else None
+
+    out, named = [], set()
+    for (dim, element), seen in sorted(first.items(), key=lambda kv: kv[1]):
+        value = slice_value(dim, element) if dim in EVENT_DIMENSIONS and lo <= seen <= hi else None
+        if value is None or (dim, value) in named:
             continue
         previous = None
         if dim == "prompt":
-            name = value.rsplit("@", 1)[0]
+            name = element.rsplit("@", 1)[0]
             older = [(t, v) for (d, v), t in first.items()
-                     if d == "prompt" and v != value and t < seen and v.rsplit("@", 1)[0] == name
-                     and v in kept.get(dim, set())]
-            previous = max(older)[1] if older else None
-        out.append(ChangeEvent(dim, value, seen, previous))
+                     if d == "prompt" and v != element and t < seen and v.rsplit("@", 1)[0] == name]
+            previous = slice_value(dim, max(older)[1]) if older else None
+        named.add((dim, value))
+        out.append(ChangeEvent(dim, value, seen, previous if previous != value else None))
     return tuple(out)
 
 
@@ -221,8 +232,12 @@ def _event_json(f: EventFinding) -> EventJSON:
 
 
 def _epoch(iso: str) -> float:
-    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    moment = as_datetime(iso)
+    if moment is None:
+        raise ValueError(f"not a time: {iso!r}")
+    return moment.timestamp()
 
 
 def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    """Seconds, as the incident's own times are (worker/drift/detection.py)."""
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -23,8 +23,8 @@ w = 1/p (p: the trace's inclusion probability, ``Weighting``), to *every* cell o
                                             w:spass +w for a pass
 
 and, when the trace's slices are known (worker/drift/dimensions.py), its entry in the slice
-log and the first-seen values of its cells (worker/drift/slice_log.py); an unscored trace the first two, and ``unscored`` +1, ``unscored:<reason>`` +1 in the day's
-hash. drift/aggregates.py reads them (the report, status and the drift check through it).
+log and the first-seen values of its cells (worker/drift/slice_log.py). An unscored trace adds
+to the first two keys, and ``unscored`` +1, ``unscored:<reason>`` +1 in the day's hash. drift/aggregates.py reads them (the report, status and the drift check through it).
 
 ``DriftContribution`` is a score's share, built here from the judged facts (``of_score``). It
 is added only when the score's read-back confirms it (worker/judging/confirm.py), and until
@@ -54,7 +54,11 @@ DAYS = PREFIX + "days:"  # + cell: zset of the days it has aggregates for (score
 DEFAULT_SEGMENT_KEYS = ("feature", "tenant")
 BOTTOM_N = 20
 SESSION_MEMBER = "session:"
-FORMAT = 1  # the version of ``DriftContribution.to_json``'s shape ("slices" is optional: an older reader skips it)
+# The versions of ``DriftContribution.to_json``'s shape: 1, and 2 when it carries weighted sums
+# (a release that reads only 1 leaves such a record for one that reads it, rather than drop the
+# sums). "slices" is optional in both: an older reader skips the slice log entry only.
+FORMAT = 1
+WEIGHTED_FORMAT = 2
 # Under this key of a job's drift metadata (``Prepared.metadata``, never written to Langfuse):
 # the trace's slices, {dimension: value} (worker/drift/dimensions.py).
 SLICES_KEY = "tracejudge.slices"
@@ -215,7 +219,7 @@ class DriftContribution:
 
     def to_json(self) -> dict[str, object]:
         """The JSON-able form kept in the pending-confirmation record; ``from_json`` reads it."""
-        return {"v": FORMAT, "cells": list(self.cells), "day": self.day, "points": self.points,
+        return {"v": FORMAT if self.weight is None else WEIGHTED_FORMAT, "cells": list(self.cells), "day": self.day, "points": self.points,
                 "trace_epoch": self.trace_epoch, "cost_microusd": self.cost_microusd, "member": self.member,
                 "observation_id": self.observation_id, "label": self.label, "passed": self.passed,
                 **({"slices": [list(item) for item in self.slices]} if self.slices else {}),
@@ -225,8 +229,9 @@ class DriftContribution:
     def from_json(cls, raw: object) -> DriftContribution:
         """``to_json``'s form read back; ContributionFormatError for anything else (another
         format version: left to a release that reads it)."""
-        if not isinstance(raw, Mapping) or raw.get("v") != FORMAT:
-            raise ContributionFormatError(f"not a drift contribution of format {FORMAT}: {str(raw)[:200]}")
+        if not isinstance(raw, Mapping) or raw.get("v") not in (FORMAT, WEIGHTED_FORMAT):
+            raise ContributionFormatError(f"not a drift contribution of format {FORMAT} or {WEIGHTED_FORMAT}: "
+                                          f"{str(raw)[:200]}")
         try:
             cells, label, pass_, observation = raw["cells"], raw["label"], raw["passed"], raw["observation_id"]
             if not (isinstance(cells, list) and all(isinstance(c, str) for c in cells)

@@ -13,8 +13,8 @@ and its observations (issue 27, item 1).
 - ``meta.<key>``: each trace metadata key a rubric variable reads (``source: metadata``).
 
 Values are cut to ``MAX_VALUE_CHARS``; the cardinality is bounded where they are read (the top
-values per dimension and ``other``, worker/drift/slice_log.py). Feature and tenant are the
-drift cells' own segment keys and are added there.
+values per dimension and ``other``, worker/drift/cause.py), which also adds the feature and
+tenant the cell does not fix (the drift cells' own segment keys).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import json
 import re
 
 from worker.json_types import JSONDict
+from worker.langfuse_io.steps import text_or_none
 from worker.langfuse_io.traces import Trace
 from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
@@ -59,17 +60,12 @@ def dimensions_of(trace: Trace, rubric: Rubric, judged_names: tuple[str, ...] = 
     judged = [s for s in generations if s.get("name") in judged_names] or generations
     if trace.subject is not None:  # an observation rubric: the judged observation itself
         judged = steps
-    out: dict[str, str] = {}
-    prompts = sorted({str(s["prompt"]) for s in judged if s.get("prompt")})
-    if prompts:
-        out["prompt"] = "+".join(prompts)
+    out = generation_dims(judged)
     for name, value in (("release", trace.release), ("version", trace.version), ("environment", trace.environment)):
-        if value:
-            out[name] = value
-    models = sorted({str(s["model"]) for s in judged if s.get("model")})
-    if models:
-        out["model"] = "+".join(models)
-    out["input_tokens"] = token_bucket(_input_tokens(trace, judged))
+        text = text_or_none(value)
+        if text:
+            out[name] = text
+    out.setdefault("input_tokens", token_bucket(_estimated_tokens(trace)))
     if trace.subject is None:
         tools = sorted({str(s.get("name")) for s in steps if s.get("type") == "TOOL" and s.get("name")})
         out["tool"] = "+".join(tools) if tools else "none"
@@ -80,10 +76,23 @@ def dimensions_of(trace: Trace, rubric: Rubric, judged_names: tuple[str, ...] = 
     return {k: v[:MAX_VALUE_CHARS] for k, v in out.items()}
 
 
-def _input_tokens(trace: Trace, judged: list[JSONDict]) -> float:
-    counted = [float(s["input_tokens"]) for s in judged if isinstance(s.get("input_tokens"), (int, float))]
+def generation_dims(steps: list[JSONDict]) -> dict[str, str]:
+    """The prompt (``name@version``), model and input-token bucket of these generations (lean
+    steps, worker/langfuse_io/steps.py), several joined by ``+``; the bucket only when the server
+    counted their tokens. worker/drift/signals.py reads every trace's with the same function."""
+    out: dict[str, str] = {}
+    for name in ("prompt", "model"):
+        values = sorted({str(s[name]) for s in steps if s.get(name)})
+        if values:
+            out[name] = "+".join(values)
+    counted = [float(s["input_tokens"]) for s in steps if s.get("input_tokens") is not None]
     if counted:
-        return sum(counted)
+        out["input_tokens"] = token_bucket(sum(counted))
+    return {k: v[:MAX_VALUE_CHARS] for k, v in out.items()}
+
+
+def _estimated_tokens(trace: Trace) -> float:
+    """Without the server's count: the input's characters, four a token."""
     source = trace.subject.get("input") if trace.subject is not None else trace.input
     text = source if isinstance(source, str) else json.dumps(source, ensure_ascii=False, default=str)
     return len(text) / 4

@@ -17,6 +17,7 @@ import redis
 
 from worker.drift import aggregates as agg
 from worker.drift import detection
+from worker.drift import slice_log
 from worker.drift.check import STATE
 
 # KEYS: days zset, cell set, alert state; ARGV: cell, cutoff epoch, ttl seconds, key prefix, now
@@ -78,7 +79,10 @@ def sweep_aggregates(client: redis.Redis, today: dt.date | None = None, ttl_days
         summary.days_kept += kept
         summary.cells_removed += gone
         if gone:  # the detector's state, buffer and flagged days go with the cell's last day
-            client.delete(agg.PENDING + cell, detection.STATE + cell, detection.FLAGGED + cell)
+            client.delete(agg.PENDING + cell, detection.STATE + cell, detection.FLAGGED + cell,
+                          slice_log.FIRST + cell, slice_log.LAST + cell)
+        else:
+            slice_log.forget_unused(client, cell, now)
     return summary
 
 

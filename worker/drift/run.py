@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 
@@ -18,14 +19,16 @@ from worker.drift import aggregates as agg
 from worker.drift.check import DEFAULT_THRESHOLD, CellReport, new_alerts, remember_alert, run_check
 from worker.drift.cause import find_cause
 from worker.drift.cause_records import ExampleJSON
-from worker.drift.detection import budget_cell_years, check_cells, mark_sent, update_incident
+from worker.drift.detection import budget_cell_years, check_cells, update_incident
 from worker.drift.records import CellDetection
 from worker.jobs import format_rubric_key
+from worker.langfuse_io.ordering import as_datetime
 from worker.redis_client import as_text
 from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
 
 
+log = logging.getLogger("tracejudge.drift")
 ATTRIBUTE_EVERY_SECONDS = 900  # an incident whose cause is not yet known is searched again this often
 
 
@@ -95,7 +98,8 @@ def drop_alert(client: redis.Redis, detection: CellDetection, rubric: Rubric,
 
 
 def _epoch(iso: str) -> float:
-    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    moment = as_datetime(iso)
+    return moment.timestamp() if moment is not None else 0.0
 
 
 def _short(iso: str) -> str:
@@ -124,8 +128,9 @@ def run_detection(settings: Settings, rubrics: dict[str, Rubric], client: redis.
                   now: float | None = None, *,
                   sinks: list[Sink] | None = None) -> tuple[list[CellDetection], list[QualityDrop]]:
     """One pass of the sequential detector over every cell; alerts for incidents not yet sent
-    (explained ones are kept, not paged) go into the outbox, for ``sinks`` (default: the
-    settings'; a runtime passes its own)."""
+    (explained ones are kept, not paged), each with its cause as far as known, and the update of
+    an incident sent before its cause was known (``CauseFound``, once), go into the outbox, for
+    ``sinks`` (default: the settings'; a runtime passes its own)."""
     now = time.time() if now is None else now
     cells = detection_cells(client, rubrics)
     detections = check_cells(client, cells, now, settings.settle_seconds,
@@ -140,9 +145,7 @@ def run_detection(settings: Settings, rubrics: dict[str, Rubric], client: redis.
         if not inc.get("sent"):
             alert = drop_alert(client, det, cells[det.cell][0], trace_url)
             outbox.enqueue(client, alert, sinks)  # stored before the state says "sent"
-            mark_sent(client, det.cell)
-            if known:
-                update_incident(client, det.cell, cause_sent=True)
+            update_incident(client, det.cell, sent=True, cause_sent=known)
             alerts.append(alert)
         elif known and not inc.get("cause_sent"):  # one incident, updated with its cause
             alert = drop_alert(client, det, cells[det.cell][0], trace_url, CauseFound)
@@ -160,7 +163,12 @@ def _attribute(client: redis.Redis, det: CellDetection, now: float) -> bool:
     cause = inc.get("cause")
     if cause is None or (cause["status"] == "unknown"
                          and now - _epoch(cause["computed_at"]) >= ATTRIBUTE_EVERY_SECONDS):
-        cause = find_cause(client, det.cell, inc, now)
+        try:
+            cause = find_cause(client, det.cell, inc, now)
+        except Exception:  # boundary: the page goes out without its cause, searched again next check
+            log.exception("looking for a quality drop's cause failed; the alert goes without it",
+                          extra={"cell": det.cell})
+            return False
         inc["cause"] = cause
         update_incident(client, det.cell, cause=cause)
     return cause["status"] != "unknown"

@@ -15,8 +15,10 @@ tokens, level). Per trace it adds, in each of its segments and the hour of its s
     tracejudge:signals:cursor                   the end of the last window counted
 
 for the dimensions ``prompt``, ``release``, ``version``, ``environment``, ``model``,
-``input_tokens`` (the same values as worker/drift/dimensions.py) and ``*=*`` (the segment's
-whole traffic). The window's counts and the cursor are written in one transaction, so a window
+``input_tokens`` (read as worker/drift/dimensions.py reads a judged trace, of every generation;
+no bucket without the server's token counts) and ``*=*`` (the segment's whole traffic). Traces
+ingested after their window was counted (``LAG_S``) are not; a generation counts with a root
+listed in the same window. The window's counts and the cursor are written in one transaction, so a window
 counts once; a window is at most ``MAX_WINDOW_S`` and ends ``LAG_S`` before now (ingestion
 lag). Kept ``KEEP_DAYS``. The scheduler runs ``catch_up`` with the detector, a day of traffic a
 tick at most (worker/fleet/scheduler.py); ``drift --once`` runs it to the end.
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -33,10 +34,11 @@ import redis
 from langfuse.api import LangfuseAPI
 
 from worker.drift.contribution import segments
-from worker.drift.dimensions import MAX_VALUE_CHARS, token_bucket
+from worker.drift.dimensions import MAX_VALUE_CHARS, generation_dims
 from worker.json_types import JSONDict
 from worker.langfuse_io.observations import walk_v2_plain
 from worker.langfuse_io.ordering import as_datetime
+from worker.langfuse_io.steps import step_of, text_or_none
 
 PREFIX = "tracejudge:signals:"
 CURSOR = PREFIX + "cursor"
@@ -110,9 +112,9 @@ def tally(roots: Iterable[JSONDict], generations: Mapping[str, list[JSONDict]]) 
         start = as_datetime(root.get("startTime"))
         if start is None:
             continue
-        gens = generations.get(root["traceId"], [])
+        gens = [step_of(g) for g in generations.get(root["traceId"], [])]
         dims = _dims(root, gens)
-        figures = {"n": 1.0, "out": sum(_tokens(g, "output") for g in gens),
+        figures = {"n": 1.0, "out": float(sum(g["output_tokens"] or 0 for g in gens)),
                    "lat": _latency_ms(root), "err": float(any(o.get("level") == "ERROR" for o in [root, *gens]))}
         hour = int(start.timestamp() // 3600 * 3600)
         metadata = root.get("metadata")
@@ -125,9 +127,10 @@ def tally(roots: Iterable[JSONDict], generations: Mapping[str, list[JSONDict]]) 
 
 
 def read(client: redis.Redis, segment: str, item: tuple[str, str], since: float, until: float) -> Totals:
-    """A slice's sums over the hours that start in [since, until)."""
+    """A slice's sums over the hours that lie wholly in [since, until]: the hour a start falls in
+    is on neither side of it (pass ``until`` an hour past now to include the current hour)."""
     totals = Totals()
-    hours = range(int(since // 3600 * 3600), int(until), 3600)
+    hours = range(-int(-since // 3600) * 3600, int(until) - 3600 + 1, 3600)
     pipe = client.pipeline()
     for hour in hours:
         pipe.hmget(f"{PREFIX}{segment}:{hour}", [f"{item[0]}={item[1]}|{f}" for f in FIELDS])
@@ -151,29 +154,14 @@ def compare(before: Totals, after: Totals) -> str | None:
 
 
 def _dims(root: JSONDict, gens: list[JSONDict]) -> dict[str, str]:
-    dims: dict[str, str] = {}
-    prompts = sorted({f"{g['promptName']}@{g.get('promptVersion')}" if g.get("promptVersion") is not None
-                      else str(g["promptName"]) for g in gens if g.get("promptName")})
-    if prompts:
-        dims["prompt"] = "+".join(prompts)
+    """The trace's slice values, as worker/drift/dimensions.py reads a judged trace's (of every
+    generation: a rubric's named steps are not known here)."""
+    dims = generation_dims(gens)
     for name in ("release", "version", "environment"):
-        value = root.get(name)
-        if isinstance(value, str) and value:
-            dims[name] = value
-    models = sorted({str(g.get("model") or g.get("providedModelName")) for g in gens
-                     if g.get("model") or g.get("providedModelName")})
-    if models:
-        dims["model"] = "+".join(models)
-    if gens:
-        dims["input_tokens"] = token_bucket(sum(_tokens(g, "input") for g in gens))
-    return {k: v[:MAX_VALUE_CHARS] for k, v in dims.items()}
-
-
-def _tokens(g: JSONDict, kind: str) -> float:
-    usage = g.get("usageDetails")
-    value = usage.get(kind) if isinstance(usage, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        else 0.0
+        text = text_or_none(root.get(name))
+        if text:
+            dims[name] = text[:MAX_VALUE_CHARS]
+    return dims
 
 
 def _latency_ms(root: JSONDict) -> float:

@@ -8,7 +8,14 @@ seen per cell (issue 27, items 1 and 2). Written by ``DriftContribution.apply``
         are trimmed as scores arrive
     tracejudge:slices:first:<cell>                          zset  "<dimension>=<value>" -> the
         earliest trace epoch a score of the cell had it (ZADD LT); a prompt version, release,
-        version or judged model (EVENT_DIMENSIONS); the newest FIRST_MAX kept
+        version or judged model (EVENT_DIMENSIONS), each prompt and model of a combination apart
+    tracejudge:slices:last:<cell>                           zset  the same values -> the latest
+        trace epoch (ZADD GT): the daily sweep (``forget_unused``) drops values unseen for
+        KEEP_SECONDS and keeps the FIRST_MAX most recently seen, so a long-standing value is
+        never mistaken for a new one
+
+The log is trimmed to LOG_DAYS against the clock and expires a day after its last write; the
+first-seen keys expire KEEP_SECONDS after their last write.
 
 A bounded log rather than per-slice aggregates: a slice search needs the scores on both sides
 of the start the detector pins (to the second, not to a bucket), of single values and of pairs,
@@ -20,16 +27,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Mapping
+from typing import cast
 
 import redis
 from redis.client import Pipeline
 
 LOG = "tracejudge:slices:"
 FIRST = "tracejudge:slices:first:"
+LAST = "tracejudge:slices:last:"
 LOG_DAYS = 21  # the before window (7 days) and two weeks of an open incident
 LOG_MAX = 60_000  # per rubric version × judge model
-FIRST_MAX = 500  # first-seen values kept per cell
+FIRST_MAX = 500  # first-seen values kept per cell, the most recently seen
+KEEP_SECONDS = 120 * 86400  # a value not seen this long is forgotten (as cell-days are)
 EVENT_DIMENSIONS = ("prompt", "release", "version", "model")  # a value first seen in a cell is a change event
 
 
@@ -53,21 +64,42 @@ class Entry:
 
 
 def write(pipe: Pipeline, cells: tuple[str, ...], epoch: float, member: str, observation_id: str,
-          points: float, dims: Mapping[str, str]) -> None:
-    """Queue one score's entry and its first-seen updates on ``pipe`` (MULTI mode)."""
-    if not cells or not dims:
+          points: float, dims: Mapping[str, str], now: float | None = None) -> None:
+    """Queue one score's entry and its first-seen updates on ``pipe`` (MULTI mode). Trace times
+    are the client's: the window is trimmed against ``now`` (default: the clock), never against a
+    trace dated in the future, and an entry dated more than a day ahead is not kept."""
+    now = time.time() if now is None else now
+    if not cells or not dims or epoch > now + 86400:
         return
     key = log_key(cells[0])
     entry = json.dumps({"m": member, "o": observation_id, "x": points, "g": [segment_of(c) for c in cells],
                         "d": dict(sorted(dims.items()))}, ensure_ascii=False, separators=(",", ":"))
     pipe.zadd(key, {entry: epoch})
-    pipe.zremrangebyscore(key, "-inf", f"({epoch - LOG_DAYS * 86400}")
+    pipe.zremrangebyscore(key, "-inf", f"({now - LOG_DAYS * 86400}")
     pipe.zremrangebyrank(key, 0, -LOG_MAX - 1)
-    events = {f"{d}={v}": epoch for d, v in dims.items() if d in EVENT_DIMENSIONS}
-    if events:
+    pipe.expire(key, (LOG_DAYS + 1) * 86400)  # a retired rubric version's log goes by itself
+    # Each prompt and model a trace combines is its own value: a new mix is not a new version.
+    seen = {f"{d}={part}": epoch for d, v in dims.items() if d in EVENT_DIMENSIONS for part in v.split("+")}
+    if seen:
         for cell in cells:
-            pipe.zadd(FIRST + cell, events, lt=True)
-            pipe.zremrangebyrank(FIRST + cell, 0, -FIRST_MAX - 1)
+            pipe.zadd(FIRST + cell, seen, lt=True)
+            pipe.zadd(LAST + cell, seen, gt=True)
+            pipe.expire(FIRST + cell, KEEP_SECONDS)
+            pipe.expire(LAST + cell, KEEP_SECONDS)
+
+
+def forget_unused(client: redis.Redis, cell: str, now: float) -> int:
+    """Drop the values the cell has not seen for ``KEEP_SECONDS`` (seen again later, a value is
+    then a change again), and beyond ``FIRST_MAX`` the least recently seen: the daily sweep."""
+    # redis-py types these replies as one union for every decode_responses: ours are bytes.
+    stale = cast(list[bytes], client.zrangebyscore(LAST + cell, "-inf", now - KEEP_SECONDS))
+    extra = max(0, client.zcard(LAST + cell) - len(stale) - FIRST_MAX)
+    if extra:
+        stale += cast(list[bytes], client.zrange(LAST + cell, len(stale), len(stale) + extra - 1))
+    if stale:
+        client.zrem(FIRST + cell, *stale)
+        client.zrem(LAST + cell, *stale)
+    return len(stale)
 
 
 def read(client: redis.Redis, cell: str, since: float, until: float = float("inf")) -> list[Entry]:

@@ -181,15 +181,15 @@ def run_fleet_scheduler(sampler: Sampler, rt: Runtime, stop: threading.Event) ->
         confirm_due(rt)  # the worker processes read back too; whoever holds the read-back lease does
 
     def detect_tick() -> None:  # every few minutes: the sequential detector pages a drop with when it began
-        try:  # every trace's signals first, for the causes (a day of traffic a tick at most)
-            signals.catch_up(rt.langfuse, sampler.client, time.time(), max_windows=4)
-        except Exception:  # boundary: the causes then lack the signals; the next tick catches up
-            log.exception("counting every trace's signals failed; the next detection tick catches up")
         _, alerts = run_detection(settings, {r.key: r for r in sampler.rubrics}, sampler.client,
                                   trace_linker(settings), sinks=rt.sinks)
         if alerts:
             outbox.deliver(sampler.client, rt.sinks)
             logging.getLogger("tracejudge.drift").info("quality drop detected", extra={"new_alerts": len(alerts)})
+        try:  # then every trace's signals, for the causes (a day of traffic a tick at most)
+            signals.catch_up(rt.langfuse, sampler.client, time.time(), max_windows=4)
+        except Exception:  # boundary: the causes lack the newest signals; the next tick catches up
+            log.exception("counting every trace's signals failed; the next detection tick catches up")
 
     def review() -> None:  # the human-review loop: never raises, a failed step is redone next time
         summary = review_tick(rt)

@@ -48,7 +48,12 @@ def finish_scored(rt: Runtime, rubric: Rubric, job: Prepared, verdict: Verdict, 
     so a retry finishes from it and never pays the judge again."""
     cost = judge_cost(rubric, usage, batch=batch)
     # A power-aware rubric's score says how its trace was sampled (its weight in the drift means).
-    sampling = inclusion_log.score_metadata(rt.redis, rubric, job.trace_id, job.metadata, rt.settings.sample_rate)
+    try:
+        sampling = inclusion_log.score_metadata(rt.redis, rubric, job.trace_id, job.metadata, rt.settings.sample_rate)
+    except Exception:  # boundary: the verdict is paid for; it counts unweighted rather than be judged again
+        log.exception("a power-aware score's sampling record could not be read; it counts unweighted",
+                      extra={"score_id": job.score_id})
+        sampling = {}
     if sampling:
         job = dataclasses.replace(job, facts=job.facts.with_metadata(**sampling))
     body = score_body(job, rubric, verdict, usage, cost, calls, repaired, batch=batch)

@@ -31,6 +31,7 @@ from worker.judging.finish import PENDING_WRITE, account, finish_scored, finish_
 from worker.judging.outcome import ObservationTarget, Outcome, Prepared, ScoreFacts, SessionTarget, Tally
 from worker.judging.prompt import render, render_repair
 from worker.judging.session_view import has_tool_calls, session_facts, view_for
+from worker.judging.redaction import redact
 from worker.judging.variables import Hygiene, map_variables, observation_names
 from worker.judging.verdict import Verdict, parse_verdict
 from worker.langfuse_io.scores import score_id_for, valid_environment
@@ -127,11 +128,24 @@ def prepare(rt: Runtime, rubric: Rubric, trace: Trace, score_id: str) -> Prepare
         sampled_by_quota=quota_scope(rubric, trace.id, rt.settings.sample_rate) is not None)
     metadata = dict(trace.metadata)
     if rubric.target != "session":  # the slices attribution reads (a session has none of its own)
-        metadata[SLICES_KEY] = dict(dimensions_of(trace, rubric, observation_names(rubric)))
+        metadata[SLICES_KEY] = dict(_slices(trace, rubric, redact_pii=rt.settings.redact_pii))
     if rubric.target == "session":
         metadata["session_id"] = trace.session_id  # the drift aggregates' member for the session
         return Prepared(score_id, None, rubric.key, request, facts, metadata, trace.timestamp)
     return Prepared(score_id, trace.id, rubric.key, request, facts, metadata, trace.timestamp)
+
+
+def _slices(trace: Trace, rubric: Rubric, *, redact_pii: bool) -> dict[str, str]:
+    """The trace's slices (worker/drift/dimensions.py), metadata values redacted as the judge's
+    input is; a trace whose slices cannot be read is judged without them (logged)."""
+    try:
+        dims = dimensions_of(trace, rubric, observation_names(rubric))
+    except Exception:  # boundary: slices serve attribution; they never cost a score
+        log.exception("a trace's slices could not be read; it is judged without them", extra={"trace_id": trace.id})
+        return {}
+    if redact_pii:
+        dims = {k: redact(v)[0] if k.startswith("meta.") else v for k, v in dims.items()}
+    return dims
 
 
 def batch_item(job: Prepared, judge: Judge) -> Item:

@@ -124,7 +124,9 @@ def trace_to_json(trace: Trace) -> bytes:
 
 
 def trace_from_json(raw: bytes) -> Trace:
-    data = json.loads(raw)
+    """``trace_to_json``'s form back; fields another release added are left out (a rolling deploy)."""
+    fields = {f.name for f in dataclasses.fields(Trace)}
+    data = {k: v for k, v in json.loads(raw).items() if k in fields}
     data["timestamp"] = dt.datetime.fromisoformat(data["timestamp"]) if data["timestamp"] else None
     data["models"] = tuple(data["models"]) if data["models"] is not None else None
     return Trace(**data)
