@@ -199,11 +199,6 @@ def _save_incident(client: redis.Redis, cell: str, incident: IncidentRecord | No
     client.set(STATE + cell, json.dumps(blob))
 
 
-def mark_sent(client: redis.Redis, cell: str) -> None:
-    """The incident's alert is in the outbox: a later check does not enqueue it again."""
-    update_incident(client, cell, sent=True)
-
-
 def open_incident(client: redis.Redis, cell: str) -> IncidentRecord | None:
     """The cell's open incident, read-only (None: none open, or never checked)."""
     blob = _load(client.get(STATE + cell))
