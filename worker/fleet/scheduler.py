@@ -187,7 +187,7 @@ def run_fleet_scheduler(sampler: Sampler, rt: Runtime, stop: threading.Event) ->
             outbox.deliver(sampler.client, rt.sinks)
             logging.getLogger("tracejudge.drift").info("quality drop detected", extra={"new_alerts": len(alerts)})
         try:  # then every trace's signals, for the causes (a day of traffic a tick at most)
-            signals.catch_up(rt.langfuse, sampler.client, time.time(), max_windows=4)
+            signals.catch_up(rt.langfuse, sampler.client, time.time(), max_windows=12)
         except Exception:  # boundary: the causes lack the newest signals; the next tick catches up
             log.exception("counting every trace's signals failed; the next detection tick catches up")
 
