@@ -31,9 +31,9 @@ def cause(which: str | None, as_json: bool, to_dataset: bool) -> None:
 
     WHICH is a cell (rubric|v<version>|<judge model>|<segment>), an incident id, or any text
     that picks one paged incident (e.g. "tenant=acme"; a parent cell a narrower one explains is
-    not paged). Without it, every open incident and its
-    cause in one line. The cause is the one the last detector check found (`drift --once`, the
-    scheduler); an incident whose cause is not yet known is searched again here."""
+    not paged). Without it, every open incident and its cause in one line. The cause is the one
+    the last detector check found (`drift --once`, the scheduler); an incident whose cause is
+    not yet known is searched again here."""
     from worker.drift.aggregates import CELLS
     from worker.drift.cause import find_cause
     from worker.drift.detection import open_incident
