@@ -33,7 +33,7 @@ from worker.drift.attribution import (Attribution, CellData, ChangeEvent, EventF
 from worker.drift.cause_records import CauseRecord, EventJSON, ExampleJSON, NamedSliceJSON
 from worker.drift.records import IncidentRecord
 from worker.drift.slice_log import EVENT_DIMENSIONS, Entry
-from worker.langfuse_io.ordering import as_datetime
+from worker.langfuse_io.ordering import epoch_of
 
 BEFORE_DAYS = 7
 TOP_K = 12  # values kept per dimension; the rest are "other"
@@ -46,7 +46,7 @@ OTHER = "other"
 def find_cause(client: redis.Redis, cell: str, incident: IncidentRecord, now: float) -> CauseRecord:
     """The incident's cause from the cell's slice log, as of ``now`` (see the module doc)."""
     started = float(incident["started_epoch"])
-    lo, hi = (_epoch(x) for x in incident["started_between"])
+    lo, hi = (epoch_of(x) for x in incident["started_between"])
     entries = slice_log.read(client, cell, started - BEFORE_DAYS * 86400, now)
     segment = slice_log.segment_of(cell)
     found = cause_of(entries, slice_log.first_seen(client, cell), segment, started, (lo, hi), now)
@@ -229,13 +229,6 @@ def _event_json(f: EventFinding) -> EventJSON:
             "old_mean": None if f.old_mean is None else round(f.old_mean, 1),
             "new_mean": None if f.new_mean is None else round(f.new_mean, 1), "old_n": f.old_n, "new_n": f.new_n,
             "same_days": f.same_days, "share_of_drop": round(f.share_of_drop, 3)}
-
-
-def _epoch(iso: str) -> float:
-    moment = as_datetime(iso)
-    if moment is None:
-        raise ValueError(f"not a time: {iso!r}")
-    return moment.timestamp()
 
 
 def _iso(epoch: float) -> str:

@@ -22,7 +22,7 @@ from worker.drift.cause_records import ExampleJSON
 from worker.drift.detection import budget_cell_years, check_cells, update_incident
 from worker.drift.records import CellDetection
 from worker.jobs import format_rubric_key
-from worker.langfuse_io.ordering import as_datetime
+from worker.langfuse_io.ordering import epoch_of
 from worker.redis_client import as_text
 from worker.rubrics.rubric import Rubric
 from worker.settings import Settings
@@ -97,11 +97,6 @@ def drop_alert(client: redis.Redis, detection: CellDetection, rubric: Rubric,
         examples_after=links(cause["after"] if cause else []), examples_before=links(cause["before"] if cause else []))
 
 
-def _epoch(iso: str) -> float:
-    moment = as_datetime(iso)
-    return moment.timestamp() if moment is not None else 0.0
-
-
 def _short(iso: str) -> str:
     moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
     return moment.strftime("%a %H:%M")
@@ -162,7 +157,7 @@ def _attribute(client: redis.Redis, det: CellDetection, now: float) -> bool:
     assert inc is not None
     cause = inc.get("cause")
     if cause is None or (cause["status"] == "unknown"
-                         and now - _epoch(cause["computed_at"]) >= ATTRIBUTE_EVERY_SECONDS):
+                         and now - epoch_of(cause["computed_at"]) >= ATTRIBUTE_EVERY_SECONDS):
         try:
             cause = find_cause(client, det.cell, inc, now)
         except Exception:  # boundary: the page goes out without its cause, searched again next check

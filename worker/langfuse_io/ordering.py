@@ -45,3 +45,11 @@ def as_datetime(value: object) -> dt.datetime | None:
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
     return None
+
+
+def epoch_of(iso: str) -> float:
+    """Epoch seconds of an ISO 8601 time we wrote (``as_datetime``); ValueError for anything else."""
+    moment = as_datetime(iso)
+    if moment is None:
+        raise ValueError(f"not a time: {iso!r}")
+    return moment.timestamp()
