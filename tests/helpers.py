@@ -134,6 +134,16 @@ def roots(observations: list[dict]) -> list[dict]:
     return [o for o in observations if o.get("isRootObservation") or not o.get("parentObservationId")]
 
 
+def halves(observations: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The seed split near its middle at a trace's edge: a cut through a trace would load its
+    retrieval span only with the second half, after the first pass judged it without one (a late
+    observation, which is not what the tests that load in two halves are about)."""
+    half = len(observations) // 2
+    while 0 < half < len(observations) and observations[half]["traceId"] == observations[half - 1]["traceId"]:
+        half += 1
+    return observations[:half], observations[half:]
+
+
 def expected_pairs(observations: list[dict], rate: float) -> set[tuple[str, str]]:
     """(trace id, rubric name) the contract selects from a seed, computed independently."""
     with_retrieval = {o["traceId"] for o in observations if o.get("name") == "retrieval"}

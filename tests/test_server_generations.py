@@ -79,15 +79,15 @@ def test_every_generation_scores_exactly_the_traces_the_contract_selects(setting
 def test_upgrading_a_v3_server_to_events_only_while_the_fleet_runs_loses_no_trace(settings, runtime, broker,
                                                                                   redis_client, langfuse_emu):
     observations = generate(300, include_malformed=False, seed=5)
-    half = len(observations) // 2
+    first, second = halves(observations)
     rated = dataclasses.replace(settings, sample_rate=RATE)
     sampler = sampler_for(rated, runtime, broker)  # one sampler and one worker runtime throughout
-    langfuse_emu.load_observations(observations[:half])
+    langfuse_emu.load_observations(first)
     sampler.run_pass(*whole_window())
     drain(broker, redis_client)
     assert runtime.traces.generation.uses_legacy and sampler.source.generation.uses_legacy
     langfuse_emu.set_generation("v4-events")  # legacy reads answer 404 from now on
-    langfuse_emu.load_observations(observations[half:])
+    langfuse_emu.load_observations(second)
     sampler.run_pass(*whole_window())
     drain(broker, redis_client)
     assert set(score_pairs(langfuse_emu.scores())) == expected_pairs(observations, RATE)

@@ -188,18 +188,18 @@ def test_with_a_config_archived_while_the_fleet_runs_every_trace_ends_with_one_s
     import dataclasses
 
     from emulators.seed import generate
-    from tests.helpers import drain, expected_pairs, sampler_for, score_pairs, whole_window
+    from tests.helpers import drain, expected_pairs, halves, sampler_for, score_pairs, whole_window
 
     langfuse_emu.set_modes(generation=generation, score_checks="async")
     observations = generate(600, include_malformed=False, seed=11)
-    half = len(observations) // 2
+    first, second = halves(observations)
     rated = dataclasses.replace(settings, sample_rate=0.2)
-    langfuse_emu.load_observations(observations[:half])
+    langfuse_emu.load_observations(first)
     sampler_for(rated, runtime, broker).run_pass(*whole_window())
     drain(broker, redis_client, threads=16, confirm=False)
     for config_id in list(langfuse_emu.store.configs):  # every rubric's: which was made first is up to the threads
         langfuse_emu.archive_config(config_id)  # archived in the UI while the fleet runs
-    langfuse_emu.load_observations(observations[half:])
+    langfuse_emu.load_observations(second)
     sampler_for(rated, runtime, broker).run_pass(*whole_window())
     drain(broker, redis_client, threads=16, confirm=False)
     t = time.time()
