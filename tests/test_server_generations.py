@@ -18,6 +18,7 @@ from emulators.seed import generate
 from samplers.quota import SegmentQuota
 from samplers.selection import applies, select
 from samplers.source import LangfuseTraceSource, reads_metadata
+from samplers.traffic import TrafficCounter
 from tests.helpers import (PK, SK, drain, expected_pairs, one_trace, sampled_roots, sampler_for, score_pairs,
                            utc, whole_window)
 from worker.errors import OutputNotYetArrived, TransientError, Unscored
@@ -27,6 +28,7 @@ from worker.langfuse_io.client import build_langfuse_api
 from worker.langfuse_io.observations import ServerGeneration
 from worker.langfuse_io import traces
 from worker.langfuse_io.traces import TraceReader
+from worker.rubrics.power_spec import PowerSpec
 from worker.rubrics.rubric import AppliesTo
 
 RATE = 0.1
@@ -98,13 +100,15 @@ def test_upgrading_a_v3_server_to_events_only_while_the_fleet_runs_loses_no_trac
 
 # -- v3: the legacy list carries metadata only with `io` -------------------------------------------
 @pytest.mark.parametrize("langfuse_emu", ["v3"], indirect=True)
-def test_v3_legacy_listing_carries_the_metadata_filters_and_quotas_select_on(settings, runtime, redis_client,
+def test_v3_legacy_listing_carries_the_metadata_filters_quotas_and_targets_select_on(settings, runtime, redis_client,
                                                                              langfuse_emu):
     langfuse_emu.load_observations(one_trace("a" * 32, "Fine.") + one_trace("b" * 32, "Fine.", name="summarize"))
     helpfulness = runtime.rubrics["helpfulness@v1"]
     filtered = dataclasses.replace(helpfulness, applies_to=AppliesTo(metadata=(("feature", "summarize"),)))
     quota = dataclasses.replace(helpfulness, segment_key="tenant", min_per_segment_day=20)
-    assert reads_metadata([filtered]) and reads_metadata([quota]) and not reads_metadata([helpfulness])
+    powered = dataclasses.replace(helpfulness, power=PowerSpec(drop_points=5, within_hours=72))  # cells are segments
+    assert reads_metadata([filtered]) and reads_metadata([quota]) and reads_metadata([powered])
+    assert not reads_metadata([helpfulness])
 
     api = build_langfuse_api(settings, limited=False)
     refs = list(LangfuseTraceSource.for_rubrics(api, [filtered, quota]).iter_roots(*whole_window()))
@@ -120,6 +124,15 @@ def test_v3_legacy_listing_carries_the_metadata_filters_and_quotas_select_on(set
     # what the source read before: `core` alone, and the filters selected nothing
     lean = list(LangfuseTraceSource(api, metadata=False).iter_roots(*whole_window()))
     assert [r.metadata for r in lean] == [{}, {}] and not any(applies(filtered, r) for r in lean)
+    # a detection target alone asks for metadata too: the plan counts each trace in its own cells
+    before = len(langfuse_emu.requests())
+    counter = TrafficCounter(redis_client)
+    strata = {counter.observe(powered.key, ref.trace_id, ref.metadata, ref.timestamp)
+              for ref in LangfuseTraceSource.for_rubrics(api, [powered]).iter_roots(*whole_window())}
+    assert strata == {("all", "feature=support-chat", "tenant=acme", "feature=support-chat|tenant=acme"),
+                      ("all", "feature=summarize", "tenant=acme", "feature=summarize|tenant=acme")}
+    assert [r["query"]["fields"] for r in langfuse_emu.requests()[before:]
+            if r["path"] == "/api/public/traces"] == [["core,io"]]
 
 
 # -- detection that heals ------------------------------------------------------------------------------
