@@ -100,8 +100,8 @@ def test_upgrading_a_v3_server_to_events_only_while_the_fleet_runs_loses_no_trac
 
 # -- v3: the legacy list carries metadata only with `io` -------------------------------------------
 @pytest.mark.parametrize("langfuse_emu", ["v3"], indirect=True)
-def test_v3_legacy_listing_carries_the_metadata_filters_quotas_and_targets_select_on(settings, runtime, redis_client,
-                                                                             langfuse_emu):
+def test_v3_legacy_listing_carries_the_metadata_filters_quotas_and_targets_select_on(
+        settings, runtime, redis_client, langfuse_emu):
     langfuse_emu.load_observations(one_trace("a" * 32, "Fine.") + one_trace("b" * 32, "Fine.", name="summarize"))
     helpfulness = runtime.rubrics["helpfulness@v1"]
     filtered = dataclasses.replace(helpfulness, applies_to=AppliesTo(metadata=(("feature", "summarize"),)))
