@@ -54,3 +54,17 @@ def test_collect_lists_every_trace_once_and_read_compares_two_slices(langfuse_em
     assert text.endswith("errors 0.0% → 20.0%")
     assert signals.compare(signals.Totals(), new) is None
     assert signals.read(redis_client, "tenant=globex", ("*", "*"), since, until).n == 0
+
+
+def test_a_root_at_a_windows_end_keeps_a_generation_started_after_it(langfuse_emu, settings, redis_client):
+    now = dt.datetime.now(dt.timezone.utc)
+    redis_client.set(signals.CURSOR, repr(now.timestamp() - signals.LAG_S - signals.MAX_WINDOW_S - 3600))
+    until = now - dt.timedelta(seconds=signals.LAG_S + 3600)  # the first window's end
+    trace = observations(until + dt.timedelta(hours=3, seconds=-2), 1)  # its root 2 s before it
+    trace[1].update(startTime=(until + dt.timedelta(seconds=30)).isoformat().replace("+00:00", "Z"))
+    langfuse_emu.load_observations(trace)
+    api = build_langfuse_api(settings)
+    assert signals.collect(api, redis_client, now.timestamp()) == 1
+    assert signals.collect(api, redis_client, now.timestamp()) == 0  # the next window: its root is not there
+    got = signals.read(redis_client, "all", ("prompt", "summarize@13"), now.timestamp() - 86400, now.timestamp())
+    assert (got.n, got.out) == (1, 80)

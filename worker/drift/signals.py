@@ -17,9 +17,10 @@ tokens, level). Per trace it adds, in each of its segments and the hour of its s
 for the dimensions ``prompt``, ``release``, ``version``, ``environment``, ``model``,
 ``input_tokens`` (read as worker/drift/dimensions.py reads a judged trace, of every generation;
 no bucket without the server's token counts) and ``*=*`` (the segment's whole traffic). Traces
-ingested after their window was counted (``LAG_S``) are not; a generation counts with a root
-listed in the same window. The window's counts and the cursor are written in one transaction, so a window
-counts once; a window is at most ``MAX_WINDOW_S`` and ends ``LAG_S`` before now (ingestion
+ingested after their window was counted (``LAG_S``) are not; a generation counts with its root,
+listed up to ``LAG_S`` past the roots' window (a root at a window's end keeps its generations;
+one started later than that after its root is not counted). The window's counts and the cursor
+are written in one transaction, so a window counts once; a window is at most ``MAX_WINDOW_S`` and ends ``LAG_S`` before now (ingestion
 lag). Kept ``KEEP_DAYS``. The scheduler runs ``catch_up`` with the detector, a day of traffic a
 tick at most (worker/fleet/scheduler.py); ``drift --once`` runs it to the end.
 """
@@ -91,7 +92,8 @@ def collect(api: LangfuseAPI, client: redis.Redis, now: float) -> int | None:
     roots = {o["traceId"]: o for o in walk_v2_plain(api, {**window, "isRootObservation": "true"},
                                                     fields=ROOT_FIELDS, limit=1000) if o.get("traceId")}
     generations: dict[str, list[JSONDict]] = defaultdict(list)
-    for g in walk_v2_plain(api, {**window, "type": "GENERATION"}, fields=GENERATION_FIELDS, limit=1000):
+    spill = {**window, "toStartTime": _iso(until + LAG_S), "type": "GENERATION"}  # ends at most at now
+    for g in walk_v2_plain(api, spill, fields=GENERATION_FIELDS, limit=1000):
         if g.get("traceId") in roots:
             generations[g["traceId"]].append(g)
     counts = tally(roots.values(), generations)
