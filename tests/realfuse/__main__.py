@@ -16,7 +16,7 @@ import redis
 
 from emulators.judge_api import JudgeEmulator
 from emulators.stack import free_port, start_redis, stop, stop_group
-from tests.realfuse import fleet, progress, readback, report, server, slices, traffic
+from tests.realfuse import fleet, progress, readback, report, server, slices, targets, traffic
 from tests.realfuse.common import CLI, Failed, log
 from tests.realfuse.proxy import CountingProxy
 from worker.rubrics.rubric import load_rubrics
@@ -70,6 +70,7 @@ def run(args) -> int:
         report.figures(base, plan, expected, outcomes, found, status, proxy, waited, review_ran, seconds_up)
         problems = report.problems(expected, outcomes, found, status, review_ran, work)
         problems += slices.check(base, client, plan, run_start)
+        problems += targets.check(lf, client, expected, outcomes, status, run_start - dt.timedelta(minutes=10))
         report.verdict(problems, work)
         return 1 if problems else 0
     except Failed as exc:

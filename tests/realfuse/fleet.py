@@ -29,6 +29,11 @@ calibration:
   min_pairs: 30
 """
 SESSION_RUBRIC, SESSION_IDLE_MINUTES = "conversation_resolution", 0.5
+# the starter rubric given a detection target in the copy (power-aware sampling, issue 27)
+TARGETED = "groundedness"
+TARGET_LINES = """  detection_target: {drop_points: 5, within_hours: 72}
+  daily_budget_judged: 2000
+"""
 SETTLE_SECONDS, SAMPLE_INTERVAL = 40, 3
 # tracejudge's own Redis keys read here (the check's own Redis)
 CURSOR_KEY, REVIEW_LAST_RUN = "tracejudge:sampler:cursor", "tracejudge:review:last_run"
@@ -48,8 +53,9 @@ def environment(langfuse_url: str, redis_url: str, judge_url: str) -> dict[str, 
 
 
 def prepare_rubrics(into: Path, env: dict) -> Path:
-    """The starter rubrics with a review: section on one and a 30 s session idle time, both
-    released again in the copy's lock (``rubrics release``), checked by ``rubrics lint``."""
+    """The starter rubrics with a review: section on one, a 30 s session idle time and a
+    detection target on another, each released again in the copy's lock (``rubrics release``),
+    checked by ``rubrics lint``."""
     root = into / "rubrics"
     shutil.copytree(REPO / "rubrics", root)
     reviewed = root / REVIEWED / "v1" / "rubric.yaml"
@@ -60,12 +66,17 @@ def prepare_rubrics(into: Path, env: dict) -> Path:
     if n != 1:
         raise Failed(f"{session}: no session.idle_minutes line to shorten")
     session.write_text(text)
+    targeted = root / TARGETED / "v1" / "rubric.yaml"
+    text, n = re.subn(r"(?m)^(sampling:\n(?:  .*\n)*)", lambda m: m.group(1) + TARGET_LINES, targeted.read_text(), 1)
+    if n != 1:
+        raise Failed(f"{targeted}: no sampling: section to give a detection target")
+    targeted.write_text(text)
     lock_path = root / "rubrics.lock"
     lock = json.loads(lock_path.read_text())
-    for name in (REVIEWED, SESSION_RUBRIC):
+    for name in (REVIEWED, SESSION_RUBRIC, TARGETED):
         lock.pop(f"{name}@v1", None)
     lock_path.write_text(json.dumps(lock, indent=2) + "\n")
-    for name in (REVIEWED, SESSION_RUBRIC):
+    for name in (REVIEWED, SESSION_RUBRIC, TARGETED):
         out = subprocess.run([CLI, "rubrics", "release", f"{name}@v1", "--dir", str(root)], env=env,
                              capture_output=True, text=True)
         if out.returncode != 0:
