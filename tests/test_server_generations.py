@@ -19,7 +19,7 @@ from samplers.quota import SegmentQuota
 from samplers.selection import applies, select
 from samplers.source import LangfuseTraceSource, reads_metadata
 from samplers.traffic import TrafficCounter
-from tests.helpers import (PK, SK, drain, expected_pairs, one_trace, sampled_roots, sampler_for, score_pairs,
+from tests.helpers import (PK, SK, drain, expected_pairs, halves, one_trace, sampled_roots, sampler_for, score_pairs,
                            utc, whole_window)
 from worker.errors import OutputNotYetArrived, TransientError, Unscored
 from worker.judging.pipeline import judge_one
