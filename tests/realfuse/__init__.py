@@ -7,10 +7,11 @@ starts it unless it already answers, and runs tracejudge against it as a user wo
 - its own ``redis-server`` on a free port, the judge emulator (hosted judges stay emulated) and a
   counting reverse proxy between tracejudge and Langfuse (the real server counts no requests);
 - ``tracejudge scheduler`` and ``tracejudge worker --processes 1 --threads 8``, subprocesses of the
-  real CLI, on a copy of the starter rubrics (every target: trace, observation, session) with two
+  real CLI, on a copy of the starter rubrics (every target: trace, observation, session) with three
   changes released in the copy's lock: ``helpfulness`` gets a ``review:`` section (annotation
-  queue, calibration share, boundary verdicts, failures dataset) and ``conversation_resolution``
-  judges a session after 30 s of idleness instead of 30 minutes;
+  queue, calibration share, boundary verdicts, failures dataset), ``conversation_resolution``
+  judges a session after 30 s of idleness instead of 30 minutes, and ``groundedness`` gets a
+  detection target (power-aware sampling: its scores carry their inclusion);
 - 39 traces in over OTLP/JSON (the only way into a v4 server in its default events_only mode),
   started 8 to 22 s in the past: four features, several tenants, retrieval steps, agent runs whose
   GENERATION calls a tool, three multi-turn sessions, three of the seed's malformed answers
@@ -27,5 +28,6 @@ could not be done). Everything it started is stopped at the end, also on failure
 ``--keep-server`` leaves the Langfuse server running. Modules: ``server`` (realfuse),
 ``proxy`` (counting), ``traffic`` (traces over OTLP), ``fleet`` (rubric copy, processes, review
 tick), ``progress`` (what should end, what did), ``readback`` (Langfuse's side, the checks),
-``report`` (the figures).
+``report`` (the figures), ``slices`` and ``targets`` (what attribution and power-aware sampling
+kept).
 """
