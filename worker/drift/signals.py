@@ -21,8 +21,9 @@ ingested after their window was counted (``LAG_S``) are not; a generation counts
 listed up to ``LAG_S`` past the roots' window (a root at a window's end keeps its generations;
 one started later than that after its root is not counted). The window's counts and the cursor
 are written in one transaction, so a window counts once; a window is at most ``MAX_WINDOW_S``
-and ends ``LAG_S`` before now (ingestion lag). Kept ``KEEP_DAYS``. The scheduler runs ``catch_up`` with the detector, a day of traffic a
-tick at most (worker/fleet/scheduler.py); ``drift --once`` runs it to the end.
+and ends ``LAG_S`` before now (ingestion lag). Kept ``KEEP_DAYS``. The scheduler runs
+``catch_up`` with the detector, a day of traffic a tick at most (worker/fleet/scheduler.py);
+``drift --once`` runs it to the end.
 """
 from __future__ import annotations
 
