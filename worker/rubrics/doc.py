@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, TypeGuard
 
 import yaml
 
@@ -107,3 +107,9 @@ class RubricDoc:
             for i, item in enumerate(node.value):
                 self.lines[keys + (i,)] = item.start_mark.line + 1
                 self._index(item, keys + (i,))
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """A finite int or float (not a bool, NaN or an infinity): what a rubric's numbers must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and value not in (float("inf"), float("-inf"))

@@ -13,7 +13,7 @@ import re
 from typing import TypedDict, TypeGuard
 
 from worker.errors import ConfigError
-from worker.rubrics.doc import Keys, RubricDoc
+from worker.rubrics.doc import Keys, RubricDoc, is_number
 from worker.rubrics.power_spec import POWER_KEYS, POWER_SUBKEYS
 from worker.rubrics.review_spec import CALIBRATION_KEYS, DATASET_KEYS, FEEDBACK_KEYS, REVIEW_KEYS
 from worker.rubrics.scales import Scale
@@ -91,12 +91,6 @@ class AppliesTo:
 
 def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: object) -> TypeGuard[int | float]:
-    """A finite int or float (not a bool, NaN or an infinity)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-        and value not in (float("inf"), float("-inf"))
 
 
 def as_mapping(doc: RubricDoc, keys: tuple[str, ...], value: object) -> dict[object, object]:

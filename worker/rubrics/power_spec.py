@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import TypeGuard
 
-from worker.rubrics.doc import RubricDoc
+from worker.rubrics.doc import RubricDoc, is_number
 
 POWER_KEYS = {"detection_target", "daily_budget_judged", "priority", "boost"}
 POWER_SUBKEYS: dict[tuple[str, ...], set[str]] = {
@@ -53,11 +52,6 @@ class PowerSpec:
         return f"{self.drop_points:g} points within {self.within_hours:g} h"
 
 
-def _number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-        and value not in (float("inf"), float("-inf"))
-
-
 def parse_power(doc: RubricDoc, raw: object, target: str, usd_budget: bool) -> PowerSpec | None:
     """The power-aware fields of ``sampling`` (None without ``detection_target``); every bad
     value is an error at its line. ``usd_budget``: the rubric has ``budget.daily_usd``."""
@@ -77,12 +71,12 @@ def parse_power(doc: RubricDoc, raw: object, target: str, usd_budget: bool) -> P
         ok = False
     else:
         drop, hours = goal.get("drop_points"), goal.get("within_hours")
-        if not _number(drop) or not 0 < drop <= 100:
+        if not is_number(drop) or not 0 < drop <= 100:
             doc.error(where + ("drop_points",) if "drop_points" in goal else where,
                       "sampling.detection_target.drop_points must be a number in (0, 100]: the drop to "
                       "detect, in quality points on 0-100")
             ok = False
-        if not _number(hours) or not 0 < hours <= MAX_TARGET_HOURS:
+        if not is_number(hours) or not 0 < hours <= MAX_TARGET_HOURS:
             doc.error(where + ("within_hours",) if "within_hours" in goal else where,
                       f"sampling.detection_target.within_hours must be a number of hours in (0, {MAX_TARGET_HOURS}]")
             ok = False
@@ -90,7 +84,7 @@ def parse_power(doc: RubricDoc, raw: object, target: str, usd_budget: bool) -> P
         doc.error(where, f"sampling.detection_target applies to target: trace only (this rubric judges {target}s)")
         ok = False
     judged = section.get("daily_budget_judged")
-    if judged is not None and (not _number(judged) or judged <= 0):
+    if judged is not None and (not is_number(judged) or judged <= 0):
         doc.error(("sampling", "daily_budget_judged"),
                   "sampling.daily_budget_judged must be a positive number (judged traces a day)")
         ok, judged = False, None
@@ -102,7 +96,7 @@ def parse_power(doc: RubricDoc, raw: object, target: str, usd_budget: bool) -> P
     factor, boost_hours = _boost(doc, section.get("boost"))
     if not ok or priorities is None or factor is None or boost_hours is None:
         return None
-    assert _number(drop) and _number(hours)  # checked above (ok)
+    assert is_number(drop) and is_number(hours)  # checked above (ok)
     return PowerSpec(float(drop), float(hours), None if judged is None else float(judged), priorities,
                      factor, boost_hours)
 
@@ -119,7 +113,7 @@ def _priorities(doc: RubricDoc, raw: object) -> tuple[tuple[str, float], ...] | 
         if not isinstance(pattern, str) or not pattern:
             doc.error(("sampling", "priority"), f"sampling.priority: {pattern!r} is not a segment pattern (a string)")
             return None
-        if not _number(value):
+        if not is_number(value):
             doc.error(("sampling", "priority", pattern), f"sampling.priority.{pattern} must be a number")
             return None
         out.append((pattern, float(value)))
@@ -134,14 +128,14 @@ def _boost(doc: RubricDoc, raw: object) -> tuple[float | None, float | None]:
         return None, None
     factor, hours = raw.get("factor", DEFAULT_BOOST_FACTOR), raw.get("hours", DEFAULT_BOOST_HOURS)
     ok = True
-    if not _number(factor) or factor < 1:
+    if not is_number(factor) or factor < 1:
         doc.error(("sampling", "boost", "factor") if "factor" in raw else ("sampling", "boost"),
                   "sampling.boost.factor must be a number ≥ 1 (1: no boost)")
         ok = False
-    if not _number(hours) or hours < 0:
+    if not is_number(hours) or hours < 0:
         doc.error(("sampling", "boost", "hours") if "hours" in raw else ("sampling", "boost"),
                   "sampling.boost.hours must be a number of hours ≥ 0 (0: no boost)")
         ok = False
-    if not ok or not _number(factor) or not _number(hours):
+    if not ok or not is_number(factor) or not is_number(hours):
         return None, None
     return float(factor), float(hours)

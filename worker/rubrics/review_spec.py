@@ -22,10 +22,9 @@ maps them to quality points.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import TypeGuard
 
-from worker.rubrics.doc import Keys, RubricDoc
+from worker.rubrics.doc import Keys, RubricDoc, is_number
 from worker.rubrics.scales import Level, Scale
 
 MAX_BOTTOM_PER_WEEK = 20  # the drift aggregates keep the 20 lowest traces per cell-day
@@ -68,10 +67,6 @@ class CalibrationSpec:
     window_days: int = 28
 
 
-def _number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -99,7 +94,7 @@ def on_scale(doc: RubricDoc, keys: Keys, value: object, scale: Scale | None) -> 
         if isinstance(value, str) and value in names:
             return value
         doc.error(keys, f"{where} must be one of the labels {names}, not {value!r}")
-    elif _number(value) and scale.bounds[0] <= value <= scale.bounds[1]:
+    elif is_number(value) and scale.bounds[0] <= value <= scale.bounds[1]:
         return value
     else:
         doc.error(keys, f"{where} must be a number on the scale ({scale.describe()}), not {value!r}")
@@ -141,7 +136,7 @@ def _feedback(doc: RubricDoc, raw: object) -> FeedbackSpec | None:
     if name is None and "name" not in raw:
         doc.error(keys, "review.dataset.user_feedback needs 'name': the feedback score's name in Langfuse")
     below, values = raw.get("below"), raw.get("values") or []
-    if below is not None and not _number(below):
+    if below is not None and not is_number(below):
         doc.error(keys + ("below",), "review.dataset.user_feedback.below must be a number")
         below = None
     if not isinstance(values, list) or not all(isinstance(v, (str, bool)) for v in values):
@@ -183,7 +178,7 @@ def parse_review(doc: RubricDoc, raw: object, scale: Scale | None) -> ReviewSpec
                   "(the lowest traces kept per segment and day)")
         bottom = 0
     share = raw.get("calibration_share", 0.0)
-    if not _number(share) or not 0 <= share <= 1:
+    if not is_number(share) or not 0 <= share <= 1:
         doc.error(("review", "calibration_share"), "review.calibration_share must be a number within 0..1 "
                   "(the share of judged traces people review)")
         share = 0.0
@@ -199,7 +194,7 @@ def parse_calibration(doc: RubricDoc, raw: object) -> CalibrationSpec | None:
         doc.error(("calibration",), "calibration must be a mapping (min_kappa, min_pairs, window_days)")
         return None
     kappa = raw.get("min_kappa")
-    if kappa is not None and (not _number(kappa) or not -1 <= kappa <= 1):
+    if kappa is not None and (not is_number(kappa) or not -1 <= kappa <= 1):
         doc.error(("calibration", "min_kappa"), "calibration.min_kappa must be a number within -1..1")
         kappa = None
     pairs = raw.get("min_pairs", CalibrationSpec.min_pairs)

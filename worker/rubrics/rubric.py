@@ -25,14 +25,13 @@ from pathlib import Path
 
 from worker.errors import ConfigError
 from worker.jobs import format_rubric_key
-from worker.rubrics.doc import Problems, RubricDoc
+from worker.rubrics.doc import Problems, RubricDoc, is_number
 from worker.rubrics.fields import (
     AppliesTo,
     Owner,
     Variable,
     as_mapping,
     is_int,
-    is_number,
     parse_applies_to,
     parse_owner,
     parse_sampling,
