@@ -20,10 +20,8 @@ import redis
 
 from samplers import plan as plans
 from samplers.hashing import sample_point
-from samplers.plan import Inclusion
 from worker.drift.contribution import segments
-from worker.drift.weighting import METADATA_OWN, METADATA_P
-from worker.json_types import JSONDict
+from worker.drift.weighting import Weighting
 from worker.redis_client import as_text
 from worker.rubrics.rubric import Rubric
 
@@ -31,12 +29,12 @@ KEY = "tracejudge:inclusion:"
 TTL_SECONDS = 14 * 86400
 
 
-def record(client: redis.Redis, rubric_key: str, trace_id: str, inclusion: Inclusion) -> None:
+def record(client: redis.Redis, rubric_key: str, trace_id: str, inclusion: Weighting) -> None:
     client.set(f"{KEY}{rubric_key}:{trace_id}", json.dumps({"p": inclusion.probability, "own": list(inclusion.own)}),
                ex=TTL_SECONDS)
 
 
-def read(client: redis.Redis, rubric_key: str, trace_id: str) -> Inclusion | None:
+def read(client: redis.Redis, rubric_key: str, trace_id: str) -> Weighting | None:
     raw = client.get(f"{KEY}{rubric_key}:{trace_id}")
     if raw is None:
         return None
@@ -45,29 +43,25 @@ def read(client: redis.Redis, rubric_key: str, trace_id: str) -> Inclusion | Non
         p, own = float(data["p"]), [str(s) for s in data["own"]]
     except (ValueError, TypeError, KeyError):
         return None
-    return Inclusion(p, tuple(own)) if 0 < p <= 1 else None
+    return Weighting(p, tuple(own)) if 0 < p <= 1 else None
 
 
 def inclusion_now(client: redis.Redis, rubric: Rubric, trace_id: str, metadata: Mapping[str, object],
-                  rate_override: float | None) -> Inclusion | None:
+                  rate_override: float | None) -> Weighting | None:
     """The trace's inclusion as the sampler would decide it now (no quota: a worker cannot know
     the segment's history); None when neither the override nor the plan would have picked it
     (a quota, or a plan since changed): its probability is not known, so it gets no weight."""
-    segs = segments(metadata)
-    if rate_override is not None:
-        return Inclusion(min(1.0, rate_override), tuple(segs)) if sample_point(trace_id) < rate_override else None
-    rates = plans.trace_rates(segs, rubric.sampling_rate, plans.load(client, rubric.key))
-    found = Inclusion.of(rates, sample_point(trace_id))
+    plan = plans.load(client, rubric.key) if rate_override is None else None
+    rates = plans.trace_rates(segments(metadata), rubric.sampling_rate, plan, override=rate_override)
+    found = Weighting.of(rates, sample_point(trace_id))
     return found if found.selected else None
 
 
-def score_metadata(client: redis.Redis, rubric: Rubric, trace_id: str | None, metadata: Mapping[str, object],
-                   rate_override: float | None) -> JSONDict:
-    """What a power-aware rubric's score carries about its sampling ({} for other rubrics, and
-    for a trace whose inclusion probability is not known: it then counts unweighted)."""
+def inclusion_of(client: redis.Redis, rubric: Rubric, trace_id: str | None, metadata: Mapping[str, object],
+                 rate_override: float | None) -> Weighting | None:
+    """How a power-aware rubric's trace was sampled, for its score's metadata and weight: the
+    sampler's record, else ``inclusion_now``; None for other rubrics, and for a trace whose
+    inclusion probability is not known (it then counts unweighted)."""
     if rubric.power is None or not trace_id:
-        return {}
-    found = read(client, rubric.key, trace_id) or inclusion_now(client, rubric, trace_id, metadata, rate_override)
-    if found is None:
-        return {}
-    return {METADATA_P: found.probability, METADATA_OWN: list(found.own)}
+        return None
+    return read(client, rubric.key, trace_id) or inclusion_now(client, rubric, trace_id, metadata, rate_override)

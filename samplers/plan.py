@@ -6,7 +6,7 @@ trace gets from it (issue 27, item 4).
 A trace's cells are its drift segments; each cell's rate is the plan's (the rubric's base rate
 for a cell the plan does not know yet), raised by the per-segment quota in the quota's segment
 cells. The trace is judged when the contract's u < p, p = the max of its cells' rates: its known
-inclusion probability (samplers/inclusion.py), the weight 1/p of its score in the drift
+inclusion probability (worker/drift/weighting.py ``Weighting``), the weight 1/p of its score in the drift
 aggregates' weighted sums. The cells whose *own* rate picked it (u < rate) are those it counts
 in unweighted (n/sum/sumsq, the detector's stream): each cell's unweighted stream stays a
 uniform sample of the cell, so a boosted child never shifts its parent's plain mean either.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import redis
 
@@ -84,13 +84,7 @@ def save(client: redis.Redis, plan: RatePlan) -> None:
 
 def load(client: redis.Redis, rubric_key: str) -> RatePlan | None:
     """The rubric's plan; None when there is none (or it is of a shape this release does not read)."""
-    raw = client.get(PLAN + rubric_key)
-    if raw is None:
-        return None
-    try:
-        return RatePlan.from_json(as_text(raw))
-    except (ValueError, TypeError, KeyError):
-        return None
+    return load_all(client, [rubric_key]).get(rubric_key)
 
 
 def load_all(client: redis.Redis, rubric_keys: Iterable[str]) -> dict[str, RatePlan]:
@@ -108,9 +102,13 @@ def load_all(client: redis.Redis, rubric_keys: Iterable[str]) -> dict[str, RateP
 
 
 def trace_rates(segments: Iterable[str], base_rate: float, plan: RatePlan | None = None,
-                quota_key: str | None = None, quota_rate: float | None = None) -> dict[str, float]:
+                quota_key: str | None = None, quota_rate: float | None = None,
+                override: float | None = None) -> dict[str, float]:
     """The rate of each of a trace's cells (segment -> rate): the plan's, else ``base_rate``;
-    in the cells of the quota's segment (``quota_key=value``), at least ``quota_rate``."""
+    in the cells of the quota's segment (``quota_key=value``), at least ``quota_rate``.
+    ``override`` (TRACEJUDGE_SAMPLE_RATE): that one rate in every cell, plan and quota aside."""
+    if override is not None:
+        return dict.fromkeys(segments, min(1.0, override))
     planned = plan.rates if plan is not None else {}
     out = {}
     for segment in segments:
@@ -119,20 +117,3 @@ def trace_rates(segments: Iterable[str], base_rate: float, plan: RatePlan | None
             rate = max(rate, quota_rate)
         out[segment] = min(1.0, rate)
     return out
-
-
-@dataclasses.dataclass(frozen=True)
-class Inclusion:
-    """How a trace was picked: p, its inclusion probability, and the segments whose own rate
-    picked it (its unweighted cells)."""
-    probability: float
-    own: tuple[str, ...]
-
-    @classmethod
-    def of(cls, rates: Mapping[str, float], u: float) -> Inclusion:
-        p = min(1.0, max(rates.values(), default=0.0))
-        return cls(p, tuple(s for s, r in rates.items() if u < r))
-
-    @property
-    def selected(self) -> bool:
-        return bool(self.own)

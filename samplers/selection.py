@@ -4,11 +4,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from samplers.hashing import is_sampled, sample_point
-from samplers.plan import Inclusion, RatePlan, trace_rates
+from samplers.plan import RatePlan, trace_rates
 from samplers.quota import SegmentQuota
 from samplers.source import TraceRef
 from samplers.traffic import TrafficCounter
 from worker.drift.contribution import segments
+from worker.drift.weighting import Weighting
 from worker.rubrics.fields import metadata_text
 from worker.rubrics.rubric import Rubric
 
@@ -41,13 +42,13 @@ def select(rubrics: list[Rubric], ref: TraceRef, rate_override: float | None,
 
 def select_with_inclusion(rubrics: list[Rubric], ref: TraceRef, rate_override: float | None,
                           quota: SegmentQuota | None = None, plans: Mapping[str, RatePlan] | None = None,
-                          traffic: TrafficCounter | None = None) -> list[tuple[Rubric, Inclusion | None]]:
+                          traffic: TrafficCounter | None = None) -> list[tuple[Rubric, Weighting | None]]:
     """``select``, with how each power-aware rubric (``sampling.detection_target``) picked the
     trace: its rate is the max of its cells' rates (samplers/plan.py ``trace_rates``: the plan's,
     the base rate, the quota's), still the contract's ``u < rate``, so a raised rate only adds
     traces. Other rubrics: None, and exactly the rate they always had. ``traffic`` counts every
     trace a power-aware rubric applies to (samplers/traffic.py)."""
-    chosen: list[tuple[Rubric, Inclusion | None]] = []
+    chosen: list[tuple[Rubric, Weighting | None]] = []
     for rubric in rubrics:
         if not applies(rubric, ref):
             continue
@@ -57,13 +58,10 @@ def select_with_inclusion(rubrics: list[Rubric], ref: TraceRef, rate_override: f
                 traffic.observe(rubric.key, ref.trace_id, ref.metadata, ref.timestamp)
             if rate <= 0:
                 continue  # a rate of 0 switches the rubric off, its plan included
-            segs = segments(ref.metadata)
-            if rate_override is not None:  # TRACEJUDGE_SAMPLE_RATE: one rate for every cell
-                rates = dict.fromkeys(segs, min(1.0, rate))
-            else:
-                quota_rate = quota.rate(rubric, ref, rate) if quota is not None else None
-                rates = trace_rates(segs, rate, (plans or {}).get(rubric.key), rubric.segment_key, quota_rate)
-            found = Inclusion.of(rates, sample_point(ref.trace_id))
+            quota_rate = quota.rate(rubric, ref, rate) if quota is not None and rate_override is None else None
+            rates = trace_rates(segments(ref.metadata), rate, (plans or {}).get(rubric.key), rubric.segment_key,
+                                quota_rate, override=rate_override)
+            found = Weighting.of(rates, sample_point(ref.trace_id))
             if found.selected:
                 chosen.append((rubric, found))
             continue

@@ -14,7 +14,6 @@ import yaml
 from samplers import inclusion_log
 from samplers import plan as rate_plans
 from samplers.hashing import sample_point
-from samplers.plan import Inclusion
 from samplers.planner import changed_at, describe, plan_rubric, refresh_plans
 from samplers.selection import select, select_with_inclusion
 from samplers.source import TraceRef
@@ -235,11 +234,11 @@ def test_the_inclusion_names_p_and_the_cells_whose_own_rate_picked_it(base_rubri
     by_all = next(t for t in (f"{i:032x}" for i in range(10_000)) if sample_point(t) < 0.02)
     [(_, child)] = select_with_inclusion([rubric], _ref(by_child, "small"), None, plans={rubric.key: plan})
     [(_, both)] = select_with_inclusion([rubric], _ref(by_all, "small"), None, plans={rubric.key: plan})
-    assert child == Inclusion(0.3, ("tenant=small",))
-    assert both == Inclusion(0.3, ("all", "tenant=small"))
+    assert child == Weighting(0.3, ("tenant=small",))
+    assert both == Weighting(0.3, ("all", "tenant=small"))
     # TRACEJUDGE_SAMPLE_RATE overrides the plan: one rate, every cell its own.
     [(_, flat)] = select_with_inclusion([rubric], _ref(by_all, "small"), 0.5, plans={rubric.key: plan})
-    assert flat == Inclusion(0.5, ("all", "tenant=small"))
+    assert flat == Weighting(0.5, ("all", "tenant=small"))
     # A rate of 0 switches the rubric off, plan or not.
     assert select([dataclasses.replace(rubric, sampling_rate=0.0)], _ref(by_all, "small"), None,
                   plans={rubric.key: plan}) == []
@@ -247,13 +246,13 @@ def test_the_inclusion_names_p_and_the_cells_whose_own_rate_picked_it(base_rubri
 
 def test_the_worker_reads_the_samplers_record_and_falls_back_to_the_plan(redis_client, base_rubric):
     rubric = _power(base_rubric, rate=0.02)
-    inclusion_log.record(redis_client, rubric.key, "t-1", Inclusion(0.25, ("tenant=small",)))
-    assert inclusion_log.score_metadata(redis_client, rubric, "t-1", {"tenant": "small"}, None) == {
+    inclusion_log.record(redis_client, rubric.key, "t-1", Weighting(0.25, ("tenant=small",)))
+    assert inclusion_log.inclusion_of(redis_client, rubric, "t-1", {"tenant": "small"}, None).as_metadata() == {
         "inclusion_probability": 0.25, "sampled_in": ["tenant=small"]}
     rate_plans.save(redis_client, _plan_with(rubric, {"all": 0.02, "tenant=small": 1.0}))
-    fallback = inclusion_log.score_metadata(redis_client, rubric, "t-2", {"tenant": "small"}, None)
+    fallback = inclusion_log.inclusion_of(redis_client, rubric, "t-2", {"tenant": "small"}, None).as_metadata()
     assert fallback["inclusion_probability"] == 1.0 and "tenant=small" in fallback["sampled_in"]
-    assert inclusion_log.score_metadata(redis_client, base_rubric, "t-1", {}, None) == {}
+    assert inclusion_log.inclusion_of(redis_client, base_rubric, "t-1", {}, None) is None
 
 
 # --- weighted aggregates ---------------------------------------------------------------------------
@@ -278,7 +277,7 @@ def test_a_boosted_child_does_not_bias_its_parents_weighted_mean(redis_client, b
         trace = f"{i:032x}"
         score = (40.0 if tenant == "small" else 80.0) + 20 * (sample_point("x" + trace) - 0.5)
         truth.append(score)
-        inclusion = Inclusion.of(rates[tenant], sample_point(trace))
+        inclusion = Weighting.of(rates[tenant], sample_point(trace))
         if not inclusion.selected:
             continue
         judged.append(score)

@@ -47,13 +47,28 @@ METADATA_P, METADATA_OWN = "inclusion_probability", "sampled_in"
 @dataclasses.dataclass(frozen=True)
 class Weighting:
     """How a power-aware rubric's trace was sampled: ``probability`` p, its inclusion probability
-    (the max of its cells' rates), and ``own``, the segments whose own rate picked it. It counts
+    (the max of its cells' rates), and ``own``, the segments whose own rate picked it. The sampler
+    decides it (``of``, samplers/selection.py), the score carries it (``as_metadata``), and the
+    drift contribution reads it back (``from_metadata``). It counts
     unweighted (n/sum/sumsq, the bottom lists, the detector's stream) in its ``own`` cells only,
     so each cell's plain stream stays a uniform sample of the cell at the cell's own rate, and in
     the weighted sums (w = 1/p) of every cell, where a boosted or quota-picked trace is unbiased
     (Hájek) in its parents too. ``only_key`` (the quota's rule) is its special case."""
     probability: float
     own: tuple[str, ...]
+
+    @classmethod
+    def of(cls, rates: Mapping[str, float], u: float) -> Weighting:
+        """A trace's, from its cells' rates (segment -> rate) and its sampling point ``u``."""
+        p = min(1.0, max(rates.values(), default=0.0))
+        return cls(p, tuple(s for s, r in rates.items() if u < r))
+
+    @property
+    def selected(self) -> bool:
+        return bool(self.own)
+
+    def as_metadata(self) -> dict[str, float | list[str]]:
+        return {METADATA_P: self.probability, METADATA_OWN: list(self.own)}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, object]) -> Weighting | None:

@@ -48,14 +48,9 @@ def finish_scored(rt: Runtime, rubric: Rubric, job: Prepared, verdict: Verdict, 
     so a retry finishes from it and never pays the judge again."""
     cost = judge_cost(rubric, usage, batch=batch)
     # A power-aware rubric's score says how its trace was sampled (its weight in the drift means).
-    try:
-        sampling = inclusion_log.score_metadata(rt.redis, rubric, job.trace_id, job.metadata, rt.settings.sample_rate)
-    except Exception:  # boundary: the verdict is paid for; it counts unweighted rather than be judged again
-        log.exception("a power-aware score's sampling record could not be read; it counts unweighted",
-                      extra={"score_id": job.score_id})
-        sampling = {}
-    if sampling:
-        job = dataclasses.replace(job, facts=job.facts.with_metadata(**sampling))
+    sampling = _inclusion(rt, rubric, job.trace_id, job.metadata, job.score_id)
+    if sampling is not None:
+        job = dataclasses.replace(job, facts=job.facts.with_metadata(**sampling.as_metadata()))
     body = score_body(job, rubric, verdict, usage, cost, calls, repaired, batch=batch)
     pending = {"body": body, "usage": dataclasses.asdict(usage), "calls": calls, "cost": str(cost),
                "metadata": job.metadata, "timestamp": job.timestamp.isoformat() if job.timestamp else None,
@@ -90,6 +85,19 @@ def write_and_count(rt: Runtime, rubric: Rubric, score_id: str, pending: dict[st
     return account(rt, rubric, outcome, started)
 
 
+def _inclusion(rt: Runtime, rubric: Rubric, trace_id: str | None, metadata: dict[str, Any],
+               score_id: str) -> Weighting | None:
+    """How a power-aware rubric's trace was sampled (samplers/inclusion_log.py); None for other
+    rubrics, and when it cannot be read: the judge is paid for, so the trace counts unweighted
+    rather than be judged again."""
+    try:
+        return inclusion_log.inclusion_of(rt.redis, rubric, trace_id, metadata, rt.settings.sample_rate)
+    except Exception:  # boundary: see above
+        log.exception("a power-aware score's sampling record could not be read; it counts unweighted",
+                      extra={"score_id": score_id})
+        return None
+
+
 def finish_unscored(rt: Runtime, rubric: Rubric, score_id: str, subject: AnySubject, exc: Unscored,
                     usage: Usage, calls: int, metadata: dict[str, Any], timestamp: dt.datetime | None, *,
                     batch: bool = False, started: float | None = None) -> Outcome:
@@ -97,10 +105,9 @@ def finish_unscored(rt: Runtime, rubric: Rubric, score_id: str, subject: AnySubj
     for a session the job's argument (``str(subject)``)."""
     trace_id = subject.trace_id or str(subject)
     cost = judge_cost(rubric, usage, batch=batch)
-    sampling = inclusion_log.score_metadata(rt.redis, rubric, subject.trace_id, metadata, rt.settings.sample_rate)
     extra = None if exc.reason == "not_applicable" else UnscoredContribution.of_trace(
         rubric, metadata, timestamp, exc.reason, quota_scope(rubric, trace_id, rt.settings.sample_rate),
-        Weighting.from_metadata(sampling))
+        _inclusion(rt, rubric, subject.trace_id, metadata, score_id))
     rt.outcomes.unscored(score_id, rubric.key, trace_id, exc.reason, exc.detail, usage, cost, calls, extra)
     log.info("unscored", extra={"trace_id": trace_id, "rubric": rubric.key, "reason": exc.reason,
                                 "detail": exc.detail[:200]})
