@@ -19,7 +19,6 @@ the log, which holds the scores confirmed since slices were recorded: the detect
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import itertools
 import statistics
 from collections import Counter
@@ -33,7 +32,7 @@ from worker.drift.attribution import (Attribution, CellData, ChangeEvent, EventF
 from worker.drift.cause_records import CauseRecord, EventJSON, ExampleJSON, NamedSliceJSON
 from worker.drift.records import IncidentRecord
 from worker.drift.slice_log import EVENT_DIMENSIONS, Entry
-from worker.langfuse_io.ordering import epoch_of
+from worker.langfuse_io.ordering import epoch_of, iso_of
 
 BEFORE_DAYS = 7
 TOP_K = 12  # values kept per dimension; the rest are "other"
@@ -111,7 +110,7 @@ def cause_of(entries: list[Entry], first: Mapping[tuple[str, str], float], segme
     return {"status": found.status, "reason": found.reason, "lines": describe(found),
             "slices": [_named_json(s) for s in found.slices], "events": [_event_json(f) for f in found.events],
             "after": after, "before": before, "n_before": found.n_before, "n_after": found.n_after,
-            "computed_at": _iso(now), "signals": []}
+            "computed_at": iso_of(now), "signals": []}
 
 
 def _dims(e: Entry, fixed: set[str]) -> dict[str, str]:
@@ -213,7 +212,7 @@ def _matches(dims: Mapping[str, str], items: Iterable[Item]) -> bool:
 
 def _example(e: Entry) -> ExampleJSON:
     return {"trace_id": e.member, "observation_id": e.observation_id, "points": round(e.points, 1),
-            "at": _iso(e.epoch)}
+            "at": iso_of(e.epoch)}
 
 
 def _named_json(s: NamedSlice) -> NamedSliceJSON:
@@ -225,12 +224,7 @@ def _named_json(s: NamedSlice) -> NamedSliceJSON:
 
 def _event_json(f: EventFinding) -> EventJSON:
     e = f.event
-    return {"dimension": e.dimension, "value": e.value, "previous": f.old_value, "first_seen": _iso(e.first_seen),
+    return {"dimension": e.dimension, "value": e.value, "previous": f.old_value, "first_seen": iso_of(e.first_seen),
             "old_mean": None if f.old_mean is None else round(f.old_mean, 1),
             "new_mean": None if f.new_mean is None else round(f.new_mean, 1), "old_n": f.old_n, "new_n": f.new_n,
             "same_days": f.same_days, "share_of_drop": round(f.share_of_drop, 3)}
-
-
-def _iso(epoch: float) -> str:
-    """Seconds, as the incident's own times are (worker/drift/detection.py)."""
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

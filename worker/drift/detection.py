@@ -43,6 +43,7 @@ from worker.drift import sequential as seq
 from worker.drift.explain import explain
 from worker.drift.records import CellDetection, IncidentRecord, PinnedFields
 from worker.json_types import JSONDict
+from worker.langfuse_io.ordering import iso_of
 from worker.redis_client import as_text
 
 log = logging.getLogger("tracejudge.drift")
@@ -160,7 +161,7 @@ def _incident(cell: str, pinned: incidents.Incident, d: seq.Design, reference: s
               now: float) -> IncidentRecord:
     incident_id = hashlib.sha256(f"{cell}|{pinned.detected_at}".encode()).hexdigest()[:20]
     f = _pinned_fields(pinned, d)
-    return {"incident_id": incident_id, "alerted_at": _iso(now), "sent": False,
+    return {"incident_id": incident_id, "alerted_at": iso_of(now), "sent": False,
             "started_epoch": f["started_epoch"], "started_at": f["started_at"],
             "started_between": f["started_between"], "detected_at": f["detected_at"],
             "effect_points": f["effect_points"], "effect_interval": f["effect_interval"], "n_after": f["n_after"],
@@ -170,9 +171,9 @@ def _incident(cell: str, pinned: incidents.Incident, d: seq.Design, reference: s
 
 
 def _pinned_fields(pinned: incidents.Incident, d: seq.Design) -> PinnedFields:
-    return {"started_epoch": pinned.started_at, "started_at": _iso(pinned.started_at),
-            "started_between": [_iso(pinned.started_between[0]), _iso(pinned.started_between[1])],
-            "detected_at": _iso(pinned.detected_at),
+    return {"started_epoch": pinned.started_at, "started_at": iso_of(pinned.started_at),
+            "started_between": [iso_of(pinned.started_between[0]), iso_of(pinned.started_between[1])],
+            "detected_at": iso_of(pinned.detected_at),
             "effect_points": round(pinned.effect_points, 2),
             "effect_interval": [round(pinned.effect_interval[0], 2), round(pinned.effect_interval[1], 2)],
             "n_after": pinned.n_after, "drop_threshold": d.drop}
@@ -268,8 +269,6 @@ def _history_json(history: incidents.History) -> JSONDict:
     return {"fine": history.fine, "coarse": history.coarse, "newest": history.newest}
 
 
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def describe(client: redis.Redis, cell: str) -> tuple[str | None, str]:

@@ -28,7 +28,6 @@ and ends ``LAG_S`` before now (ingestion lag). Kept ``KEEP_DAYS``. The scheduler
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -39,7 +38,7 @@ from worker.drift.contribution import segments
 from worker.drift.dimensions import MAX_VALUE_CHARS, generation_dims
 from worker.json_types import JSONDict
 from worker.langfuse_io.observations import walk_v2_plain
-from worker.langfuse_io.ordering import as_datetime
+from worker.langfuse_io.ordering import as_datetime, iso_of
 from worker.langfuse_io.steps import step_of, text_or_none
 
 PREFIX = "tracejudge:signals:"
@@ -89,11 +88,12 @@ def collect(api: LangfuseAPI, client: redis.Redis, now: float) -> int | None:
     until = min(since + MAX_WINDOW_S, now - LAG_S)
     if until <= since:
         return None
-    window = {"fromStartTime": _iso(since), "toStartTime": _iso(until)}
+    window = {"fromStartTime": iso_of(since, "milliseconds"), "toStartTime": iso_of(until, "milliseconds")}
     roots = {o["traceId"]: o for o in walk_v2_plain(api, {**window, "isRootObservation": "true"},
                                                     fields=ROOT_FIELDS, limit=1000) if o.get("traceId")}
     generations: dict[str, list[JSONDict]] = defaultdict(list)
-    spill = {**window, "toStartTime": _iso(until + LAG_S), "type": "GENERATION"}  # ends at most at now
+    # ends at most at now
+    spill = {**window, "toStartTime": iso_of(until + LAG_S, "milliseconds"), "type": "GENERATION"}
     for g in walk_v2_plain(api, spill, fields=GENERATION_FIELDS, limit=1000):
         if g.get("traceId") in roots:
             generations[g["traceId"]].append(g)
@@ -170,7 +170,3 @@ def _dims(root: JSONDict, gens: list[JSONDict]) -> dict[str, str]:
 def _latency_ms(root: JSONDict) -> float:
     start, end = as_datetime(root.get("startTime")), as_datetime(root.get("endTime"))
     return max(0.0, (end - start).total_seconds() * 1000) if start and end else 0.0
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -53,3 +53,8 @@ def epoch_of(iso: str) -> float:
     if moment is None:
         raise ValueError(f"not a time: {iso!r}")
     return moment.timestamp()
+
+
+def iso_of(epoch: float, timespec: str = "seconds") -> str:
+    """Epoch seconds as ISO 8601 UTC with ``Z`` (``epoch_of``'s inverse, to ``timespec``)."""
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
