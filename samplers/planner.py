@@ -147,6 +147,12 @@ def describe(plan: RatePlan) -> list[str]:
                      for c in sorted(plan.cells, key=lambda c: (c.meets_target, -c.priority, c.segment))]
 
 
-def as_json(plan: RatePlan) -> dict[str, object]:
-    """``status --json``'s form of a plan."""
-    return dataclasses.asdict(plan)
+def plan_lines(client: redis.Redis, rubric: Rubric) -> tuple[RatePlan | None, list[str]]:
+    """A power-aware rubric's plan and the lines ``status`` and the report show for it
+    (``describe``; before the first plan, one line that says so)."""
+    plan = plans.load(client, rubric.key)
+    if plan is not None:
+        return plan, describe(plan)
+    label = rubric.power.label if rubric.power is not None else "none"
+    return None, [f"{rubric.key}: target {label}: no rate plan yet (the scheduler or `sample --once` computes it): "
+                  "every cell at the base rate"]

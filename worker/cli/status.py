@@ -147,20 +147,17 @@ def status_report(settings: Settings, client: redis.Redis, rubrics: dict[str, Ru
 def _plans(client: redis.Redis, rubrics: dict[str, Rubric]) -> dict[str, dict[str, object]]:
     """Each power-aware rubric's rate plan: per cell its rate, achieved detection time, whether it
     meets the target and why not (samplers/planner.py)."""
-    from samplers import plan as rate_plans
-    from samplers.planner import as_json, describe
+    import dataclasses
+
+    from samplers.planner import plan_lines
 
     out: dict[str, dict[str, object]] = {}
     for key, rubric in sorted(rubrics.items()):
-        if rubric.power is None:
-            continue
-        plan = rate_plans.load(client, key)
-        if plan is None:
-            out[key] = {"rubric_key": key, "target": rubric.power.label, "cells": [],
-                        "lines": [f"{key}: target {rubric.power.label}: no rate plan yet (the scheduler or "
-                                  "`sample --once` computes it): every cell at the base rate"]}
-        else:
-            out[key] = {**as_json(plan), "lines": describe(plan)}
+        if rubric.power is not None:
+            plan, lines = plan_lines(client, rubric)
+            fields = (dataclasses.asdict(plan) if plan
+                      else {"rubric_key": key, "target": rubric.power.label, "cells": []})
+            out[key] = {**fields, "lines": lines}
     return out
 
 

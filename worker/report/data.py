@@ -15,8 +15,7 @@ from collections.abc import Callable
 
 import redis
 
-from samplers import plan as rate_plans
-from samplers.planner import describe as describe_plan
+from samplers.planner import plan_lines
 from worker.drift import aggregates as agg
 from worker.drift import check, weighted_means
 from worker.drift.check import CellReport, Series, run_check
@@ -223,8 +222,7 @@ def _sampling(client: redis.Redis, rubric: Rubric | None) -> list[str]:
     """A power-aware rubric's rate plan as lines (samplers/planner.py ``describe``)."""
     if rubric is None or rubric.power is None:
         return []
-    plan = rate_plans.load(client, rubric.key)
-    return describe_plan(plan) if plan else [f"target {rubric.power.label}: no rate plan yet"]
+    return plan_lines(client, rubric)[1]
 
 
 def _matches(rubric_filter: str | None, name: str, version: str) -> bool:
