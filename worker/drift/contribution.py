@@ -24,7 +24,8 @@ w = 1/p (p: the trace's inclusion probability, ``Weighting``), to *every* cell o
 
 and, when the trace's slices are known (worker/drift/dimensions.py), its entry in the slice
 log and the first-seen values of its cells (worker/drift/slice_log.py). An unscored trace adds
-to the first two keys, and ``unscored`` +1, ``unscored:<reason>`` +1 in the day's hash. drift/aggregates.py reads them (the report, status and the drift check through it).
+to the first two keys, and ``unscored`` +1, ``unscored:<reason>`` +1 in the day's hash.
+drift/aggregates.py reads them (the report, status and the drift check through it).
 
 ``DriftContribution`` is a score's share, built here from the judged facts (``of_score``). It
 is added only when the score's read-back confirms it (worker/judging/confirm.py), and until
@@ -219,7 +220,8 @@ class DriftContribution:
 
     def to_json(self) -> dict[str, object]:
         """The JSON-able form kept in the pending-confirmation record; ``from_json`` reads it."""
-        return {"v": FORMAT if self.weight is None else WEIGHTED_FORMAT, "cells": list(self.cells), "day": self.day, "points": self.points,
+        return {"v": FORMAT if self.weight is None else WEIGHTED_FORMAT, "cells": list(self.cells),
+                "day": self.day, "points": self.points,
                 "trace_epoch": self.trace_epoch, "cost_microusd": self.cost_microusd, "member": self.member,
                 "observation_id": self.observation_id, "label": self.label, "passed": self.passed,
                 **({"slices": [list(item) for item in self.slices]} if self.slices else {}),

@@ -107,7 +107,8 @@ def _section(data: ReportData, s: Section) -> str:
     parts.append(f'<div class="two"><div>{_cost(s.ops, s.key, s.unit)}</div><div>{_unscored(s.ops, s.key)}</div></div>')
     parts.append(_cells_table(s))
     if s.sampling:  # a power-aware rubric's rate plan: per cell its rate, detection time, and why it misses
-        parts.append("<h3>Sampling plan</h3><ul>" + "".join(f"<li>{escape(x.strip())}</li>" for x in s.sampling) + "</ul>")
+        items = "".join(f"<li>{escape(x.strip())}</li>" for x in s.sampling)
+        parts.append(f"<h3>Sampling plan</h3><ul>{items}</ul>")
     parts.append(_bottom_table(s))
     parts.append("</section>")
     return "".join(parts)
