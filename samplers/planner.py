@@ -30,6 +30,7 @@ from samplers.power import Budget, Cell, DetectionTarget, Policy, Stratum, alloc
 from samplers.traffic import traffic_per_day
 from worker.drift.aggregates import cell_key, read_days
 from worker.drift.slice_log import EVENT_DIMENSIONS, first_seen
+from worker.drift.stats import WeekStats
 from worker.drift.weighting import WeightedSums
 from worker.rubrics.rubric import Rubric
 
@@ -119,8 +120,8 @@ def cell_sd(client: redis.Redis, rubric: Rubric, segment: str, today: dt.date) -
         n = sum(r.get("n", 0.0) for r in rows)
         if n < MIN_SD_N:
             return DEFAULT_SD
-        total, total_sq = sum(r.get("sum", 0.0) for r in rows), sum(r.get("sumsq", 0.0) for r in rows)
-        sd = math.sqrt(max(0.0, (total_sq - total * total / n) / (n - 1)))
+        sd = math.sqrt(WeekStats(int(n), sum(r.get("sum", 0.0) for r in rows),
+                                 sum(r.get("sumsq", 0.0) for r in rows)).variance)
     return max(0.5, round(sd * 2) / 2) if math.isfinite(sd) else DEFAULT_SD
 
 
