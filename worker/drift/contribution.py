@@ -220,10 +220,9 @@ class DriftContribution:
 
     def to_json(self) -> dict[str, object]:
         """The JSON-able form kept in the pending-confirmation record; ``from_json`` reads it."""
-        return {"v": FORMAT if self.weight is None else WEIGHTED_FORMAT, "cells": list(self.cells),
-                "day": self.day, "points": self.points,
-                "trace_epoch": self.trace_epoch, "cost_microusd": self.cost_microusd, "member": self.member,
-                "observation_id": self.observation_id, "label": self.label, "passed": self.passed,
+        return {"v": FORMAT if self.weight is None else WEIGHTED_FORMAT, "cells": list(self.cells), "day": self.day,
+                "points": self.points, "trace_epoch": self.trace_epoch, "cost_microusd": self.cost_microusd,
+                "member": self.member, "observation_id": self.observation_id, "label": self.label, "passed": self.passed,
                 **({"slices": [list(item) for item in self.slices]} if self.slices else {}),
                 **({"w": self.weight, "wcells": list(self.weighted_cells)} if self.weight is not None else {})}
 
